@@ -1,0 +1,185 @@
+//! Run-time choice of the compute backend among those compiled in.
+//!
+//! Models and losses are generic over `B: AutodiffBackend`; a binary picks the concrete backend
+//! once, from a name such as `--backend cuda`, and hands a [`BackendJob`] to [`run_on`], which
+//! monomorphizes the job for that backend. Asking for a backend whose cargo feature was not
+//! enabled is an error that says which feature to build with.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
+
+/// The CPU backend (`ndarray` feature): f32 NdArray under autodiff.
+#[cfg(feature = "ndarray")]
+pub type CpuBackend = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
+
+/// The portable GPU backend (`wgpu` feature: Vulkan, Metal, DX12 through wgpu), with fusion.
+#[cfg(feature = "wgpu")]
+pub type WgpuBackend = burn::backend::Autodiff<burn::backend::Wgpu>;
+
+/// The NVIDIA backend (`cuda` feature), with fusion.
+#[cfg(feature = "cuda")]
+pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
+
+/// A backend name as users write it (`cpu`, `wgpu`, `cuda`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// NdArray on the CPU (cargo feature `ndarray`).
+    Cpu,
+    /// wgpu: Vulkan, Metal or DX12 (cargo feature `wgpu`).
+    Wgpu,
+    /// CUDA (cargo feature `cuda`).
+    Cuda,
+}
+
+impl BackendKind {
+    /// Every backend kind, compiled in or not.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Cpu, BackendKind::Wgpu, BackendKind::Cuda];
+
+    /// The name used on the command line and in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Cpu => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    /// The backends this binary was built with, in [`BackendKind::ALL`] order.
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "ndarray" => Ok(BackendKind::Cpu),
+            "wgpu" | "vulkan" | "metal" => Ok(BackendKind::Wgpu),
+            "cuda" => Ok(BackendKind::Cuda),
+            _ => Err(BackendError::Unknown(s.to_string())),
+        }
+    }
+}
+
+/// Why a backend cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The name is not a backend ganpo knows.
+    #[error("unknown backend `{0}`: expected one of cpu, wgpu, cuda")]
+    Unknown(String),
+    /// The backend exists but this binary was built without its cargo feature.
+    #[error(
+        "backend `{kind}` is not compiled into this binary: rebuild with `--features {feature}` \
+         (compiled in: {compiled})"
+    )]
+    NotCompiled {
+        /// The backend that was asked for.
+        kind: BackendKind,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+        /// The backends that are available, comma separated.
+        compiled: String,
+    },
+}
+
+/// Work that is generic over the backend; [`run_on`] runs it on the one chosen at run time.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on backend `B` and its `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `job` on the default device of backend `kind`, or says why that backend is unavailable.
+pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, BackendError> {
+    match kind {
+        #[cfg(feature = "ndarray")]
+        BackendKind::Cpu => Ok(job.run::<CpuBackend>(Default::default())),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(job.run::<WgpuBackend>(Default::default())),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Ok(job.run::<CudaBackend>(Default::default())),
+        #[allow(unreachable_patterns)]
+        _ => Err(not_compiled(kind)),
+    }
+}
+
+fn not_compiled(kind: BackendKind) -> BackendError {
+    let compiled = BackendKind::compiled()
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    BackendError::NotCompiled {
+        kind,
+        feature: kind.feature(),
+        compiled: if compiled.is_empty() { "none".into() } else { compiled },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Name;
+    impl BackendJob for Name {
+        type Output = String;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
+            B::name(&device)
+        }
+    }
+
+    #[test]
+    fn parses_names_and_rejects_unknown_ones() {
+        assert_eq!("CPU".parse::<BackendKind>(), Ok(BackendKind::Cpu));
+        assert_eq!("vulkan".parse::<BackendKind>(), Ok(BackendKind::Wgpu));
+        assert_eq!("cuda".parse::<BackendKind>(), Ok(BackendKind::Cuda));
+        let err = "tpu".parse::<BackendKind>().unwrap_err();
+        assert_eq!(err.to_string(), "unknown backend `tpu`: expected one of cpu, wgpu, cuda");
+    }
+
+    #[test]
+    fn runs_on_the_cpu_and_refuses_backends_not_compiled_in() {
+        let name = run_on(BackendKind::Cpu, Name).unwrap();
+        assert!(name.contains("ndarray"), "{name}");
+        for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
+            match run_on(kind, Name) {
+                Ok(name) => assert!(kind.is_compiled(), "{name}"),
+                Err(err) => {
+                    assert!(!kind.is_compiled());
+                    let msg = err.to_string();
+                    assert!(msg.contains(&format!("--features {}", kind.feature())), "{msg}");
+                    assert!(msg.contains("compiled in: cpu"), "{msg}");
+                }
+            }
+        }
+    }
+}

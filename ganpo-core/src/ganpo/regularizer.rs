@@ -1,0 +1,157 @@
+//! The two discriminators, their quad losses and the generator term.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+
+use super::LatentBatch;
+use super::running_means::{
+    C_POLICY_CHOSEN, C_REF_CHOSEN, C_REF_REJECTED, R_POLICY_REJECTED, R_REF_CHOSEN, R_REF_REJECTED,
+    RunningMeans,
+};
+use crate::discriminator::Discriminator;
+use crate::metrics::Metrics;
+use crate::mode::Mode;
+
+/// The GANPO regularizer: `D_c` (chosen), `D_r` (rejected) and the running means.
+///
+/// It is a burn module: give it its own optimizer (the discriminators' parameters are its
+/// parameters) and save it with its record (spectral-norm vectors and running means included).
+/// Build it with [`super::GanpoConfig::init`].
+#[derive(Module, Debug)]
+pub struct Ganpo<B: Backend> {
+    /// `D_c`, trained to order reference-chosen above policy-chosen above reference-rejected.
+    pub chosen: Discriminator<B>,
+    /// `D_r`, trained to order reference-rejected above policy-rejected above reference-chosen.
+    pub rejected: Discriminator<B>,
+    /// Running means of the scores (`ema` mode).
+    pub means: RunningMeans<B>,
+    pub(crate) adv_weight: f64,
+    pub(crate) momentum: f64,
+    pub(crate) batch_means: bool,
+}
+
+/// The discriminators' loss of one batch and its diagnostics.
+#[derive(Clone, Debug)]
+pub struct DiscriminatorOutput<B: Backend> {
+    /// `L_Dc + L_Dr`, `[1]`; gradient reaches the discriminators only.
+    pub loss: Tensor<B, 1>,
+    /// `gan/d_chosen_loss`, `gan/d_rejected_loss`, `gan/d_chosen_accuracy`,
+    /// `gan/d_rejected_accuracy` (fraction of the two targeted orderings per pair that hold),
+    /// `gan/d_chosen_ref_vs_policy`, `gan/d_rejected_ref_vs_policy` (fraction of pairs where the
+    /// reference latent scores above the policy's), `gan/latent_drift` (mean L2 distance between
+    /// policy and reference latents over used positions) and `gan/latent_drift_rel` (the same
+    /// over the reference latents' mean norm).
+    pub metrics: Metrics<B>,
+}
+
+/// The generator term of one batch.
+#[derive(Clone, Debug)]
+pub struct GeneratorOutput<B: Backend> {
+    /// `L_gen`, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// `adv_weight * L_gen`, `[1]`: add this to the base preference loss.
+    pub term: Tensor<B, 1>,
+    /// `gan/gen_loss`.
+    pub metrics: Metrics<B>,
+}
+
+/// Binary cross-entropy with logits against a constant target, averaged over the batch.
+fn bce<B: Backend>(logits: Tensor<B, 1>, target_one: bool) -> Tensor<B, 1> {
+    let x = if target_one { logits } else { logits.neg() };
+    log_sigmoid(x).neg().mean()
+}
+
+/// `x[i]` of a `[6]` tensor as a `[1]` tensor.
+fn at<B: Backend>(x: &Tensor<B, 1>, i: usize) -> Tensor<B, 1> {
+    x.clone().slice(s![i..i + 1])
+}
+
+impl<B: Backend> Ganpo<B> {
+    /// `lambda`, the weight of the generator term.
+    pub fn adv_weight(&self) -> f64 {
+        self.adv_weight
+    }
+
+    /// Phase 1: the discriminators' quad relativistic-average loss.
+    ///
+    /// Pass the batch with the policy latents detached ([`LatentBatch::detach_policy`]). Both
+    /// discriminators run in train mode (dropout, one power-iteration step per forward) on each
+    /// set in the reference's order (`D_c`: P+, R+, R-; `D_r`: P-, R+, R-). In `ema` mode this
+    /// updates the running means with the batch means first and uses the updated means as
+    /// constants, as the reference trainer does.
+    pub fn discriminator_loss(&self, batch: &LatentBatch<B>) -> DiscriminatorOutput<B> {
+        let train = Mode::Train;
+        let (cm, rm) = (batch.chosen_mask.clone(), batch.rejected_mask.clone());
+        let c_pp = self.chosen.forward(batch.policy_chosen.clone(), cm.clone(), train);
+        let c_rp = self.chosen.forward(batch.reference_chosen.clone(), cm.clone(), train);
+        let c_rn = self.chosen.forward(batch.reference_rejected.clone(), rm.clone(), train);
+        let r_pn = self.rejected.forward(batch.policy_rejected.clone(), rm.clone(), train);
+        let r_rp = self.rejected.forward(batch.reference_chosen.clone(), cm, train);
+        let r_rn = self.rejected.forward(batch.reference_rejected.clone(), rm, train);
+
+        let batch_means = Tensor::cat(
+            vec![
+                c_rp.clone().mean(),
+                c_rn.clone().mean(),
+                c_pp.clone().mean(),
+                r_rp.clone().mean(),
+                r_rn.clone().mean(),
+                r_pn.clone().mean(),
+            ],
+            0,
+        );
+        let m = if self.batch_means { batch_means } else { self.means.update(batch_means, self.momentum) };
+
+        let d_chosen = (bce(c_rp.clone() - at(&m, C_POLICY_CHOSEN), true)
+            + bce(c_pp.clone() - at(&m, C_REF_CHOSEN), false)
+            + bce(c_pp.clone() - at(&m, C_REF_REJECTED), true)
+            + bce(c_rn.clone() - at(&m, C_POLICY_CHOSEN), false))
+            / 4.0;
+        let d_rejected = (bce(r_rn.clone() - at(&m, R_POLICY_REJECTED), true)
+            + bce(r_pn.clone() - at(&m, R_REF_REJECTED), false)
+            + bce(r_pn.clone() - at(&m, R_REF_CHOSEN), true)
+            + bce(r_rp.clone() - at(&m, R_POLICY_REJECTED), false))
+            / 4.0;
+
+        let frac = |a: &Tensor<B, 1>, b: &Tensor<B, 1>| a.clone().greater(b.clone()).float().mean();
+        let (drift, drift_rel) = batch.drift();
+        let metrics = Metrics::new(vec![
+            ("gan/d_chosen_loss", d_chosen.clone()),
+            ("gan/d_rejected_loss", d_rejected.clone()),
+            ("gan/d_chosen_accuracy", (frac(&c_rp, &c_pp) + frac(&c_pp, &c_rn)) / 2.0),
+            ("gan/d_rejected_accuracy", (frac(&r_rn, &r_pn) + frac(&r_pn, &r_rp)) / 2.0),
+            ("gan/d_chosen_ref_vs_policy", frac(&c_rp, &c_pp)),
+            ("gan/d_rejected_ref_vs_policy", frac(&r_rn, &r_pn)),
+            ("gan/latent_drift", drift),
+            ("gan/latent_drift_rel", drift_rel),
+        ]);
+        DiscriminatorOutput { loss: d_chosen + d_rejected, metrics }
+    }
+
+    /// Phase 2: the non-saturating generator term
+    /// `L_gen = (BCE(c(P+) - m_c[R+], 1) + BCE(r(P-) - m_r[R-], 1)) / 2`.
+    ///
+    /// Pass the batch with the policy latents tracked. The discriminators run in eval mode (no
+    /// dropout, no power iteration) on frozen copies of themselves, so the gradient reaches the
+    /// policy latents and never the discriminators' parameters; the result is deterministic.
+    /// `ema` mode uses the running means of the last discriminator pass; `batch` mode scores the
+    /// reference latents too.
+    pub fn generator_loss(&self, batch: &LatentBatch<B>) -> GeneratorOutput<B> {
+        let eval = Mode::Eval;
+        let chosen = self.chosen.clone().no_grad();
+        let rejected = self.rejected.clone().no_grad();
+        let c_pp = chosen.forward(batch.policy_chosen.clone(), batch.chosen_mask.clone(), eval);
+        let r_pn = rejected.forward(batch.policy_rejected.clone(), batch.rejected_mask.clone(), eval);
+        let (m_c_rp, m_r_rn) = if self.batch_means {
+            let c_rp = chosen.forward(batch.reference_chosen.clone(), batch.chosen_mask.clone(), eval);
+            let r_rn = rejected.forward(batch.reference_rejected.clone(), batch.rejected_mask.clone(), eval);
+            (c_rp.mean().detach(), r_rn.mean().detach())
+        } else {
+            let m = self.means.current();
+            (at(&m, C_REF_CHOSEN), at(&m, R_REF_REJECTED))
+        };
+        let loss = (bce(c_pp - m_c_rp, true) + bce(r_pn - m_r_rn, true)) / 2.0;
+        let metrics = Metrics::new(vec![("gan/gen_loss", loss.clone())]);
+        GeneratorOutput { term: loss.clone() * self.adv_weight, loss, metrics }
+    }
+}

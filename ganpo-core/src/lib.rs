@@ -1,0 +1,34 @@
+//! # ganpo-core
+//!
+//! The GANPO objective for preference optimization of causal language models, generic over the
+//! burn backend and free of I/O:
+//!
+//! - [`logprobs`]: summed completion log-probabilities from logits, the quantity every preference
+//!   loss is built on;
+//! - [`loss`]: offline preference losses with TRL's definitions and metric names (DPO `sigmoid`,
+//!   `robust`, `hinge`, `ipo`, `sigmoid_norm`, SimPO, `sft`, and weighted combinations);
+//! - [`spectral_norm`]: a spectrally normalized linear layer with persistent power-iteration state;
+//! - [`discriminator`]: the reference `transformer` discriminator and a cheaper `mlp` one, which
+//!   score a sequence of last-layer hidden states;
+//! - [`ganpo`]: the latent adversarial regularizer: two discriminators (chosen / rejected), the
+//!   relativistic-average "quad" losses with running means, the generator term and diagnostics;
+//! - [`backend`]: run-time choice among the compiled-in backends (`cpu`, `wgpu`, `cuda`).
+//!
+//! The method is stated in `docs/method.md`; `docs/architecture.md` shows how the pieces meet in
+//! one training step.
+
+pub mod backend;
+pub mod discriminator;
+pub mod ganpo;
+pub mod logprobs;
+pub mod loss;
+pub mod metrics;
+pub mod mode;
+mod init;
+pub mod spectral_norm;
+
+pub use discriminator::{Discriminator, DiscriminatorConfig};
+pub use ganpo::{Ganpo, GanpoConfig, MeanMode, Pooling};
+pub use logprobs::{SequenceLogps, next_token_targets, sequence_logps};
+pub use loss::{LossError, LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
+pub use mode::Mode;

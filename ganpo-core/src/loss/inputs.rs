@@ -1,0 +1,123 @@
+//! What a preference loss consumes: log-probabilities of chosen and rejected completions.
+
+use burn::prelude::*;
+
+use super::LossError;
+use crate::logprobs::SequenceLogps;
+
+/// Completion lengths in tokens of each pair, known on the host, checked to be non-zero.
+///
+/// Lengths come from the data pipeline (which tokenized the completions), so checking them needs
+/// no device synchronization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairLengths {
+    chosen: Vec<usize>,
+    rejected: Vec<usize>,
+}
+
+impl PairLengths {
+    /// Checks that both sides have the same number of pairs, at least one, and that no
+    /// completion is empty (the error names the pair and the side).
+    pub fn new(chosen: Vec<usize>, rejected: Vec<usize>) -> Result<Self, LossError> {
+        if chosen.is_empty() {
+            return Err(LossError::EmptyBatch);
+        }
+        if rejected.len() != chosen.len() {
+            return Err(LossError::BatchMismatch {
+                what: "rejected lengths",
+                found: rejected.len(),
+                expected: chosen.len(),
+            });
+        }
+        for (side, lengths) in [("chosen", &chosen), ("rejected", &rejected)] {
+            if let Some(index) = lengths.iter().position(|&n| n == 0) {
+                return Err(LossError::EmptyCompletion { index, side });
+            }
+        }
+        Ok(Self { chosen, rejected })
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.chosen.len()
+    }
+
+    /// Always false: a `PairLengths` holds at least one pair.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Chosen completion lengths.
+    pub fn chosen(&self) -> &[usize] {
+        &self.chosen
+    }
+
+    /// Rejected completion lengths.
+    pub fn rejected(&self) -> &[usize] {
+        &self.rejected
+    }
+
+    pub(crate) fn tensors<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let to = |v: &[usize]| {
+            let data: Vec<f32> = v.iter().map(|&n| n as f32).collect();
+            Tensor::<B, 1>::from_data(TensorData::new(data, [v.len()]), device)
+        };
+        (to(&self.chosen), to(&self.rejected))
+    }
+}
+
+/// Summed completion log-probabilities of a batch of pairs, `[n]` each.
+#[derive(Clone, Debug)]
+pub struct PreferenceInputs<B: Backend> {
+    /// Policy log-prob of each chosen completion (carries the gradient).
+    pub policy_chosen: Tensor<B, 1>,
+    /// Policy log-prob of each rejected completion (carries the gradient).
+    pub policy_rejected: Tensor<B, 1>,
+    /// Reference log-probs `(chosen, rejected)`; needed by every loss but SimPO and SFT.
+    pub reference: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// Completion lengths in tokens.
+    pub lengths: PairLengths,
+    /// Per-sequence sums of mean logits `(chosen, rejected)` for the `logits/*` metrics.
+    pub logit_sums: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> PreferenceInputs<B> {
+    /// Inputs from the policy's [`SequenceLogps`] of the chosen and rejected halves, the
+    /// reference log-probs if there are any, and the host-side lengths.
+    pub fn from_sequences(
+        chosen: SequenceLogps<B>,
+        rejected: SequenceLogps<B>,
+        reference: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+        lengths: PairLengths,
+    ) -> Self {
+        Self {
+            policy_chosen: chosen.logps,
+            policy_rejected: rejected.logps,
+            reference,
+            lengths,
+            logit_sums: Some((chosen.logit_sums, rejected.logit_sums)),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), LossError> {
+        let n = self.lengths.len();
+        let mut sizes = vec![
+            ("policy_chosen", self.policy_chosen.dims()[0]),
+            ("policy_rejected", self.policy_rejected.dims()[0]),
+        ];
+        if let Some((c, r)) = &self.reference {
+            sizes.push(("reference chosen", c.dims()[0]));
+            sizes.push(("reference rejected", r.dims()[0]));
+        }
+        if let Some((c, r)) = &self.logit_sums {
+            sizes.push(("chosen logit sums", c.dims()[0]));
+            sizes.push(("rejected logit sums", r.dims()[0]));
+        }
+        for (what, found) in sizes {
+            if found != n {
+                return Err(LossError::BatchMismatch { what, found, expected: n });
+            }
+        }
+        Ok(())
+    }
+}

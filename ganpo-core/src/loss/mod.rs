@@ -1,0 +1,55 @@
+//! Offline preference losses with TRL's definitions and metric names.
+//!
+//! A [`PreferenceLoss`] (a weighted list of [`LossKind`]s plus `beta`, label smoothing and SimPO's
+//! `gamma`) turns [`PreferenceInputs`] (summed completion log-probabilities of the policy and,
+//! for reference-based losses, of the reference model) into a scalar loss and
+//! [`PreferenceMetrics`] named as TRL names them (`rewards/chosen`, `logps/rejected`, ...).
+
+mod inputs;
+mod kind;
+mod metrics;
+mod objective;
+
+pub use inputs::{PairLengths, PreferenceInputs};
+pub use kind::LossKind;
+pub use metrics::PreferenceMetrics;
+pub use objective::{PreferenceLoss, PreferenceOutput, WeightedLoss};
+
+/// Why a preference loss cannot be computed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LossError {
+    /// A completion has no tokens: its length-normalized log-probability is undefined.
+    #[error("pair {index}: the {side} completion has zero tokens; every completion needs at least one token")]
+    EmptyCompletion {
+        /// Position of the pair in the batch.
+        index: usize,
+        /// `chosen` or `rejected`.
+        side: &'static str,
+    },
+    /// The batch holds no pairs.
+    #[error("the batch holds no preference pairs")]
+    EmptyBatch,
+    /// Two inputs disagree on the number of pairs.
+    #[error("{what} has {found} entries but the batch has {expected} pairs")]
+    BatchMismatch {
+        /// Which input is off.
+        what: &'static str,
+        /// Its size.
+        found: usize,
+        /// The number of pairs.
+        expected: usize,
+    },
+    /// A loss that compares against the reference model was given no reference log-probs.
+    #[error("loss `{0}` needs reference log-probabilities, but none were given")]
+    MissingReference(&'static str),
+    /// A hyperparameter is outside its valid range.
+    #[error("invalid loss setting `{key}` = {value}: {expected}")]
+    InvalidSetting {
+        /// The config key.
+        key: &'static str,
+        /// The value given.
+        value: f64,
+        /// What is expected instead.
+        expected: &'static str,
+    },
+}

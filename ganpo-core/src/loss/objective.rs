@@ -1,0 +1,157 @@
+//! A weighted combination of preference losses and its hyperparameters.
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::kind::PairTerms;
+use super::metrics::preference_metrics;
+use super::{LossError, LossKind, PreferenceInputs, PreferenceMetrics};
+
+/// One loss of a combination and its weight.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedLoss {
+    /// The loss.
+    pub kind: LossKind,
+    /// Its weight in the total (TRL's `loss_weights`).
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The base preference objective: `sum_k weight_k * mean_pairs(loss_k)`, TRL's combination rule.
+///
+/// Defaults follow TRL: DPO `sigmoid`, `beta = 0.1`, no label smoothing, SimPO `gamma = 0.5`.
+///
+/// # Example
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::prelude::*;
+/// use ganpo_core::{LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
+///
+/// let device = Default::default();
+/// let t = |v: [f32; 2]| Tensor::<NdArray, 1>::from_floats(v, &device);
+/// let inputs = PreferenceInputs {
+///     policy_chosen: t([-10.0, -12.0]),
+///     policy_rejected: t([-11.0, -9.0]),
+///     reference: Some((t([-10.5, -12.0]), t([-10.5, -9.5]))),
+///     lengths: PairLengths::new(vec![5, 6], vec![4, 3]).unwrap(),
+///     logit_sums: None,
+/// };
+/// let out = PreferenceLoss::default().compute(&inputs).unwrap();
+/// // z = 0.1 * ((0.5 - -0.5), (0 - 0.5)) = (0.1, -0.05); loss = mean(-log sigmoid(z))
+/// let expected = ((1.0 + (-0.1f64).exp()).ln() + (1.0 + 0.05f64.exp()).ln()) / 2.0;
+/// let loss: f32 = out.loss.into_scalar();
+/// assert!((loss as f64 - expected).abs() < 1e-6);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreferenceLoss {
+    /// The losses and their weights.
+    pub losses: Vec<WeightedLoss>,
+    /// Temperature `beta` (> 0).
+    pub beta: f64,
+    /// Label smoothing `eps`: in `[0, 0.5)` for `robust`, `[0, 1]` otherwise.
+    pub label_smoothing: f64,
+    /// SimPO's target reward margin `gamma`.
+    pub simpo_gamma: f64,
+}
+
+impl Default for PreferenceLoss {
+    fn default() -> Self {
+        Self {
+            losses: vec![WeightedLoss { kind: LossKind::Sigmoid, weight: 1.0 }],
+            beta: 0.1,
+            label_smoothing: 0.0,
+            simpo_gamma: 0.5,
+        }
+    }
+}
+
+/// The scalar loss and the metrics of one batch.
+#[derive(Clone, Debug)]
+pub struct PreferenceOutput<B: Backend> {
+    /// The weighted total, `[1]`, with gradient to the policy log-probs.
+    pub loss: Tensor<B, 1>,
+    /// TRL-named metrics, detached.
+    pub metrics: PreferenceMetrics<B>,
+}
+
+impl PreferenceLoss {
+    /// A single loss kind with the default hyperparameters.
+    pub fn single(kind: LossKind) -> Self {
+        Self { losses: vec![WeightedLoss { kind, weight: 1.0 }], ..Self::default() }
+    }
+
+    /// Whether any loss of the combination needs reference log-probabilities.
+    pub fn needs_reference(&self) -> bool {
+        self.losses.iter().any(|l| l.kind.needs_reference())
+    }
+
+    /// Checks the hyperparameters.
+    pub fn validate(&self) -> Result<(), LossError> {
+        let invalid = |key, value, expected| Err(LossError::InvalidSetting { key, value, expected });
+        if self.losses.is_empty() {
+            return invalid("losses", 0.0, "at least one loss");
+        }
+        if !(self.beta.is_finite() && self.beta > 0.0) {
+            return invalid("beta", self.beta, "a finite number > 0");
+        }
+        let eps = self.label_smoothing;
+        let robust = self.losses.iter().any(|l| l.kind == LossKind::Robust);
+        if robust && !(0.0..0.5).contains(&eps) {
+            return invalid("label_smoothing", eps, "a value in [0, 0.5) for the robust loss");
+        }
+        if !(0.0..=1.0).contains(&eps) {
+            return invalid("label_smoothing", eps, "a value in [0, 1]");
+        }
+        if !self.simpo_gamma.is_finite() {
+            return invalid("simpo_gamma", self.simpo_gamma, "a finite number");
+        }
+        if let Some(l) = self.losses.iter().find(|l| !l.weight.is_finite()) {
+            return invalid("weight", l.weight, "a finite number");
+        }
+        Ok(())
+    }
+
+    /// Computes the loss and the metrics.
+    ///
+    /// Rewards follow the trainer TRL would use: `beta * (pi - ref)` (DPOTrainer) when reference
+    /// log-probs are given, `beta * pi / |y|` (CPOTrainer's SimPO) when they are not.
+    pub fn compute<B: Backend>(
+        &self,
+        inputs: &PreferenceInputs<B>,
+    ) -> Result<PreferenceOutput<B>, LossError> {
+        self.validate()?;
+        inputs.check()?;
+        if inputs.reference.is_none()
+            && let Some(l) = self.losses.iter().find(|l| l.kind.needs_reference())
+        {
+            return Err(LossError::MissingReference(l.kind.name()));
+        }
+        let device = inputs.policy_chosen.device();
+        let (len_w, len_l) = inputs.lengths.tensors::<B>(&device);
+        let terms = PairTerms {
+            pi_w: inputs.policy_chosen.clone(),
+            pi_l: inputs.policy_rejected.clone(),
+            reference: inputs.reference.clone(),
+            len_w,
+            len_l,
+            beta: self.beta,
+            eps: self.label_smoothing,
+            gamma: self.simpo_gamma,
+        };
+        let loss = self
+            .losses
+            .iter()
+            .map(|l| l.kind.per_pair(&terms).mean() * l.weight)
+            .reduce(|a, b| a + b)
+            .expect("validate() guarantees at least one loss");
+        let sft = self.losses.iter().any(|l| l.kind == LossKind::Sft);
+        let metrics = preference_metrics(&terms, inputs.logit_sums.clone(), sft);
+        Ok(PreferenceOutput { loss, metrics })
+    }
+}
