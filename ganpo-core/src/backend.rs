@@ -141,7 +141,11 @@ fn not_compiled(kind: BackendKind) -> BackendError {
     BackendError::NotCompiled {
         kind,
         feature: kind.feature(),
-        compiled: if compiled.is_empty() { "none".into() } else { compiled },
+        compiled: if compiled.is_empty() {
+            "none".into()
+        } else {
+            compiled
+        },
     }
 }
 
@@ -163,7 +167,10 @@ mod tests {
         assert_eq!("vulkan".parse::<BackendKind>(), Ok(BackendKind::Wgpu));
         assert_eq!("cuda".parse::<BackendKind>(), Ok(BackendKind::Cuda));
         let err = "tpu".parse::<BackendKind>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown backend `tpu`: expected one of cpu, wgpu, cuda");
+        assert_eq!(
+            err.to_string(),
+            "unknown backend `tpu`: expected one of cpu, wgpu, cuda"
+        );
     }
 
     #[test]
@@ -176,7 +183,10 @@ mod tests {
                 Err(err) => {
                     assert!(!kind.is_compiled());
                     let msg = err.to_string();
-                    assert!(msg.contains(&format!("--features {}", kind.feature())), "{msg}");
+                    assert!(
+                        msg.contains(&format!("--features {}", kind.feature())),
+                        "{msg}"
+                    );
                     assert!(msg.contains("compiled in: cpu"), "{msg}");
                 }
             }

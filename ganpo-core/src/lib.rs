@@ -17,14 +17,15 @@
 //! The method is stated in `docs/method.md`; `docs/architecture.md` shows how the pieces meet in
 //! one training step.
 
+pub mod activation;
 pub mod backend;
 pub mod discriminator;
 pub mod ganpo;
+mod init;
 pub mod logprobs;
 pub mod loss;
 pub mod metrics;
 pub mod mode;
-mod init;
 pub mod spectral_norm;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig};

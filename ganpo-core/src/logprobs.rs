@@ -65,14 +65,21 @@ pub fn sequence_logps<B: Backend>(
     .reshape([batch]);
 
     let labels = labels.mask_fill(mask.clone().bool_not(), 0);
-    let picked = logits.clone().gather(2, labels.unsqueeze_dim(2)).reshape([batch, seq]);
+    let picked = logits
+        .clone()
+        .gather(2, labels.unsqueeze_dim(2))
+        .reshape([batch, seq]);
     let max = logits.clone().detach().max_dim(2);
     let shifted = logits - max.clone();
     let log_sum_exp = shifted.exp().sum_dim(2).log() + max;
     let token_logps = picked - log_sum_exp.reshape([batch, seq]);
     let logps = (token_logps * maskf).sum_dim(1).reshape([batch]);
 
-    SequenceLogps { logps, token_counts, logit_sums }
+    SequenceLogps {
+        logps,
+        token_counts,
+        logit_sums,
+    }
 }
 
 /// Builds next-token targets from input ids: `labels[t] = input_ids[t + 1]` and
@@ -99,7 +106,10 @@ pub fn next_token_targets<B: Backend>(
     let mask = Tensor::cat(
         vec![
             completion_mask.slice(s![.., 1..]),
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; batch], [batch, 1]), &device),
+            Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(vec![false; batch], [batch, 1]),
+                &device,
+            ),
         ],
         1,
     );

@@ -14,8 +14,12 @@ pub struct Metrics<B: Backend> {
 impl<B: Backend> Metrics<B> {
     /// Pairs each name with a `[1]` tensor.
     pub fn new(entries: Vec<(&'static str, Tensor<B, 1>)>) -> Self {
-        let (names, values): (Vec<_>, Vec<_>) = entries.into_iter().map(|(n, v)| (n, v.detach())).unzip();
-        Self { names, values: Tensor::cat(values, 0) }
+        let (names, values): (Vec<_>, Vec<_>) =
+            entries.into_iter().map(|(n, v)| (n, v.detach())).unzip();
+        Self {
+            names,
+            values: Tensor::cat(values, 0),
+        }
     }
 
     /// The metric names, in the order of [`Metrics::to_vec`].
@@ -37,6 +41,9 @@ impl<B: Backend> Metrics<B> {
 
     /// The value of one metric (one device synchronization).
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.to_vec().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.to_vec()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
     }
 }

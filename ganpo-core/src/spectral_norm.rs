@@ -33,7 +33,13 @@ pub struct SnLinear<B: Backend> {
 impl<B: Backend> SnLinear<B> {
     /// A layer with Xavier-uniform weight, zero bias (if `bias`) and random unit `u`, `v`.
     pub fn new(d_input: usize, d_output: usize, bias: bool, device: &B::Device) -> Self {
-        let unit = |n: usize| l2_normalize(Tensor::<B, 1>::random([n], Distribution::Normal(0.0, 1.0), device));
+        let unit = |n: usize| {
+            l2_normalize(Tensor::<B, 1>::random(
+                [n],
+                Distribution::Normal(0.0, 1.0),
+                device,
+            ))
+        };
         Self {
             weight_orig: Param::from_tensor(xavier_uniform(d_output, d_input, device)),
             bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_output], device))),
@@ -60,15 +66,26 @@ impl<B: Backend> SnLinear<B> {
         let (u, v) = if mode.is_train() {
             let wd = w.clone().detach();
             let u = self.weight_u.value_sync().detach();
-            let v = l2_normalize(wd.clone().transpose().matmul(u.reshape([out, 1])).reshape([inp]));
+            let v = l2_normalize(
+                wd.clone()
+                    .transpose()
+                    .matmul(u.reshape([out, 1]))
+                    .reshape([inp]),
+            );
             let u = l2_normalize(wd.matmul(v.clone().reshape([inp, 1])).reshape([out]));
             self.weight_u.update(u.clone());
             self.weight_v.update(v.clone());
             (u, v)
         } else {
-            (self.weight_u.value_sync().detach(), self.weight_v.value_sync().detach())
+            (
+                self.weight_u.value_sync().detach(),
+                self.weight_v.value_sync().detach(),
+            )
         };
-        let sigma = u.reshape([1, out]).matmul(w.clone()).matmul(v.reshape([inp, 1]));
+        let sigma = u
+            .reshape([1, out])
+            .matmul(w.clone())
+            .matmul(v.reshape([inp, 1]));
         w / sigma
     }
 

@@ -9,7 +9,9 @@
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
+
+use crate::activation::gelu;
 
 use crate::init::{xavier_linear, xavier_uniform};
 use crate::mode::{Mode, dropout};
@@ -33,7 +35,10 @@ pub struct SelfAttention<B: Backend> {
 impl<B: Backend> SelfAttention<B> {
     /// Xavier-uniform projections, zero biases.
     pub fn new(d: usize, n_heads: usize, dropout: f64, device: &B::Device) -> Self {
-        assert!(d % n_heads == 0, "width {d} is not divisible by {n_heads} heads");
+        assert!(
+            d % n_heads == 0,
+            "width {d} is not divisible by {n_heads} heads"
+        );
         Self {
             in_proj_weight: Param::from_tensor(xavier_uniform(3 * d, d, device)),
             in_proj_bias: Param::from_tensor(Tensor::zeros([3 * d], device)),
@@ -44,7 +49,12 @@ impl<B: Backend> SelfAttention<B> {
     }
 
     /// `x`: `[n, seq, d]`; `key_mask`: `[n, seq]`, true = key may be attended to.
-    pub fn forward(&self, x: Tensor<B, 3>, key_mask: Option<Tensor<B, 2, Bool>>, mode: Mode) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        key_mask: Option<Tensor<B, 2, Bool>>,
+        mode: Mode,
+    ) -> Tensor<B, 3> {
         let [n, seq, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let qkv = x.matmul(self.in_proj_weight.val().transpose().unsqueeze())
@@ -58,7 +68,10 @@ impl<B: Backend> SelfAttention<B> {
         let (q, k, v) = (heads(0), heads(1), heads(2));
         let mut scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
         if let Some(mask) = key_mask {
-            let masked = mask.bool_not().reshape([n, 1, 1, seq]).expand([n, h, seq, seq]);
+            let masked = mask
+                .bool_not()
+                .reshape([n, 1, 1, seq])
+                .expand([n, h, seq, seq]);
             scores = scores.mask_fill(masked, MASKED_SCORE);
         }
         let weights = dropout(softmax(scores, 3), self.dropout, mode);
@@ -97,8 +110,15 @@ impl<B: Backend> EncoderLayer<B> {
     }
 
     /// `x`: `[n, seq, d]`; `key_mask`: `[n, seq]`, true = position may be attended to.
-    pub fn forward(&self, x: Tensor<B, 3>, key_mask: Option<Tensor<B, 2, Bool>>, mode: Mode) -> Tensor<B, 3> {
-        let attn = self.self_attn.forward(self.norm1.forward(x.clone()), key_mask, mode);
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        key_mask: Option<Tensor<B, 2, Bool>>,
+        mode: Mode,
+    ) -> Tensor<B, 3> {
+        let attn = self
+            .self_attn
+            .forward(self.norm1.forward(x.clone()), key_mask, mode);
         let x = x + dropout(attn, self.dropout, mode);
         let ff = gelu(self.linear1.forward(self.norm2.forward(x.clone())));
         let ff = self.linear2.forward(dropout(ff, self.dropout, mode));

@@ -1,7 +1,7 @@
 //! A cheap discriminator: pool the latents, then a spectral-normalized MLP.
 
+use crate::activation::gelu;
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use super::pooling::masked_mean;
@@ -22,7 +22,11 @@ pub struct MlpDiscriminatorConfig {
 
 impl Default for MlpDiscriminatorConfig {
     fn default() -> Self {
-        Self { hidden: 512, layers: 2, dropout: 0.1 }
+        Self {
+            hidden: 512,
+            layers: 2,
+            dropout: 0.1,
+        }
     }
 }
 
@@ -33,7 +37,10 @@ impl MlpDiscriminatorConfig {
         widths.extend(std::iter::repeat_n(self.hidden, self.layers));
         widths.push(1);
         MlpDiscriminator {
-            layers: widths.windows(2).map(|w| SnLinear::new(w[0], w[1], true, device)).collect(),
+            layers: widths
+                .windows(2)
+                .map(|w| SnLinear::new(w[0], w[1], true, device))
+                .collect(),
             dropout: self.dropout,
         }
     }
@@ -49,7 +56,12 @@ pub struct MlpDiscriminator<B: Backend> {
 
 impl<B: Backend> MlpDiscriminator<B> {
     /// Scores `latents` (`[n, seq, d_model]`), `[n]`; see [`super::Discriminator::forward`].
-    pub fn forward(&self, latents: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>, mode: Mode) -> Tensor<B, 1> {
+    pub fn forward(
+        &self,
+        latents: Tensor<B, 3>,
+        mask: Option<Tensor<B, 2, Bool>>,
+        mode: Mode,
+    ) -> Tensor<B, 1> {
         let n = latents.dims()[0];
         let mut x = masked_mean(latents, mask);
         let last = self.layers.len() - 1;

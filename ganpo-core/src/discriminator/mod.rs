@@ -43,7 +43,9 @@ impl DiscriminatorConfig {
     /// Builds a discriminator for latents of width `d_model`.
     pub fn init<B: Backend>(&self, d_model: usize, device: &B::Device) -> Discriminator<B> {
         match self {
-            DiscriminatorConfig::Transformer(c) => Discriminator::Transformer(c.init(d_model, device)),
+            DiscriminatorConfig::Transformer(c) => {
+                Discriminator::Transformer(c.init(d_model, device))
+            }
             DiscriminatorConfig::Mlp(c) => Discriminator::Mlp(c.init(d_model, device)),
         }
     }
@@ -64,7 +66,12 @@ impl<B: Backend> Discriminator<B> {
     /// `mask` (`[n, seq]`, true = position counts) restricts attention and pooling to the chosen
     /// positions; with `None` every position counts. Positions outside the mask never change a
     /// score.
-    pub fn forward(&self, latents: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>, mode: Mode) -> Tensor<B, 1> {
+    pub fn forward(
+        &self,
+        latents: Tensor<B, 3>,
+        mask: Option<Tensor<B, 2, Bool>>,
+        mode: Mode,
+    ) -> Tensor<B, 1> {
         match self {
             Discriminator::Transformer(d) => d.forward(latents, mask, mode),
             Discriminator::Mlp(d) => d.forward(latents, mask, mode),

@@ -1,9 +1,9 @@
 //! The reference GANPO discriminator.
 
+use crate::activation::gelu;
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::gelu;
 use serde::{Deserialize, Serialize};
 
 use super::encoder::EncoderLayer;
@@ -31,14 +31,25 @@ pub struct TransformerDiscriminatorConfig {
 
 impl Default for TransformerDiscriminatorConfig {
     fn default() -> Self {
-        Self { hidden: 512, layers: 2, heads: 8, ff: 2048, dropout: 0.1, max_positions: 2048 }
+        Self {
+            hidden: 512,
+            layers: 2,
+            heads: 8,
+            ff: 2048,
+            dropout: 0.1,
+            max_positions: 2048,
+        }
     }
 }
 
 impl TransformerDiscriminatorConfig {
     /// Builds the discriminator for latents of width `d_model`: Xavier-uniform weights, zero
     /// biases, positions drawn from N(0, 0.02).
-    pub fn init<B: Backend>(&self, d_model: usize, device: &B::Device) -> TransformerDiscriminator<B> {
+    pub fn init<B: Backend>(
+        &self,
+        d_model: usize,
+        device: &B::Device,
+    ) -> TransformerDiscriminator<B> {
         let h = self.hidden;
         TransformerDiscriminator {
             project_in: SnLinear::new(d_model, h, true, device),
@@ -50,7 +61,10 @@ impl TransformerDiscriminatorConfig {
             layers: (0..self.layers)
                 .map(|_| EncoderLayer::new(h, self.heads, self.ff, self.dropout, device))
                 .collect(),
-            head: vec![SnLinear::new(h, h, true, device), SnLinear::new(h, 1, true, device)],
+            head: vec![
+                SnLinear::new(h, h, true, device),
+                SnLinear::new(h, 1, true, device),
+            ],
         }
     }
 }
@@ -74,12 +88,20 @@ pub struct TransformerDiscriminator<B: Backend> {
 
 impl<B: Backend> TransformerDiscriminator<B> {
     /// Scores `latents` (`[n, seq, d_model]`), `[n]`; see [`super::Discriminator::forward`].
-    pub fn forward(&self, latents: Tensor<B, 3>, mask: Option<Tensor<B, 2, Bool>>, mode: Mode) -> Tensor<B, 1> {
+    pub fn forward(
+        &self,
+        latents: Tensor<B, 3>,
+        mask: Option<Tensor<B, 2, Bool>>,
+        mode: Mode,
+    ) -> Tensor<B, 1> {
         let [n, seq, _] = latents.dims();
         let [_, max_positions, _] = self.pos_embedding.dims();
         let keep = seq.min(max_positions);
         let (latents, mask) = if keep < seq {
-            (latents.slice(s![.., 0..keep, ..]), mask.map(|m| m.slice(s![.., 0..keep])))
+            (
+                latents.slice(s![.., 0..keep, ..]),
+                mask.map(|m| m.slice(s![.., 0..keep])),
+            )
         } else {
             (latents, mask)
         };

@@ -36,19 +36,40 @@ impl<B: Backend> LatentBatch<B> {
     pub(crate) fn drift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let side = |p: &Tensor<B, 3>, r: &Tensor<B, 3>, m: &Option<Tensor<B, 2, Bool>>| {
             let [n, seq, _] = p.dims();
-            let dist = (p.clone().detach() - r.clone().detach()).square().sum_dim(2).sqrt().reshape([n, seq]);
-            let norm = r.clone().detach().square().sum_dim(2).sqrt().reshape([n, seq]);
+            let dist = (p.clone().detach() - r.clone().detach())
+                .square()
+                .sum_dim(2)
+                .sqrt()
+                .reshape([n, seq]);
+            let norm = r
+                .clone()
+                .detach()
+                .square()
+                .sum_dim(2)
+                .sqrt()
+                .reshape([n, seq]);
             match m {
                 Some(m) => {
                     let w = m.clone().float();
                     let count = w.clone().sum().clamp_min(1e-9);
-                    ((dist * w.clone()).sum() / count.clone(), (norm * w).sum() / count)
+                    (
+                        (dist * w.clone()).sum() / count.clone(),
+                        (norm * w).sum() / count,
+                    )
                 }
                 None => (dist.mean(), norm.mean()),
             }
         };
-        let (dc, nc) = side(&self.policy_chosen, &self.reference_chosen, &self.chosen_mask);
-        let (dr, nr) = side(&self.policy_rejected, &self.reference_rejected, &self.rejected_mask);
+        let (dc, nc) = side(
+            &self.policy_chosen,
+            &self.reference_chosen,
+            &self.chosen_mask,
+        );
+        let (dr, nr) = side(
+            &self.policy_rejected,
+            &self.reference_rejected,
+            &self.rejected_mask,
+        );
         let drift = (dc + dr) / 2.0;
         let rel = drift.clone() / ((nc + nr) / 2.0).clamp_min(1e-12);
         (drift, rel)

@@ -54,5 +54,5 @@ mod running_means;
 
 pub use config::{GanpoConfig, MeanMode, Pooling};
 pub use latents::LatentBatch;
-pub use regularizer::{DiscriminatorOutput, Ganpo, GeneratorOutput};
+pub use regularizer::{DiscriminatorOutput, Ganpo, GeneratorOutput, Scores, quad_losses};
 pub use running_means::RunningMeans;

@@ -66,66 +66,148 @@ fn at<B: Backend>(x: &Tensor<B, 1>, i: usize) -> Tensor<B, 1> {
     x.clone().slice(s![i..i + 1])
 }
 
+/// Scores (`[n]` logits) of `D_c` and `D_r` on the latent sets of one batch.
+#[derive(Clone, Debug)]
+pub struct Scores<B: Backend> {
+    /// `c(P+)`.
+    pub c_policy_chosen: Tensor<B, 1>,
+    /// `c(R+)`.
+    pub c_ref_chosen: Tensor<B, 1>,
+    /// `c(R-)`.
+    pub c_ref_rejected: Tensor<B, 1>,
+    /// `r(P-)`.
+    pub r_policy_rejected: Tensor<B, 1>,
+    /// `r(R+)`.
+    pub r_ref_chosen: Tensor<B, 1>,
+    /// `r(R-)`.
+    pub r_ref_rejected: Tensor<B, 1>,
+}
+
+impl<B: Backend> Scores<B> {
+    /// Batch means `[6]` in [`RunningMeans`] order: `c(R+)`, `c(R-)`, `c(P+)`, `r(R+)`, `r(R-)`, `r(P-)`.
+    pub fn batch_means(&self) -> Tensor<B, 1> {
+        Tensor::cat(
+            vec![
+                self.c_ref_chosen.clone().mean(),
+                self.c_ref_rejected.clone().mean(),
+                self.c_policy_chosen.clone().mean(),
+                self.r_ref_chosen.clone().mean(),
+                self.r_ref_rejected.clone().mean(),
+                self.r_policy_rejected.clone().mean(),
+            ],
+            0,
+        )
+    }
+}
+
+/// The quad relativistic-average losses `(L_Dc, L_Dr)` given the scores and the means `m`
+/// (`[6]`, [`RunningMeans`] order):
+///
+/// ```text
+/// L_Dc = [BCE(c(R+) - m_c[P+], 1) + BCE(c(P+) - m_c[R+], 0) + BCE(c(P+) - m_c[R-], 1) + BCE(c(R-) - m_c[P+], 0)] / 4
+/// L_Dr = [BCE(r(R-) - m_r[P-], 1) + BCE(r(P-) - m_r[R-], 0) + BCE(r(P-) - m_r[R+], 1) + BCE(r(R+) - m_r[P-], 0)] / 4
+/// ```
+pub fn quad_losses<B: Backend>(s: &Scores<B>, m: Tensor<B, 1>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let d_chosen = (bce(s.c_ref_chosen.clone() - at(&m, C_POLICY_CHOSEN), true)
+        + bce(s.c_policy_chosen.clone() - at(&m, C_REF_CHOSEN), false)
+        + bce(s.c_policy_chosen.clone() - at(&m, C_REF_REJECTED), true)
+        + bce(s.c_ref_rejected.clone() - at(&m, C_POLICY_CHOSEN), false))
+        / 4.0;
+    let d_rejected = (bce(s.r_ref_rejected.clone() - at(&m, R_POLICY_REJECTED), true)
+        + bce(s.r_policy_rejected.clone() - at(&m, R_REF_REJECTED), false)
+        + bce(s.r_policy_rejected.clone() - at(&m, R_REF_CHOSEN), true)
+        + bce(s.r_ref_chosen.clone() - at(&m, R_POLICY_REJECTED), false))
+        / 4.0;
+    (d_chosen, d_rejected)
+}
+
 impl<B: Backend> Ganpo<B> {
     /// `lambda`, the weight of the generator term.
     pub fn adv_weight(&self) -> f64 {
         self.adv_weight
     }
 
+    /// Scores of both discriminators on the latent sets, in the reference's order
+    /// (`D_c`: P+, R+, R-; `D_r`: P-, R+, R-). In [`Mode::Train`] every forward runs dropout and
+    /// one power-iteration step, as the reference's six discriminator calls do.
+    pub fn score(&self, batch: &LatentBatch<B>, mode: Mode) -> Scores<B> {
+        let (cm, rm) = (batch.chosen_mask.clone(), batch.rejected_mask.clone());
+        let c_policy_chosen = self
+            .chosen
+            .forward(batch.policy_chosen.clone(), cm.clone(), mode);
+        let c_ref_chosen = self
+            .chosen
+            .forward(batch.reference_chosen.clone(), cm.clone(), mode);
+        let c_ref_rejected =
+            self.chosen
+                .forward(batch.reference_rejected.clone(), rm.clone(), mode);
+        let r_policy_rejected =
+            self.rejected
+                .forward(batch.policy_rejected.clone(), rm.clone(), mode);
+        let r_ref_chosen = self
+            .rejected
+            .forward(batch.reference_chosen.clone(), cm, mode);
+        let r_ref_rejected = self
+            .rejected
+            .forward(batch.reference_rejected.clone(), rm, mode);
+        Scores {
+            c_policy_chosen,
+            c_ref_chosen,
+            c_ref_rejected,
+            r_policy_rejected,
+            r_ref_chosen,
+            r_ref_rejected,
+        }
+    }
+
     /// Phase 1: the discriminators' quad relativistic-average loss.
     ///
     /// Pass the batch with the policy latents detached ([`LatentBatch::detach_policy`]). Both
-    /// discriminators run in train mode (dropout, one power-iteration step per forward) on each
-    /// set in the reference's order (`D_c`: P+, R+, R-; `D_r`: P-, R+, R-). In `ema` mode this
-    /// updates the running means with the batch means first and uses the updated means as
-    /// constants, as the reference trainer does.
+    /// discriminators run in train mode ([`Ganpo::score`]). In `ema` mode this updates the running
+    /// means with the batch means first and uses the updated means as constants, as the reference
+    /// trainer does; in `batch` mode the batch means are used, with their gradient.
     pub fn discriminator_loss(&self, batch: &LatentBatch<B>) -> DiscriminatorOutput<B> {
-        let train = Mode::Train;
-        let (cm, rm) = (batch.chosen_mask.clone(), batch.rejected_mask.clone());
-        let c_pp = self.chosen.forward(batch.policy_chosen.clone(), cm.clone(), train);
-        let c_rp = self.chosen.forward(batch.reference_chosen.clone(), cm.clone(), train);
-        let c_rn = self.chosen.forward(batch.reference_rejected.clone(), rm.clone(), train);
-        let r_pn = self.rejected.forward(batch.policy_rejected.clone(), rm.clone(), train);
-        let r_rp = self.rejected.forward(batch.reference_chosen.clone(), cm, train);
-        let r_rn = self.rejected.forward(batch.reference_rejected.clone(), rm, train);
-
-        let batch_means = Tensor::cat(
-            vec![
-                c_rp.clone().mean(),
-                c_rn.clone().mean(),
-                c_pp.clone().mean(),
-                r_rp.clone().mean(),
-                r_rn.clone().mean(),
-                r_pn.clone().mean(),
-            ],
-            0,
-        );
-        let m = if self.batch_means { batch_means } else { self.means.update(batch_means, self.momentum) };
-
-        let d_chosen = (bce(c_rp.clone() - at(&m, C_POLICY_CHOSEN), true)
-            + bce(c_pp.clone() - at(&m, C_REF_CHOSEN), false)
-            + bce(c_pp.clone() - at(&m, C_REF_REJECTED), true)
-            + bce(c_rn.clone() - at(&m, C_POLICY_CHOSEN), false))
-            / 4.0;
-        let d_rejected = (bce(r_rn.clone() - at(&m, R_POLICY_REJECTED), true)
-            + bce(r_pn.clone() - at(&m, R_REF_REJECTED), false)
-            + bce(r_pn.clone() - at(&m, R_REF_CHOSEN), true)
-            + bce(r_rp.clone() - at(&m, R_POLICY_REJECTED), false))
-            / 4.0;
-
+        let scores = self.score(batch, Mode::Train);
+        let m = if self.batch_means {
+            scores.batch_means()
+        } else {
+            self.means.update(scores.batch_means(), self.momentum)
+        };
+        let (d_chosen, d_rejected) = quad_losses(&scores, m);
+        let Scores {
+            c_policy_chosen: c_pp,
+            c_ref_chosen: c_rp,
+            c_ref_rejected: c_rn,
+            ..
+        } = &scores;
+        let Scores {
+            r_policy_rejected: r_pn,
+            r_ref_chosen: r_rp,
+            r_ref_rejected: r_rn,
+            ..
+        } = &scores;
         let frac = |a: &Tensor<B, 1>, b: &Tensor<B, 1>| a.clone().greater(b.clone()).float().mean();
         let (drift, drift_rel) = batch.drift();
         let metrics = Metrics::new(vec![
             ("gan/d_chosen_loss", d_chosen.clone()),
             ("gan/d_rejected_loss", d_rejected.clone()),
-            ("gan/d_chosen_accuracy", (frac(&c_rp, &c_pp) + frac(&c_pp, &c_rn)) / 2.0),
-            ("gan/d_rejected_accuracy", (frac(&r_rn, &r_pn) + frac(&r_pn, &r_rp)) / 2.0),
-            ("gan/d_chosen_ref_vs_policy", frac(&c_rp, &c_pp)),
-            ("gan/d_rejected_ref_vs_policy", frac(&r_rn, &r_pn)),
+            (
+                "gan/d_chosen_accuracy",
+                (frac(c_rp, c_pp) + frac(c_pp, c_rn)) / 2.0,
+            ),
+            (
+                "gan/d_rejected_accuracy",
+                (frac(r_rn, r_pn) + frac(r_pn, r_rp)) / 2.0,
+            ),
+            ("gan/d_chosen_ref_vs_policy", frac(c_rp, c_pp)),
+            ("gan/d_rejected_ref_vs_policy", frac(r_rn, r_pn)),
             ("gan/latent_drift", drift),
             ("gan/latent_drift_rel", drift_rel),
         ]);
-        DiscriminatorOutput { loss: d_chosen + d_rejected, metrics }
+        DiscriminatorOutput {
+            loss: d_chosen + d_rejected,
+            metrics,
+        }
     }
 
     /// Phase 2: the non-saturating generator term
@@ -141,10 +223,22 @@ impl<B: Backend> Ganpo<B> {
         let chosen = self.chosen.clone().no_grad();
         let rejected = self.rejected.clone().no_grad();
         let c_pp = chosen.forward(batch.policy_chosen.clone(), batch.chosen_mask.clone(), eval);
-        let r_pn = rejected.forward(batch.policy_rejected.clone(), batch.rejected_mask.clone(), eval);
+        let r_pn = rejected.forward(
+            batch.policy_rejected.clone(),
+            batch.rejected_mask.clone(),
+            eval,
+        );
         let (m_c_rp, m_r_rn) = if self.batch_means {
-            let c_rp = chosen.forward(batch.reference_chosen.clone(), batch.chosen_mask.clone(), eval);
-            let r_rn = rejected.forward(batch.reference_rejected.clone(), batch.rejected_mask.clone(), eval);
+            let c_rp = chosen.forward(
+                batch.reference_chosen.clone(),
+                batch.chosen_mask.clone(),
+                eval,
+            );
+            let r_rn = rejected.forward(
+                batch.reference_rejected.clone(),
+                batch.rejected_mask.clone(),
+                eval,
+            );
             (c_rp.mean().detach(), r_rn.mean().detach())
         } else {
             let m = self.means.current();
@@ -152,6 +246,10 @@ impl<B: Backend> Ganpo<B> {
         };
         let loss = (bce(c_pp - m_c_rp, true) + bce(r_pn - m_r_rn, true)) / 2.0;
         let metrics = Metrics::new(vec![("gan/gen_loss", loss.clone())]);
-        GeneratorOutput { term: loss.clone() * self.adv_weight, loss, metrics }
+        GeneratorOutput {
+            term: loss.clone() * self.adv_weight,
+            loss,
+            metrics,
+        }
     }
 }

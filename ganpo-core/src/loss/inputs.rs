@@ -115,7 +115,11 @@ impl<B: Backend> PreferenceInputs<B> {
         }
         for (what, found) in sizes {
             if found != n {
-                return Err(LossError::BatchMismatch { what, found, expected: n });
+                return Err(LossError::BatchMismatch {
+                    what,
+                    found,
+                    expected: n,
+                });
             }
         }
         Ok(())

@@ -118,7 +118,10 @@ impl LossKind {
                 let (w, l) = t.logratios();
                 relu(((w - l) * t.beta).neg().add_scalar(1.0))
             }
-            LossKind::Ipo => t.averaged_margin().sub_scalar(1.0 / (2.0 * t.beta)).powi_scalar(2),
+            LossKind::Ipo => t
+                .averaged_margin()
+                .sub_scalar(1.0 / (2.0 * t.beta))
+                .powi_scalar(2),
             LossKind::SigmoidNorm => smoothed_logistic(t.averaged_margin() * t.beta, t.eps),
             LossKind::Simpo => {
                 let margin = t.pi_w.clone() / t.len_w.clone() - t.pi_l.clone() / t.len_l.clone();

@@ -21,12 +21,18 @@ pub(crate) fn preference_metrics<B: Backend>(
             (pi_w.clone() - ref_w.clone().detach()) * t.beta,
             (pi_l.clone() - ref_l.clone().detach()) * t.beta,
         ),
-        None => (pi_w.clone() / t.len_w.clone() * t.beta, pi_l.clone() / t.len_l.clone() * t.beta),
+        None => (
+            pi_w.clone() / t.len_w.clone() * t.beta,
+            pi_l.clone() / t.len_l.clone() * t.beta,
+        ),
     };
     let mut entries = vec![
         ("rewards/chosen", chosen.clone().mean()),
         ("rewards/rejected", rejected.clone().mean()),
-        ("rewards/accuracies", chosen.clone().greater(rejected.clone()).float().mean()),
+        (
+            "rewards/accuracies",
+            chosen.clone().greater(rejected.clone()).float().mean(),
+        ),
         ("rewards/margins", (chosen - rejected).mean()),
         ("logps/chosen", pi_w.clone().mean()),
         ("logps/rejected", pi_l.mean()),

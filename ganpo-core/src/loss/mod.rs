@@ -19,7 +19,9 @@ pub use objective::{PreferenceLoss, PreferenceOutput, WeightedLoss};
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LossError {
     /// A completion has no tokens: its length-normalized log-probability is undefined.
-    #[error("pair {index}: the {side} completion has zero tokens; every completion needs at least one token")]
+    #[error(
+        "pair {index}: the {side} completion has zero tokens; every completion needs at least one token"
+    )]
     EmptyCompletion {
         /// Position of the pair in the batch.
         index: usize,

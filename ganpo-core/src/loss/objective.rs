@@ -63,7 +63,10 @@ pub struct PreferenceLoss {
 impl Default for PreferenceLoss {
     fn default() -> Self {
         Self {
-            losses: vec![WeightedLoss { kind: LossKind::Sigmoid, weight: 1.0 }],
+            losses: vec![WeightedLoss {
+                kind: LossKind::Sigmoid,
+                weight: 1.0,
+            }],
             beta: 0.1,
             label_smoothing: 0.0,
             simpo_gamma: 0.5,
@@ -83,7 +86,10 @@ pub struct PreferenceOutput<B: Backend> {
 impl PreferenceLoss {
     /// A single loss kind with the default hyperparameters.
     pub fn single(kind: LossKind) -> Self {
-        Self { losses: vec![WeightedLoss { kind, weight: 1.0 }], ..Self::default() }
+        Self {
+            losses: vec![WeightedLoss { kind, weight: 1.0 }],
+            ..Self::default()
+        }
     }
 
     /// Whether any loss of the combination needs reference log-probabilities.
@@ -93,7 +99,13 @@ impl PreferenceLoss {
 
     /// Checks the hyperparameters.
     pub fn validate(&self) -> Result<(), LossError> {
-        let invalid = |key, value, expected| Err(LossError::InvalidSetting { key, value, expected });
+        let invalid = |key, value, expected| {
+            Err(LossError::InvalidSetting {
+                key,
+                value,
+                expected,
+            })
+        };
         if self.losses.is_empty() {
             return invalid("losses", 0.0, "at least one loss");
         }
@@ -103,7 +115,11 @@ impl PreferenceLoss {
         let eps = self.label_smoothing;
         let robust = self.losses.iter().any(|l| l.kind == LossKind::Robust);
         if robust && !(0.0..0.5).contains(&eps) {
-            return invalid("label_smoothing", eps, "a value in [0, 0.5) for the robust loss");
+            return invalid(
+                "label_smoothing",
+                eps,
+                "a value in [0, 0.5) for the robust loss",
+            );
         }
         if !(0.0..=1.0).contains(&eps) {
             return invalid("label_smoothing", eps, "a value in [0, 1]");

@@ -1,0 +1,173 @@
+//! Fixture readers and checks shared by the f32 and float64 test binaries.
+#![allow(dead_code)]
+
+pub mod losses {
+    use burn::prelude::*;
+    use ganpo_core::loss::{PairLengths, PreferenceInputs, PreferenceLoss, WeightedLoss};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Fixture {
+        pub cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Case {
+        pub name: String,
+        pub source: String,
+        pub losses: Vec<WeightedLoss>,
+        pub beta: f64,
+        pub label_smoothing: f64,
+        pub simpo_gamma: f64,
+        pub policy_chosen: Vec<f64>,
+        pub policy_rejected: Vec<f64>,
+        pub reference_chosen: Option<Vec<f64>>,
+        pub reference_rejected: Option<Vec<f64>>,
+        pub chosen_lengths: Vec<usize>,
+        pub rejected_lengths: Vec<usize>,
+        pub chosen_logit_sums: Vec<f64>,
+        pub rejected_logit_sums: Vec<f64>,
+        pub expected_loss: f64,
+        pub expected_metrics: std::collections::BTreeMap<String, f64>,
+    }
+
+    pub fn fixture() -> Fixture {
+        serde_json::from_str(include_str!("../fixtures/losses.json")).expect("valid fixture")
+    }
+
+    fn tensor<B: Backend>(v: &[f64], device: &B::Device) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+    }
+
+    pub fn inputs<B: Backend>(case: &Case, device: &B::Device) -> PreferenceInputs<B> {
+        PreferenceInputs {
+            policy_chosen: tensor(&case.policy_chosen, device),
+            policy_rejected: tensor(&case.policy_rejected, device),
+            reference: match (&case.reference_chosen, &case.reference_rejected) {
+                (Some(c), Some(r)) => Some((tensor(c, device), tensor(r, device))),
+                _ => None,
+            },
+            lengths: PairLengths::new(case.chosen_lengths.clone(), case.rejected_lengths.clone())
+                .unwrap(),
+            logit_sums: Some((
+                tensor(&case.chosen_logit_sums, device),
+                tensor(&case.rejected_logit_sums, device),
+            )),
+        }
+    }
+
+    /// Checks every case on backend `B` within relative tolerance `rtol` (plus `atol`).
+    pub fn check_all<B: Backend>(rtol: f64, atol: f64) {
+        let device = Default::default();
+        let fixture = fixture();
+        assert!(fixture.cases.len() >= 50, "fixture lost cases");
+        let mut compared_metrics = 0;
+        for case in &fixture.cases {
+            let loss = PreferenceLoss {
+                losses: case.losses.clone(),
+                beta: case.beta,
+                label_smoothing: case.label_smoothing,
+                simpo_gamma: case.simpo_gamma,
+            };
+            let out = loss
+                .compute(&inputs::<B>(case, &device))
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let got: f64 = out.loss.into_scalar().elem();
+            let close = |got: f64, want: f64| (got - want).abs() <= atol + rtol * want.abs();
+            assert!(
+                close(got, case.expected_loss),
+                "{} ({}): loss {got} != {}",
+                case.name,
+                case.source,
+                case.expected_loss
+            );
+            let metrics = out.metrics.to_vec();
+            for (name, got) in metrics {
+                if let Some(&want) = case.expected_metrics.get(name) {
+                    // TRL computes accuracies as float32 (`.float().mean()`).
+                    let close = |g: f64, w: f64| {
+                        close(g, w) || (name.ends_with("accuracies") && (g - w).abs() < 1e-7)
+                    };
+                    assert!(close(got, want), "{}: {name} {got} != {want}", case.name);
+                    compared_metrics += 1;
+                }
+            }
+        }
+        assert!(
+            compared_metrics > 300,
+            "only {compared_metrics} metrics compared"
+        );
+    }
+}
+
+pub mod logprobs {
+    use burn::prelude::*;
+    use ganpo_core::sequence_logps;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct Fixture {
+        pub cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Case {
+        pub name: String,
+        pub shape: [usize; 3],
+        pub logits: Vec<f64>,
+        pub labels: Vec<i64>,
+        pub mask: Vec<bool>,
+        pub expected_logps: Vec<f64>,
+        pub expected_token_counts: Vec<f64>,
+        pub expected_logit_sums: Vec<f64>,
+    }
+
+    pub fn cases() -> Vec<Case> {
+        let f: Fixture = serde_json::from_str(include_str!("../fixtures/logprobs.json")).unwrap();
+        f.cases
+    }
+
+    fn vec1<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+        t.into_data().convert::<f64>().to_vec().unwrap()
+    }
+
+    pub fn check<B: Backend>(tol: f64) {
+        let device = Default::default();
+        for case in cases() {
+            let [b, s, v] = case.shape;
+            let logits =
+                Tensor::<B, 3>::from_data(TensorData::new(case.logits.clone(), [b, s, v]), &device);
+            // Labels at unmasked positions are -100, as TRL writes them: they must be ignored.
+            let labels = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(case.labels.clone(), [b, s]),
+                &device,
+            );
+            let mask = Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(case.mask.clone(), [b, s]),
+                &device,
+            );
+            let out = sequence_logps(logits, labels, mask);
+            for (what, got, want) in [
+                ("logps", vec1(out.logps), &case.expected_logps),
+                (
+                    "token_counts",
+                    vec1(out.token_counts),
+                    &case.expected_token_counts,
+                ),
+                (
+                    "logit_sums",
+                    vec1(out.logit_sums),
+                    &case.expected_logit_sums,
+                ),
+            ] {
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g - w).abs() <= tol * (1.0 + w.abs()),
+                        "{} {what}: {g} vs {w}",
+                        case.name
+                    );
+                }
+            }
+        }
+    }
+}

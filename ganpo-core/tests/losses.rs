@@ -1,0 +1,127 @@
+//! Preference losses and metrics against TRL (tools/fixtures/core_fixtures.py), in f32; the
+//! float64 comparison is in `float64.rs`.
+
+mod common;
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+use common::losses::{check_all, fixture, inputs};
+use ganpo_core::loss::{LossError, PairLengths, PreferenceInputs, PreferenceLoss};
+
+#[test]
+fn losses_and_metrics_match_trl_in_f32() {
+    check_all::<NdArray<f32>>(2e-5, 1e-6);
+}
+
+#[test]
+fn every_loss_kind_is_covered_by_the_fixture() {
+    let fixture = fixture();
+    for kind in ganpo_core::LossKind::ALL {
+        assert!(
+            fixture
+                .cases
+                .iter()
+                .any(|c| c.losses.iter().any(|l| l.kind == kind)),
+            "no fixture case for {}",
+            kind.name()
+        );
+    }
+}
+
+#[test]
+fn zero_length_completions_are_rejected_with_the_pair_named() {
+    let err = PairLengths::new(vec![3, 4, 2], vec![5, 0, 1]).unwrap_err();
+    assert_eq!(
+        err,
+        LossError::EmptyCompletion {
+            index: 1,
+            side: "rejected"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "pair 1: the rejected completion has zero tokens; every completion needs at least one token"
+    );
+    assert_eq!(
+        PairLengths::new(vec![0], vec![1]).unwrap_err(),
+        LossError::EmptyCompletion {
+            index: 0,
+            side: "chosen"
+        }
+    );
+    assert_eq!(
+        PairLengths::new(vec![], vec![]).unwrap_err(),
+        LossError::EmptyBatch
+    );
+    assert!(matches!(
+        PairLengths::new(vec![1, 2], vec![1]),
+        Err(LossError::BatchMismatch { .. })
+    ));
+}
+
+#[test]
+fn bad_settings_and_inputs_are_refused() {
+    let device = Default::default();
+    let case = &fixture().cases[0];
+    let good = inputs::<NdArray>(case, &device);
+
+    let robust = PreferenceLoss {
+        label_smoothing: 0.5,
+        ..PreferenceLoss::single(ganpo_core::LossKind::Robust)
+    };
+    let err = robust.compute(&good).unwrap_err();
+    assert!(err.to_string().contains("label_smoothing"), "{err}");
+
+    let zero_beta = PreferenceLoss {
+        beta: 0.0,
+        ..PreferenceLoss::default()
+    };
+    assert!(matches!(
+        zero_beta.compute(&good),
+        Err(LossError::InvalidSetting { key: "beta", .. })
+    ));
+
+    let no_ref = PreferenceInputs {
+        reference: None,
+        ..good.clone()
+    };
+    assert_eq!(
+        PreferenceLoss::default().compute(&no_ref).unwrap_err(),
+        LossError::MissingReference("sigmoid")
+    );
+    assert!(
+        PreferenceLoss::single(ganpo_core::LossKind::Simpo)
+            .compute(&no_ref)
+            .is_ok()
+    );
+
+    let short = PreferenceInputs {
+        policy_rejected: good.policy_rejected.clone().slice(s![0..1]),
+        ..good
+    };
+    let err = PreferenceLoss::default().compute(&short).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LossError::BatchMismatch {
+                what: "policy_rejected",
+                found: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_reads_from_toml_like_json_with_defaults() {
+    let loss: PreferenceLoss = serde_json::from_str(
+        r#"{"losses": [{"kind": "sigmoid"}, {"kind": "sft", "weight": 0.2}], "beta": 0.05}"#,
+    )
+    .unwrap();
+    assert_eq!(loss.losses[1].weight, 0.2);
+    assert_eq!(loss.losses[0].weight, 1.0);
+    assert_eq!(loss.simpo_gamma, 0.5);
+    let err = serde_json::from_str::<PreferenceLoss>(r#"{"betta": 0.1}"#).unwrap_err();
+    assert!(err.to_string().contains("unknown field `betta`"), "{err}");
+}
