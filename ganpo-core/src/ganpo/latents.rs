@@ -33,7 +33,7 @@ impl<B: Backend> LatentBatch<B> {
 
     /// Mean over used positions of the L2 distance between policy and reference latents, chosen
     /// and rejected sides averaged, and the same relative to the reference latents' mean norm.
-    pub(crate) fn drift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    pub fn latent_drift(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let side = |p: &Tensor<B, 3>, r: &Tensor<B, 3>, m: &Option<Tensor<B, 2, Bool>>| {
             let [n, seq, _] = p.dims();
             let dist = (p.clone().detach() - r.clone().detach())

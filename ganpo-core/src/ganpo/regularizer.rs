@@ -187,7 +187,7 @@ impl<B: Backend> Ganpo<B> {
             ..
         } = &scores;
         let frac = |a: &Tensor<B, 1>, b: &Tensor<B, 1>| a.clone().greater(b.clone()).float().mean();
-        let (drift, drift_rel) = batch.drift();
+        let (drift, drift_rel) = batch.latent_drift();
         let metrics = Metrics::new(vec![
             ("gan/d_chosen_loss", d_chosen.clone()),
             ("gan/d_rejected_loss", d_rejected.clone()),
