@@ -14,8 +14,8 @@
 //!   relativistic-average "quad" losses with running means, the generator term and diagnostics;
 //! - [`backend`]: run-time choice among the compiled-in backends (`cpu`, `wgpu`, `cuda`).
 //!
-//! The method is stated in `docs/method.md`; `docs/architecture.md` shows how the pieces meet in
-//! one training step.
+//! `docs/ganpo.md` states the objective and its settings; `docs/architecture.md` shows how the
+//! pieces meet in one training step.
 
 pub mod activation;
 pub mod backend;

@@ -117,6 +117,8 @@ pub struct ToyReport {
 /// A batch of pairs: ids `[2n, seq]` (chosen rows first), completion mask, lengths.
 struct PairBatch<B: Backend> {
     ids: Tensor<B, 2, Int>,
+    /// All true: the toy has no padding.
+    attention: Tensor<B, 2, Bool>,
     completion: Tensor<B, 2, Bool>,
     lengths: PairLengths,
     n: usize,
@@ -147,32 +149,37 @@ fn sample_batch<B: Backend>(c: &ToyConfig, rng: &mut StdRng, device: &B::Device)
         .collect();
     PairBatch {
         ids: Tensor::from_data(TensorData::new(ids, [2 * n, seq]), device),
+        attention: Tensor::from_data(
+            TensorData::new(vec![true; 2 * n * seq], [2 * n, seq]),
+            device,
+        ),
         completion: Tensor::from_data(TensorData::new(completion, [2 * n, seq]), device),
         lengths: PairLengths::new(vec![l; n], vec![l; n]).expect("completion_len > 0"),
         n,
     }
 }
 
-/// Summed completion log-probs `(chosen, rejected)` and latents `(chosen, rejected)` of a model.
-fn forward<B: Backend, M: CausalLm<B>>(
-    model: &M,
-    batch: &PairBatch<B>,
-) -> ((Tensor<B, 1>, Tensor<B, 1>), (Tensor<B, 3>, Tensor<B, 3>)) {
+/// What the trainer needs from one model on a batch of pairs.
+struct ModelPass<B: Backend> {
+    /// Summed completion log-probs of the chosen and rejected completions, `[n]` each.
+    logps: (Tensor<B, 1>, Tensor<B, 1>),
+    /// Last-layer hidden states of the chosen and rejected sequences, `[n, seq, d]` each.
+    latents: (Tensor<B, 3>, Tensor<B, 3>),
+}
+
+fn forward<B: Backend, M: CausalLm<B>>(model: &M, batch: &PairBatch<B>) -> ModelPass<B> {
     let n = batch.n;
-    let attention = batch
-        .completion
-        .clone()
-        .bool_or(batch.completion.clone().bool_not());
-    let out = model.forward(batch.ids.clone(), attention);
+    let out = model.forward(batch.ids.clone(), batch.attention.clone());
     let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
     let logps = sequence_logps(out.logits, labels, mask).logps;
-    let halves = |t: Tensor<B, 1>| (t.clone().slice(s![0..n]), t.slice(s![n..2 * n]));
     let hidden = out.hidden;
-    let latents = (
-        hidden.clone().slice(s![0..n, .., ..]),
-        hidden.slice(s![n..2 * n, .., ..]),
-    );
-    (halves(logps), latents)
+    ModelPass {
+        logps: (logps.clone().slice(s![0..n]), logps.slice(s![n..2 * n])),
+        latents: (
+            hidden.clone().slice(s![0..n, .., ..]),
+            hidden.slice(s![n..2 * n, .., ..]),
+        ),
+    }
 }
 
 /// One training run: the policy, its frozen reference, the GANPO module and the optimizers.
@@ -213,14 +220,21 @@ impl<'a, B: AutodiffBackend> Run<'a, B> {
         batch: &PairBatch<B>,
         train: bool,
     ) -> (StepLog, Tensor<B, 1>) {
-        let ((pc, pr), (hc, hr)) = forward(&self.policy, batch);
+        let ModelPass {
+            logps: (pc, pr),
+            latents: (hc, hr),
+        } = forward(&self.policy, batch);
         let inner = PairBatch {
             ids: batch.ids.clone().inner(),
+            attention: batch.attention.clone().inner(),
             completion: batch.completion.clone().inner(),
             lengths: batch.lengths.clone(),
             n: batch.n,
         };
-        let ((rc, rr), (rhc, rhr)) = forward(&self.reference, &inner);
+        let ModelPass {
+            logps: (rc, rr),
+            latents: (rhc, rhr),
+        } = forward(&self.reference, &inner);
         let latents = LatentBatch {
             policy_chosen: hc,
             policy_rejected: hr,

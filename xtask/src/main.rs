@@ -1,1 +1,62 @@
-fn main() {}
+//! Developer automation for ganpo: `cargo xtask <command>`.
+//!
+//! - `ci`: the CI steps, exactly as `.ci/run` runs them (format, lints, the README's test
+//!   command, and `cargo check` of the `wgpu` and `cuda` backends).
+//! - `fixtures`: regenerates the reference fixtures of ganpo-core's tests from TRL and PyTorch
+//!   (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <ci | fixtures>
+
+  ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
+  fixtures  regenerate ganpo-core/tests/fixtures from TRL (GANPO_PYTHON=python with torch+trl)";
+
+fn main() -> Result<()> {
+    let root = workspace_root();
+    match std::env::args().nth(1).as_deref() {
+        Some("ci") => run(Command::new("bash")
+            .arg(root.join(".ci/run"))
+            .current_dir(&root)),
+        Some("fixtures") => fixtures(&root),
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn fixtures(root: &Path) -> Result<()> {
+    let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import torch, trl"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        bail!(
+            "`{python}` cannot import torch and trl. Install them (`pip install torch trl`) or point \
+             GANPO_PYTHON at a Python that has them."
+        );
+    }
+    run(Command::new(&python)
+        .arg(root.join("tools/fixtures/core_fixtures.py"))
+        .current_dir(root))
+}

@@ -36,7 +36,7 @@ impl<B: Backend> SelfAttention<B> {
     /// Xavier-uniform projections, zero biases.
     pub fn new(d: usize, n_heads: usize, dropout: f64, device: &B::Device) -> Self {
         assert!(
-            d % n_heads == 0,
+            d.is_multiple_of(n_heads),
             "width {d} is not divisible by {n_heads} heads"
         );
         Self {

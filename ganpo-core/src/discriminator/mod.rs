@@ -52,6 +52,8 @@ impl DiscriminatorConfig {
 }
 
 /// A discriminator of either architecture.
+// Built twice per run and moved by value through optimizer steps; boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Discriminator<B: Backend> {
     /// See [`TransformerDiscriminator`].
