@@ -361,3 +361,38 @@ fn toy_loop_discriminators_separate_and_the_generator_pulls_the_policy_back() {
         "latent drift {drift_before} -> {drift_after}"
     );
 }
+
+#[test]
+fn invalid_settings_are_named() {
+    let bad_heads = GanpoConfig {
+        discriminator: DiscriminatorConfig::Transformer(TransformerDiscriminatorConfig {
+            hidden: 30,
+            heads: 4,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let err = bad_heads.validate().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid GANPO setting `discriminator.heads` = 4: expected a divisor of discriminator.hidden"
+    );
+    let momentum = GanpoConfig {
+        momentum: 1.0,
+        ..Default::default()
+    };
+    assert_eq!(momentum.validate().unwrap_err().key, "momentum");
+    let weight = GanpoConfig {
+        adv_weight: f64::NAN,
+        ..Default::default()
+    };
+    assert_eq!(weight.validate().unwrap_err().key, "adv_weight");
+    assert!(GanpoConfig::default().validate().is_ok());
+    let parsed: GanpoConfig =
+        serde_json::from_str(r#"{"adv_weight": 0.5, "pooling": "completion", "mean": "batch", "discriminator": {"kind": "mlp"}}"#)
+            .unwrap();
+    assert_eq!(
+        (parsed.adv_weight, parsed.pooling, parsed.mean),
+        (0.5, Pooling::Completion, MeanMode::Batch)
+    );
+}

@@ -76,14 +76,71 @@ impl Default for GanpoConfig {
     }
 }
 
+/// A setting of [`GanpoConfig`] outside its valid range.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid GANPO setting `{key}` = {value}: expected {expected}")]
+pub struct ConfigError {
+    /// The config key, dotted (`discriminator.heads`).
+    pub key: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What is expected instead.
+    pub expected: &'static str,
+}
+
 impl GanpoConfig {
+    /// Checks every setting; call it on configs that come from users before [`GanpoConfig::init`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |key, value: &dyn std::fmt::Display, expected| {
+            Err(ConfigError {
+                key,
+                value: value.to_string(),
+                expected,
+            })
+        };
+        if !(self.adv_weight.is_finite() && self.adv_weight >= 0.0) {
+            return err("adv_weight", &self.adv_weight, "a finite number >= 0");
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return err("momentum", &self.momentum, "a value in [0, 1)");
+        }
+        let (hidden, dropout) = match &self.discriminator {
+            DiscriminatorConfig::Transformer(t) => {
+                if t.heads == 0 || !t.hidden.is_multiple_of(t.heads) {
+                    return err(
+                        "discriminator.heads",
+                        &t.heads,
+                        "a divisor of discriminator.hidden",
+                    );
+                }
+                if t.layers == 0 || t.ff == 0 || t.max_positions == 0 {
+                    return err(
+                        "discriminator.layers/ff/max_positions",
+                        &0,
+                        "positive sizes",
+                    );
+                }
+                (t.hidden, t.dropout)
+            }
+            DiscriminatorConfig::Mlp(m) => (m.hidden, m.dropout),
+        };
+        if hidden == 0 {
+            return err("discriminator.hidden", &hidden, "a positive width");
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return err("discriminator.dropout", &dropout, "a probability in [0, 1)");
+        }
+        Ok(())
+    }
+
     /// Builds the two discriminators for latents of width `d_model`, and empty running means.
+    ///
+    /// # Panics
+    /// If a setting is invalid (see [`GanpoConfig::validate`]).
     pub fn init<B: Backend>(&self, d_model: usize, device: &B::Device) -> Ganpo<B> {
-        assert!(
-            (0.0..1.0).contains(&self.momentum),
-            "momentum must lie in [0, 1), got {}",
-            self.momentum
-        );
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
         Ganpo {
             chosen: self.discriminator.init(d_model, device),
             rejected: self.discriminator.init(d_model, device),

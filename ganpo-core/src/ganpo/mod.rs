@@ -52,7 +52,7 @@ mod latents;
 mod regularizer;
 mod running_means;
 
-pub use config::{GanpoConfig, MeanMode, Pooling};
+pub use config::{ConfigError, GanpoConfig, MeanMode, Pooling};
 pub use latents::LatentBatch;
 pub use regularizer::{DiscriminatorOutput, Ganpo, GeneratorOutput, Scores, quad_losses};
 pub use running_means::RunningMeans;
