@@ -4,11 +4,18 @@
 //! regularizer see a model only through [`CausalLm`]: token ids and an attention mask in, logits
 //! and last-layer hidden states out.
 //!
-//! For now this crate holds the contract and [`TinyLm`], a deliberately small causal LM used by
-//! `ganpo toy` and by tests; pretrained architectures and checkpoint import come next.
+//! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3), loaded from HF
+//!   directories with [`hf::load_llama`];
+//! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
 
 mod causal_lm;
+mod error;
+pub mod hf;
+pub mod llama;
+pub mod nn;
 mod tiny;
+pub mod weights;
 
 pub use causal_lm::{CausalLm, LmOutput};
+pub use error::ModelError;
 pub use tiny::{TinyLm, TinyLmConfig};

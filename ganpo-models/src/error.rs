@@ -1,0 +1,78 @@
+//! Errors of model construction and checkpoint loading.
+
+use std::path::PathBuf;
+
+/// Why a model could not be built or loaded. Every variant names the file, key or tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A JSON file does not parse or lacks a required key.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The checkpoint's architecture is not one ganpo implements.
+    #[error("{path}: model_type `{model_type}` is not supported (supported: {supported})")]
+    UnsupportedArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// The `model_type` found.
+        model_type: String,
+        /// The supported ones.
+        supported: &'static str,
+    },
+    /// A config value is missing or out of range.
+    #[error("{path}: `{key}`: {message}")]
+    InvalidConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weights file is malformed.
+    #[error("{path}: {message}")]
+    BadWeights {
+        /// The weights file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor has a data type ganpo cannot convert.
+    #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Its dtype.
+        dtype: String,
+    },
+    /// The model needs tensors the checkpoint does not have (nothing is initialized at random).
+    #[error("{path}: missing tensor(s) {}", names.join(", "))]
+    MissingTensors {
+        /// The checkpoint.
+        path: PathBuf,
+        /// The missing tensor names.
+        names: Vec<String>,
+    },
+    /// A tensor's shape differs from what the config implies.
+    #[error("{path}: {message}")]
+    ShapeMismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Which tensor, expected and found shapes.
+        message: String,
+    },
+}

@@ -1,0 +1,78 @@
+//! Loading an HF model directory (`config.json` + safetensors weights).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use serde_json::Value;
+
+use crate::ModelError;
+use crate::llama::{Llama, LlamaConfig};
+use crate::weights::{apply, read_safetensors};
+
+/// Reads and parses a JSON file.
+pub(crate) fn read_json(path: &Path) -> Result<Value, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The weight files of an HF directory: `model.safetensors`, or the shards listed in
+/// `model.safetensors.index.json`.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if !index.is_file() {
+        return Err(ModelError::Io {
+            path: single,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "neither model.safetensors nor model.safetensors.index.json exists in the directory",
+            ),
+        });
+    }
+    let json = read_json(&index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ModelError::Json {
+            path: index.clone(),
+            message: "missing `weight_map` object".into(),
+        })?;
+    let mut files = BTreeSet::new();
+    for (tensor, file) in map {
+        let file = file.as_str().ok_or_else(|| ModelError::Json {
+            path: index.clone(),
+            message: format!("weight_map[{tensor}] is not a file name"),
+        })?;
+        files.insert(dir.join(file));
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// Loads a Llama-family model from an HF directory.
+pub fn load_llama<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(LlamaConfig, Llama<B>), ModelError> {
+    let config_path = dir.join("config.json");
+    let config = LlamaConfig::from_hf(&read_json(&config_path)?, &config_path)?;
+    let mut model = config.init::<B>(device);
+    let mut tensors = Vec::new();
+    for file in weight_files(dir)? {
+        tensors.extend(read_safetensors(&file)?);
+    }
+    let tied = config.tie_word_embeddings;
+    apply(&mut model, tensors, dir, |name| {
+        name.contains("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
+    })?;
+    Ok((config, model))
+}

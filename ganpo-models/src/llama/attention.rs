@@ -1,0 +1,95 @@
+//! Grouped-query self-attention with rotary positions (HF names: `q_proj`, `k_proj`, `v_proj`,
+//! `o_proj`, and Qwen3's `q_norm`, `k_norm`).
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use super::LlamaConfig;
+use crate::nn::{RmsNorm, Rotary};
+
+/// Fill value of masked scores: exp of it underflows to exactly 0 in f32 and bf16.
+const MASKED: f64 = -1.0e9;
+
+/// Self-attention of one decoder layer.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection `hidden -> heads * head_dim`.
+    pub q_proj: Linear<B>,
+    /// Key projection `hidden -> kv_heads * head_dim`.
+    pub k_proj: Linear<B>,
+    /// Value projection `hidden -> kv_heads * head_dim`.
+    pub v_proj: Linear<B>,
+    /// Output projection `heads * head_dim -> hidden`.
+    pub o_proj: Linear<B>,
+    /// Per-head query norm (Qwen3).
+    pub q_norm: Option<RmsNorm<B>>,
+    /// Per-head key norm (Qwen3).
+    pub k_norm: Option<RmsNorm<B>>,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Randomly initialized attention for `c`.
+    pub fn new(c: &LlamaConfig, device: &B::Device) -> Self {
+        let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let norm = || c.qk_norm.then(|| RmsNorm::new(d, c.rms_norm_eps, device));
+        Self {
+            q_proj: linear(c.hidden_size, h * d, c.qkv_bias),
+            k_proj: linear(c.hidden_size, kv * d, c.qkv_bias),
+            v_proj: linear(c.hidden_size, kv * d, c.qkv_bias),
+            o_proj: linear(h * d, c.hidden_size, c.o_bias),
+            q_norm: norm(),
+            k_norm: norm(),
+            n_heads: h,
+            n_kv_heads: kv,
+            head_dim: d,
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `masked`: `[batch, 1, seq, seq]`, true where a query may not
+    /// see a key; `cos`, `sin`: rotary tables `[seq, head_dim]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        masked: Tensor<B, 4, Bool>,
+        cos: &Tensor<B, 2>,
+        sin: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let heads = |t: Tensor<B, 3>, n: usize, norm: &Option<RmsNorm<B>>| {
+            let t = t.reshape([b, s, n, d]);
+            let t = match norm {
+                Some(norm) => norm.forward(t),
+                None => t,
+            };
+            Rotary::apply(t.swap_dims(1, 2), cos, sin)
+        };
+        let q = heads(self.q_proj.forward(x.clone()), h, &self.q_norm);
+        let k = heads(self.k_proj.forward(x.clone()), kv, &self.k_norm);
+        let v = self
+            .v_proj
+            .forward(x)
+            .reshape([b, s, kv, d])
+            .swap_dims(1, 2);
+        // Grouped-query attention: query head i uses key/value head i / (h / kv), as HF repeat_kv.
+        let repeat = |t: Tensor<B, 4>| {
+            if kv == h {
+                t
+            } else {
+                t.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, h / kv, s, d])
+                    .reshape([b, h, s, d])
+            }
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        let weights = softmax(scores.mask_fill(masked, MASKED), 3);
+        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, s, h * d]);
+        self.o_proj.forward(context)
+    }
+}

@@ -1,0 +1,36 @@
+//! The SwiGLU MLP (HF names: `gate_proj`, `up_proj`, `down_proj`).
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use super::LlamaConfig;
+
+/// `down(silu(gate(x)) * up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `hidden -> intermediate`, through SiLU.
+    pub gate_proj: Linear<B>,
+    /// `hidden -> intermediate`.
+    pub up_proj: Linear<B>,
+    /// `intermediate -> hidden`.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Randomly initialized MLP for `c`.
+    pub fn new(c: &LlamaConfig, device: &B::Device) -> Self {
+        let linear = |i, o| LinearConfig::new(i, o).with_bias(c.mlp_bias).init(device);
+        Self {
+            gate_proj: linear(c.hidden_size, c.intermediate_size),
+            up_proj: linear(c.hidden_size, c.intermediate_size),
+            down_proj: linear(c.intermediate_size, c.hidden_size),
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}

@@ -1,0 +1,145 @@
+//! The Llama family: Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3.
+//!
+//! Field names follow the HF checkpoints (`model.layers.N.self_attn.q_proj.weight`, ...), so
+//! loading maps file names onto module paths one to one.
+
+mod attention;
+mod config;
+mod mlp;
+
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+pub use attention::Attention;
+pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
+pub use mlp::Mlp;
+
+use crate::nn::{RmsNorm, Rotary};
+use crate::{CausalLm, LmOutput};
+
+/// One pre-norm decoder layer.
+#[derive(Module, Debug)]
+pub struct DecoderLayer<B: Backend> {
+    /// Self-attention.
+    pub self_attn: Attention<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+    /// Norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+}
+
+/// The decoder stack (HF's `model.` prefix).
+#[derive(Module, Debug)]
+pub struct LlamaModel<B: Backend> {
+    /// Token embeddings `[vocab, hidden]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm; its output is the last hidden state.
+    pub norm: RmsNorm<B>,
+}
+
+/// A Llama-family causal LM.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    /// The decoder stack.
+    pub model: LlamaModel<B>,
+    /// Separate LM head `[hidden -> vocab]`; `None` when tied to the embeddings.
+    pub lm_head: Option<Linear<B>>,
+    rotary: Rotary,
+    sliding_window: Option<usize>,
+}
+
+impl LlamaConfig {
+    /// A randomly initialized model (load weights with [`crate::load`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
+        let layer = || DecoderLayer {
+            self_attn: Attention::new(self, device),
+            mlp: Mlp::new(self, device),
+            input_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+            post_attention_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+        };
+        Llama {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
+                layers: (0..self.num_hidden_layers).map(|_| layer()).collect(),
+                norm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| {
+                LinearConfig::new(self.hidden_size, self.vocab_size)
+                    .with_bias(false)
+                    .init(device)
+            }),
+            rotary: Rotary::new(self.head_dim, self.rope_theta, &self.rope_scaling),
+            sliding_window: self.sliding_window,
+        }
+    }
+}
+
+/// `[batch, 1, seq, seq]`, true where query `t` may not attend to key `j`: future keys, keys
+/// outside the sliding window, and padding keys (a query always sees itself, so no row is
+/// fully masked).
+fn attention_mask<B: Backend>(
+    attention_mask: Tensor<B, 2, Bool>,
+    window: Option<usize>,
+) -> Tensor<B, 4, Bool> {
+    let [b, s] = attention_mask.dims();
+    let device = attention_mask.device();
+    let mut allowed = Vec::with_capacity(s * s);
+    for t in 0..s {
+        for j in 0..s {
+            allowed.push(j <= t && window.is_none_or(|w| t - j < w));
+        }
+    }
+    let causal = Tensor::<B, 2, Bool>::from_data(TensorData::new(allowed, [s, s]), &device);
+    let diagonal = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
+        .bool_or(Tensor::<B, 2, Bool>::triu_mask([s, s], 0, &device))
+        .bool_not();
+    let keys = attention_mask.reshape([b, 1, 1, s]);
+    let allowed = causal
+        .unsqueeze::<4>()
+        .bool_and(keys.bool_or(diagonal.unsqueeze::<4>()));
+    allowed.bool_not()
+}
+
+impl<B: Backend> CausalLm<B> for Llama<B> {
+    fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+    ) -> LmOutput<B> {
+        let [_, s] = input_ids.dims();
+        let device = input_ids.device();
+        let (cos, sin) = self.rotary.tables::<B>(s, &device);
+        let masked = attention_mask(attention_mask_2d, self.sliding_window);
+        let mut x = self.model.embed_tokens.forward(input_ids);
+        for layer in &self.model.layers {
+            let attn = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                masked.clone(),
+                &cos,
+                &sin,
+            );
+            x = x + attn;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let hidden = self.model.norm.forward(x);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden.clone()),
+            None => hidden
+                .clone()
+                .matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
+        };
+        LmOutput { logits, hidden }
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.model.norm.weight.dims()[0]
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.model.embed_tokens.weight.dims()[0]
+    }
+}

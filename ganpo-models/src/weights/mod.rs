@@ -1,0 +1,57 @@
+//! Checkpoint tensors by HF name, and applying them to a module.
+//!
+//! Every format reader produces [`TensorSnapshot`]s named like HF checkpoints and holding f32
+//! data (converted lazily, when the module asks for them); [`apply`] puts them into a module whose
+//! field paths are those names, transposing `Linear` weights from PyTorch's `[out, in]` to burn's
+//! `[in, out]`. A tensor the module needs but the checkpoint lacks, or one whose shape is off, is
+//! an error: nothing keeps its random initialization.
+
+mod safetensors;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot};
+
+pub use self::safetensors::read_safetensors;
+use crate::ModelError;
+
+/// Puts `tensors` into `module`. `path` names the checkpoint in errors; checkpoint tensors that
+/// match no module field and whose names match `ignorable` are dropped silently, others are
+/// logged.
+pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    tensors: Vec<TensorSnapshot>,
+    path: &Path,
+    ignorable: impl Fn(&str) -> bool,
+) -> Result<(), ModelError> {
+    let result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    if !result.errors.is_empty() {
+        let message = result
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ModelError::ShapeMismatch {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    if !result.missing.is_empty() {
+        let names = result
+            .missing
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        return Err(ModelError::MissingTensors {
+            path: path.to_path_buf(),
+            names,
+        });
+    }
+    let unused: Vec<_> = result.unused.iter().filter(|n| !ignorable(n)).collect();
+    if !unused.is_empty() {
+        tracing::warn!(checkpoint = %path.display(), ?unused, "checkpoint tensors not used by the model");
+    }
+    Ok(())
+}
