@@ -1,0 +1,120 @@
+//! Wrong or mismatched checkpoints are refused with the file and tensor named; nothing is
+//! silently left at its random initialization.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use ganpo_models::ModelError;
+use ganpo_models::hf::load_llama;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+type B = NdArray;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+/// A copy of the `qwen3` fixture whose weights and config `edit` may change.
+fn edited(
+    edit_weights: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
+    edit_config: impl FnOnce(&mut serde_json::Value),
+) -> tempfile::TempDir {
+    let src = fixture("qwen3");
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    edit_weights(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit_config(&mut config);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+fn load_err(dir: &Path) -> String {
+    match load_llama::<B>(dir, &Default::default()) {
+        Ok(_) => panic!("loading {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn unchanged_copy_loads() {
+    let dir = edited(|_| {}, |_| {});
+    load_llama::<B>(dir.path(), &Default::default()).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = edited(|t| drop(t.remove("model.layers.1.mlp.up_proj.weight")), |_| {});
+    let err = load_err(dir.path());
+    assert!(err.contains("missing tensor(s) model.layers.1.mlp.up_proj.weight"), "{err}");
+}
+
+#[test]
+fn shape_mismatch_is_named() {
+    let dir = edited(|_| {}, |c| c["intermediate_size"] = 40.into());
+    let err = load_err(dir.path());
+    assert!(err.contains("gate_proj"), "{err}");
+    assert!(err.contains("40") && err.contains("48"), "{err}");
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    let dir = edited(
+        |t| {
+            let w = t.get_mut("model.norm.weight").unwrap();
+            w.0 = Dtype::I32;
+            w.2 = w.2.iter().chain(w.2.iter()).copied().collect();
+        },
+        |_| {},
+    );
+    let err = load_err(dir.path());
+    assert!(err.contains("model.norm.weight") && err.contains("unsupported dtype I32"), "{err}");
+}
+
+#[test]
+fn unknown_architecture_and_bad_keys_are_named() {
+    let dir = edited(|_| {}, |c| c["model_type"] = "mamba".into());
+    let err = load_err(dir.path());
+    assert!(err.contains("model_type `mamba` is not supported (supported: llama, mistral, qwen2, qwen3)"), "{err}");
+
+    let dir = edited(|_| {}, |c| c["num_key_value_heads"] = 3.into());
+    assert!(load_err(dir.path()).contains("`num_key_value_heads`: 3 does not divide num_attention_heads = 4"));
+
+    let dir = edited(|_| {}, |c| drop(c.as_object_mut().unwrap().remove("hidden_size")));
+    assert!(load_err(dir.path()).contains("`hidden_size`: missing"));
+
+    let dir = edited(|_| {}, |c| c["rope_parameters"]["rope_type"] = "yarn".into());
+    let err = load_err(dir.path());
+    assert!(err.contains("rope_type `yarn` is not supported"), "{err}");
+}
+
+#[test]
+fn missing_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load_err(dir.path());
+    assert!(err.contains("config.json"), "{err}");
+    std::fs::copy(fixture("qwen3/config.json"), dir.path().join("config.json")).unwrap();
+    let err = load_err(dir.path());
+    assert!(err.contains("model.safetensors"), "{err}");
+    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    let err = load_err(dir.path());
+    assert!(err.contains("not a safetensors file"), "{err}");
+    assert!(matches!(
+        load_llama::<B>(dir.path(), &Default::default()),
+        Err(ModelError::BadWeights { .. })
+    ));
+}
