@@ -10,3 +10,12 @@ use burn::prelude::*;
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * (x / std::f64::consts::SQRT_2).erf().add_scalar(1.0) * 0.5
 }
+
+/// GELU with the tanh approximation (GPT-2's `gelu_new`, PyTorch's `gelu(approximate="tanh")`):
+/// `x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))`, composed so autodiff differentiates
+/// exactly this function.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let inner =
+        (x.clone() + x.clone().powi_scalar(3) * 0.044715) * (2.0 / std::f64::consts::PI).sqrt();
+    x * inner.tanh().add_scalar(1.0) * 0.5
+}

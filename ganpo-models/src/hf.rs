@@ -7,7 +7,7 @@ use burn::prelude::*;
 use serde_json::Value;
 
 use crate::ModelError;
-use crate::llama::{Llama, LlamaConfig};
+use crate::auto::{Lm, ModelConfig};
 use crate::weights::{apply, read_safetensors};
 
 /// Reads and parses a JSON file.
@@ -58,21 +58,29 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     Ok(files.into_iter().collect())
 }
 
-/// Loads a Llama-family model from an HF directory.
-pub fn load_llama<B: Backend>(
+/// Checkpoint tensors that are buffers of the original implementation, not parameters.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+        || name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+}
+
+/// Loads a model of any supported architecture from an HF directory (`config.json` and
+/// `model.safetensors` or a sharded index), weights converted to f32.
+pub fn load<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> Result<(LlamaConfig, Llama<B>), ModelError> {
+) -> Result<(ModelConfig, Lm<B>), ModelError> {
     let config_path = dir.join("config.json");
-    let config = LlamaConfig::from_hf(&read_json(&config_path)?, &config_path)?;
+    let config = ModelConfig::from_hf(&read_json(&config_path)?, &config_path)?;
     let mut model = config.init::<B>(device);
     let mut tensors = Vec::new();
     for file in weight_files(dir)? {
         tensors.extend(read_safetensors(&file)?);
     }
-    let tied = config.tie_word_embeddings;
+    let tied = config.tied_embeddings();
     apply(&mut model, tensors, dir, |name| {
-        name.contains("rotary_emb.inv_freq") || (tied && name == "lm_head.weight")
+        is_buffer(name) || (tied && name == "lm_head.weight")
     })?;
     Ok((config, model))
 }

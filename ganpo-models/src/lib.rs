@@ -4,18 +4,22 @@
 //! regularizer see a model only through [`CausalLm`]: token ids and an attention mask in, logits
 //! and last-layer hidden states out.
 //!
-//! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3), loaded from HF
-//!   directories with [`hf::load_llama`];
+//! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3);
+//! - [`gpt2`]: GPT-2;
+//! - [`hf::load`]: any of them from an HF directory, as an [`Lm`];
 //! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
 
+mod auto;
 mod causal_lm;
 mod error;
+pub mod gpt2;
 pub mod hf;
 pub mod llama;
 pub mod nn;
 mod tiny;
 pub mod weights;
 
+pub use auto::{Lm, ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use causal_lm::{CausalLm, LmOutput};
 pub use error::ModelError;
 pub use tiny::{TinyLm, TinyLmConfig};

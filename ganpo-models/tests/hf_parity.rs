@@ -1,14 +1,14 @@
 //! Logits and last hidden states against HF transformers on tiny random checkpoints
 //! (tools/fixtures/model_fixtures.py): Llama (tied, sharded), Llama 3 RoPE scaling, Mistral with a
 //! sliding window, Qwen2 (q/k/v bias, bf16 file), Qwen3 (q/k norm, head_dim != hidden/heads,
-//! f16 file).
+//! f16 file), GPT-2 (Conv1D layout, learned positions, tanh GELU).
 
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::prelude::*;
 use ganpo_models::CausalLm;
-use ganpo_models::hf::load_llama;
+use ganpo_models::hf::load;
 use safetensors::SafeTensors;
 
 type B = NdArray;
@@ -74,7 +74,7 @@ fn max_diff(got: &[f32], want: &[f32], mask: &[i64], width: usize) -> f32 {
 fn check(name: &str) {
     let dir = fixture(name);
     let device = Default::default();
-    let (config, model) = load_llama::<B>(&dir, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (config, model) = load::<B>(&dir, &device).unwrap_or_else(|e| panic!("{name}: {e}"));
     let e = expected(&dir);
     let ids =
         Tensor::<B, 2, Int>::from_data(TensorData::new(e.ids.clone(), [e.batch, e.seq]), &device);
@@ -83,8 +83,8 @@ fn check(name: &str) {
     let out = model.forward(ids, mask_t);
     let logits: Vec<f32> = out.logits.into_data().to_vec().unwrap();
     let hidden: Vec<f32> = out.hidden.into_data().to_vec().unwrap();
-    let dl = max_diff(&logits, &e.logits, &e.mask, config.vocab_size);
-    let dh = max_diff(&hidden, &e.hidden, &e.mask, config.hidden_size);
+    let dl = max_diff(&logits, &e.logits, &e.mask, config.vocab_size());
+    let dh = max_diff(&hidden, &e.hidden, &e.mask, config.hidden_size());
     assert!(dl < 1e-4, "{name}: logits differ by {dl}");
     assert!(dh < 1e-4, "{name}: hidden states differ by {dh}");
     // The comparison is not vacuous: logits are far from zero.
@@ -109,6 +109,11 @@ fn mistral_sliding_window() {
 #[test]
 fn qwen2_bias_bf16() {
     check("qwen2");
+}
+
+#[test]
+fn gpt2_conv1d_learned_positions() {
+    check("gpt2");
 }
 
 #[test]

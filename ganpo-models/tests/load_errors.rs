@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use ganpo_models::ModelError;
-use ganpo_models::hf::load_llama;
+use ganpo_models::hf::load;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 type B = NdArray;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A copy of the `qwen3` fixture whose weights and config `edit` may change.
@@ -44,7 +46,7 @@ fn edited(
 }
 
 fn load_err(dir: &Path) -> String {
-    match load_llama::<B>(dir, &Default::default()) {
+    match load::<B>(dir, &Default::default()) {
         Ok(_) => panic!("loading {} should fail", dir.display()),
         Err(e) => e.to_string(),
     }
@@ -53,14 +55,20 @@ fn load_err(dir: &Path) -> String {
 #[test]
 fn unchanged_copy_loads() {
     let dir = edited(|_| {}, |_| {});
-    load_llama::<B>(dir.path(), &Default::default()).unwrap();
+    load::<B>(dir.path(), &Default::default()).unwrap();
 }
 
 #[test]
 fn missing_tensor_is_named() {
-    let dir = edited(|t| drop(t.remove("model.layers.1.mlp.up_proj.weight")), |_| {});
+    let dir = edited(
+        |t| drop(t.remove("model.layers.1.mlp.up_proj.weight")),
+        |_| {},
+    );
     let err = load_err(dir.path());
-    assert!(err.contains("missing tensor(s) model.layers.1.mlp.up_proj.weight"), "{err}");
+    assert!(
+        err.contains("missing tensor(s) model.layers.1.mlp.up_proj.weight"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -82,22 +90,39 @@ fn unsupported_dtype_is_named() {
         |_| {},
     );
     let err = load_err(dir.path());
-    assert!(err.contains("model.norm.weight") && err.contains("unsupported dtype I32"), "{err}");
+    assert!(
+        err.contains("model.norm.weight") && err.contains("unsupported dtype I32"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unknown_architecture_and_bad_keys_are_named() {
     let dir = edited(|_| {}, |c| c["model_type"] = "mamba".into());
     let err = load_err(dir.path());
-    assert!(err.contains("model_type `mamba` is not supported (supported: llama, mistral, qwen2, qwen3)"), "{err}");
+    assert!(
+        err.contains(
+            "model_type `mamba` is not supported (supported: llama, mistral, qwen2, qwen3, gpt2)"
+        ),
+        "{err}"
+    );
 
     let dir = edited(|_| {}, |c| c["num_key_value_heads"] = 3.into());
-    assert!(load_err(dir.path()).contains("`num_key_value_heads`: 3 does not divide num_attention_heads = 4"));
+    assert!(
+        load_err(dir.path())
+            .contains("`num_key_value_heads`: 3 does not divide num_attention_heads = 4")
+    );
 
-    let dir = edited(|_| {}, |c| drop(c.as_object_mut().unwrap().remove("hidden_size")));
+    let dir = edited(
+        |_| {},
+        |c| drop(c.as_object_mut().unwrap().remove("hidden_size")),
+    );
     assert!(load_err(dir.path()).contains("`hidden_size`: missing"));
 
-    let dir = edited(|_| {}, |c| c["rope_parameters"]["rope_type"] = "yarn".into());
+    let dir = edited(
+        |_| {},
+        |c| c["rope_parameters"]["rope_type"] = "yarn".into(),
+    );
     let err = load_err(dir.path());
     assert!(err.contains("rope_type `yarn` is not supported"), "{err}");
 }
@@ -110,11 +135,15 @@ fn missing_files_are_named() {
     std::fs::copy(fixture("qwen3/config.json"), dir.path().join("config.json")).unwrap();
     let err = load_err(dir.path());
     assert!(err.contains("model.safetensors"), "{err}");
-    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
     let err = load_err(dir.path());
     assert!(err.contains("not a safetensors file"), "{err}");
     assert!(matches!(
-        load_llama::<B>(dir.path(), &Default::default()),
+        load::<B>(dir.path(), &Default::default()),
         Err(ModelError::BadWeights { .. })
     ));
 }

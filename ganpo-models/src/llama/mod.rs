@@ -14,7 +14,7 @@ pub use attention::Attention;
 pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
 pub use mlp::Mlp;
 
-use crate::nn::{RmsNorm, Rotary};
+use crate::nn::{RmsNorm, Rotary, attention_mask};
 use crate::{CausalLm, LmOutput};
 
 /// One pre-norm decoder layer.
@@ -76,32 +76,6 @@ impl LlamaConfig {
             sliding_window: self.sliding_window,
         }
     }
-}
-
-/// `[batch, 1, seq, seq]`, true where query `t` may not attend to key `j`: future keys, keys
-/// outside the sliding window, and padding keys (a query always sees itself, so no row is
-/// fully masked).
-fn attention_mask<B: Backend>(
-    attention_mask: Tensor<B, 2, Bool>,
-    window: Option<usize>,
-) -> Tensor<B, 4, Bool> {
-    let [b, s] = attention_mask.dims();
-    let device = attention_mask.device();
-    let mut allowed = Vec::with_capacity(s * s);
-    for t in 0..s {
-        for j in 0..s {
-            allowed.push(j <= t && window.is_none_or(|w| t - j < w));
-        }
-    }
-    let causal = Tensor::<B, 2, Bool>::from_data(TensorData::new(allowed, [s, s]), &device);
-    let diagonal = Tensor::<B, 2, Bool>::tril_mask([s, s], 0, &device)
-        .bool_or(Tensor::<B, 2, Bool>::triu_mask([s, s], 0, &device))
-        .bool_not();
-    let keys = attention_mask.reshape([b, 1, 1, s]);
-    let allowed = causal
-        .unsqueeze::<4>()
-        .bool_and(keys.bool_or(diagonal.unsqueeze::<4>()));
-    allowed.bool_not()
 }
 
 impl<B: Backend> CausalLm<B> for Llama<B> {

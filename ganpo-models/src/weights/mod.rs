@@ -25,7 +25,7 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
     path: &Path,
     ignorable: impl Fn(&str) -> bool,
 ) -> Result<(), ModelError> {
-    let result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+    let result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     if !result.errors.is_empty() {
         let message = result
             .errors

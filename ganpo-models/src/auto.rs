@@ -1,0 +1,111 @@
+//! A model of any supported architecture, chosen from the checkpoint's `model_type`.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::gpt2::{Gpt2, Gpt2Config};
+use crate::llama::{Llama, LlamaConfig};
+use crate::{CausalLm, LmOutput, ModelError};
+
+/// `model_type`s ganpo can load.
+pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, gpt2";
+
+/// The configuration of a supported architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "architecture", rename_all = "snake_case")]
+pub enum ModelConfig {
+    /// Llama, Mistral, Qwen2, Qwen3.
+    Llama(LlamaConfig),
+    /// GPT-2.
+    Gpt2(Gpt2Config),
+}
+
+impl ModelConfig {
+    /// Reads an HF `config.json` (parsed); `path` is for error messages.
+    pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
+        match json.get("model_type").and_then(Value::as_str) {
+            Some("gpt2") => Ok(Self::Gpt2(Gpt2Config::from_hf(json, path)?)),
+            Some("llama" | "mistral" | "qwen2" | "qwen3") => {
+                Ok(Self::Llama(LlamaConfig::from_hf(json, path)?))
+            }
+            other => Err(ModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                model_type: other.unwrap_or("(missing)").to_string(),
+                supported: SUPPORTED_MODEL_TYPES,
+            }),
+        }
+    }
+
+    /// A randomly initialized model of this configuration.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Lm<B> {
+        match self {
+            Self::Llama(c) => Lm::Llama(c.init(device)),
+            Self::Gpt2(c) => Lm::Gpt2(c.init(device)),
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.vocab_size,
+            Self::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// Width of the last hidden state.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            Self::Llama(c) => c.hidden_size,
+            Self::Gpt2(c) => c.n_embd,
+        }
+    }
+
+    /// Whether the LM head is the embedding matrix.
+    pub fn tied_embeddings(&self) -> bool {
+        match self {
+            Self::Llama(c) => c.tie_word_embeddings,
+            Self::Gpt2(_) => true,
+        }
+    }
+}
+
+/// A causal LM of any supported architecture.
+// Moved by value through optimizer steps; boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Lm<B: Backend> {
+    /// Llama family.
+    Llama(Llama<B>),
+    /// GPT-2.
+    Gpt2(Gpt2<B>),
+}
+
+impl<B: Backend> CausalLm<B> for Lm<B> {
+    fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+    ) -> LmOutput<B> {
+        match self {
+            Lm::Llama(m) => m.forward(input_ids, attention_mask),
+            Lm::Gpt2(m) => m.forward(input_ids, attention_mask),
+        }
+    }
+
+    fn hidden_size(&self) -> usize {
+        match self {
+            Lm::Llama(m) => m.hidden_size(),
+            Lm::Gpt2(m) => m.hidden_size(),
+        }
+    }
+
+    fn vocab_size(&self) -> usize {
+        match self {
+            Lm::Llama(m) => m.vocab_size(),
+            Lm::Gpt2(m) => m.vocab_size(),
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! GPT-2: learned positions, LayerNorm, GELU (tanh), fused QKV in `Conv1D` layout.
+//!
+//! Field names follow HF's `GPT2LMHeadModel` (`transformer.h.N.attn.c_attn.weight`, ...). GPT-2's
+//! `Conv1D` stores weights as `[in, out]`, burn's layout already, so those are not transposed on
+//! load; the LM head is tied to `wte`.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use ganpo_core::activation::{gelu, gelu_tanh};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::nn::attention_mask;
+use crate::{CausalLm, LmOutput, ModelError};
+
+/// Fill value of masked attention scores.
+const MASKED: f64 = -1.0e9;
+
+/// GPT-2 settings from an HF `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Learned positions.
+    pub n_positions: usize,
+    /// Width of the residual stream.
+    pub n_embd: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Attention heads.
+    pub n_head: usize,
+    /// MLP width (default `4 * n_embd`).
+    pub n_inner: usize,
+    /// LayerNorm epsilon.
+    pub layer_norm_epsilon: f64,
+    /// `gelu_new` (tanh approximation) or `gelu` (exact).
+    pub tanh_gelu: bool,
+}
+
+impl Gpt2Config {
+    /// Reads an HF GPT-2 `config.json`; `path` is for error messages.
+    pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
+        let invalid = |key: &str, message: String| ModelError::InvalidConfig {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        let size = |key: &str| -> Result<Option<usize>, ModelError> {
+            match json.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v
+                    .as_u64()
+                    .filter(|&n| n > 0)
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| invalid(key, format!("expected a positive integer, found {v}"))),
+            }
+        };
+        let required = |key: &str| size(key)?.ok_or_else(|| invalid(key, "missing".into()));
+        let n_embd = required("n_embd")?;
+        let n_head = required("n_head")?;
+        if !n_embd.is_multiple_of(n_head) {
+            return Err(invalid(
+                "n_head",
+                format!("{n_head} does not divide n_embd = {n_embd}"),
+            ));
+        }
+        let tanh_gelu = match json
+            .get("activation_function")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu_new")
+        {
+            "gelu_new" | "gelu_pytorch_tanh" => true,
+            "gelu" => false,
+            other => {
+                return Err(invalid(
+                    "activation_function",
+                    format!("`{other}` is not supported (gelu_new, gelu)"),
+                ));
+            }
+        };
+        for key in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"] {
+            if json.get(key).and_then(Value::as_bool) == Some(true) {
+                return Err(invalid(key, "is not supported".into()));
+            }
+        }
+        Ok(Self {
+            vocab_size: required("vocab_size")?,
+            n_positions: required("n_positions")?,
+            n_embd,
+            n_layer: required("n_layer")?,
+            n_head,
+            n_inner: size("n_inner")?.unwrap_or(4 * n_embd),
+            layer_norm_epsilon: json
+                .get("layer_norm_epsilon")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-5),
+            tanh_gelu,
+        })
+    }
+
+    /// A randomly initialized model (load weights with [`crate::hf::load`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt2<B> {
+        let ln = || {
+            LayerNormConfig::new(self.n_embd)
+                .with_epsilon(self.layer_norm_epsilon)
+                .init(device)
+        };
+        let block = || Block {
+            ln_1: ln(),
+            attn: Gpt2Attention {
+                c_attn: Conv1D::new(self.n_embd, 3 * self.n_embd, device),
+                c_proj: Conv1D::new(self.n_embd, self.n_embd, device),
+                n_head: self.n_head,
+            },
+            ln_2: ln(),
+            mlp: Gpt2Mlp {
+                c_fc: Conv1D::new(self.n_embd, self.n_inner, device),
+                c_proj: Conv1D::new(self.n_inner, self.n_embd, device),
+                tanh_gelu: self.tanh_gelu,
+            },
+        };
+        Gpt2 {
+            transformer: Gpt2Model {
+                wte: EmbeddingConfig::new(self.vocab_size, self.n_embd).init(device),
+                wpe: EmbeddingConfig::new(self.n_positions, self.n_embd).init(device),
+                h: (0..self.n_layer).map(|_| block()).collect(),
+                ln_f: ln(),
+            },
+        }
+    }
+}
+
+/// GPT-2's linear layer: `y = x W + b` with `W` stored `[in, out]`.
+#[derive(Module, Debug)]
+pub struct Conv1D<B: Backend> {
+    /// `[in, out]`.
+    pub weight: Param<Tensor<B, 2>>,
+    /// `[out]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> Conv1D<B> {
+    fn new(d_in: usize, d_out: usize, device: &B::Device) -> Self {
+        let w = Tensor::random(
+            [d_in, d_out],
+            burn::tensor::Distribution::Normal(0.0, 0.02),
+            device,
+        );
+        Self {
+            weight: Param::from_tensor(w),
+            bias: Param::from_tensor(Tensor::zeros([d_out], device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        x.matmul(self.weight.val().unsqueeze()) + self.bias.val().unsqueeze()
+    }
+}
+
+/// Causal self-attention with a fused QKV projection.
+#[derive(Module, Debug)]
+pub struct Gpt2Attention<B: Backend> {
+    /// `n_embd -> 3 * n_embd` (queries, keys, values).
+    pub c_attn: Conv1D<B>,
+    /// Output projection.
+    pub c_proj: Conv1D<B>,
+    n_head: usize,
+}
+
+/// The MLP.
+#[derive(Module, Debug)]
+pub struct Gpt2Mlp<B: Backend> {
+    /// Expansion.
+    pub c_fc: Conv1D<B>,
+    /// Contraction.
+    pub c_proj: Conv1D<B>,
+    tanh_gelu: bool,
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln_1: LayerNorm<B>,
+    /// Attention.
+    pub attn: Gpt2Attention<B>,
+    /// Norm before the MLP.
+    pub ln_2: LayerNorm<B>,
+    /// MLP.
+    pub mlp: Gpt2Mlp<B>,
+}
+
+/// The decoder stack (HF's `transformer.` prefix).
+#[derive(Module, Debug)]
+pub struct Gpt2Model<B: Backend> {
+    /// Token embeddings, also the LM head.
+    pub wte: Embedding<B>,
+    /// Learned positions.
+    pub wpe: Embedding<B>,
+    /// Blocks.
+    pub h: Vec<Block<B>>,
+    /// Final norm; its output is the last hidden state.
+    pub ln_f: LayerNorm<B>,
+}
+
+/// GPT-2 with its tied LM head.
+#[derive(Module, Debug)]
+pub struct Gpt2<B: Backend> {
+    /// The decoder stack.
+    pub transformer: Gpt2Model<B>,
+}
+
+impl<B: Backend> Gpt2Attention<B> {
+    fn forward(&self, x: Tensor<B, 3>, masked: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        let [b, s, d] = x.dims();
+        let (h, hd) = (self.n_head, d / self.n_head);
+        let qkv = self.c_attn.forward(x);
+        let part = |i: usize| {
+            qkv.clone()
+                .slice(s![.., .., i * d..(i + 1) * d])
+                .reshape([b, s, h, hd])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        let weights = softmax(scores.mask_fill(masked, MASKED), 3);
+        self.c_proj
+            .forward(weights.matmul(v).swap_dims(1, 2).reshape([b, s, d]))
+    }
+}
+
+impl<B: Backend> Gpt2Mlp<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.c_fc.forward(x);
+        let x = if self.tanh_gelu {
+            gelu_tanh(x)
+        } else {
+            gelu(x)
+        };
+        self.c_proj.forward(x)
+    }
+}
+
+impl<B: Backend> CausalLm<B> for Gpt2<B> {
+    fn forward(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+    ) -> LmOutput<B> {
+        let [b, s] = input_ids.dims();
+        let device = input_ids.device();
+        let t = &self.transformer;
+        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
+            .reshape([1, s])
+            .expand([b, s]);
+        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
+        let masked = attention_mask(attention_mask_2d, None);
+        for block in &t.h {
+            x = x.clone() + block.attn.forward(block.ln_1.forward(x), masked.clone());
+            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
+        }
+        let hidden = t.ln_f.forward(x);
+        let logits = hidden
+            .clone()
+            .matmul(t.wte.weight.val().transpose().unsqueeze());
+        LmOutput { logits, hidden }
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.transformer.wte.weight.dims()[1]
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.transformer.wte.weight.dims()[0]
+    }
+}

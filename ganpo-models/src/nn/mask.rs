@@ -1,0 +1,29 @@
+//! The attention mask of a causal LM.
+
+use burn::prelude::*;
+
+/// `[batch, 1, seq, seq]`, true where query `t` may not attend to key `j`: future keys, keys
+/// outside the sliding window (`t - j >= window`), and padding keys (`attention_mask` false).
+/// A query always sees itself, so no row is fully masked, even at padding positions.
+pub fn attention_mask<B: Backend>(
+    attention_mask: Tensor<B, 2, Bool>,
+    window: Option<usize>,
+) -> Tensor<B, 4, Bool> {
+    let [b, s] = attention_mask.dims();
+    let device = attention_mask.device();
+    let mut allowed = Vec::with_capacity(s * s);
+    let mut diagonal = Vec::with_capacity(s * s);
+    for t in 0..s {
+        for j in 0..s {
+            allowed.push(j <= t && window.is_none_or(|w| t - j < w));
+            diagonal.push(j == t);
+        }
+    }
+    let square = |v: Vec<bool>| {
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(v, [s, s]), &device).unsqueeze::<4>()
+    };
+    let keys = attention_mask.reshape([b, 1, 1, s]);
+    square(allowed)
+        .bool_and(keys.bool_or(square(diagonal)))
+        .bool_not()
+}
