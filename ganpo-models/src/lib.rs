@@ -5,7 +5,7 @@
 //! and last-layer hidden states out.
 //!
 //! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3);
-//! - [`gpt2`]: GPT-2;
+//! - [`gpt2`]: GPT-2, with its `Conv1D` weight layout;
 //! - [`hf::load`]: any of them from an HF directory, as an [`Lm`];
 //! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
 
