@@ -75,4 +75,16 @@ pub enum ModelError {
         /// Which tensor, expected and found shapes.
         message: String,
     },
+    /// The tokenizer produces ids the model has no embedding for.
+    #[error(
+        "{path}: the tokenizer produces ids up to {max_id} but the model's vocabulary has {model_vocab} entries"
+    )]
+    VocabMismatch {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// Largest id the tokenizer produces.
+        max_id: usize,
+        /// The model's vocabulary size.
+        model_vocab: usize,
+    },
 }

@@ -17,9 +17,11 @@ pub mod hf;
 pub mod llama;
 pub mod nn;
 mod tiny;
+mod tokenizer;
 pub mod weights;
 
 pub use auto::{Lm, ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use causal_lm::{CausalLm, LmOutput};
 pub use error::ModelError;
 pub use tiny::{TinyLm, TinyLmConfig};
+pub use tokenizer::Tokenizer;
