@@ -54,16 +54,32 @@ pub fn sequence_logps<B: Backend>(
     mask: Tensor<B, 2, Bool>,
 ) -> SequenceLogps<B> {
     let [batch, seq, vocab] = logits.dims();
-    assert_eq!(labels.dims(), [batch, seq], "labels must be [batch, seq]");
-    assert_eq!(mask.dims(), [batch, seq], "mask must be [batch, seq]");
-
     let maskf = mask.clone().float();
     let token_counts = maskf.clone().sum_dim(1).reshape([batch]);
     let logit_sums = (logits.clone().detach().sum_dim(2).reshape([batch, seq]) / vocab as f64
-        * maskf.clone())
-    .sum_dim(1)
-    .reshape([batch]);
+        * maskf)
+        .sum_dim(1)
+        .reshape([batch]);
+    let logps = token_logps(logits, labels, mask)
+        .sum_dim(1)
+        .reshape([batch]);
+    SequenceLogps {
+        logps,
+        token_counts,
+        logit_sums,
+    }
+}
 
+/// Per-position log-probabilities of `labels` under `logits`, `[batch, seq]`, zero where `mask`
+/// is false; the terms [`sequence_logps`] sums (same shapes, stability and memory).
+pub fn token_logps<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Bool>,
+) -> Tensor<B, 2> {
+    let [batch, seq, _] = logits.dims();
+    assert_eq!(labels.dims(), [batch, seq], "labels must be [batch, seq]");
+    assert_eq!(mask.dims(), [batch, seq], "mask must be [batch, seq]");
     let labels = labels.mask_fill(mask.clone().bool_not(), 0);
     let picked = logits
         .clone()
@@ -72,14 +88,7 @@ pub fn sequence_logps<B: Backend>(
     let max = logits.clone().detach().max_dim(2);
     let shifted = logits - max.clone();
     let log_sum_exp = shifted.exp().sum_dim(2).log() + max;
-    let token_logps = picked - log_sum_exp.reshape([batch, seq]);
-    let logps = (token_logps * maskf).sum_dim(1).reshape([batch]);
-
-    SequenceLogps {
-        logps,
-        token_counts,
-        logit_sums,
-    }
+    (picked - log_sum_exp.reshape([batch, seq])) * mask.float()
 }
 
 /// Builds next-token targets from input ids: `labels[t] = input_ids[t + 1]` and

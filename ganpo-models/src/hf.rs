@@ -12,9 +12,9 @@ use crate::weights::{apply, read_safetensors};
 
 /// Reads and parses a JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+    let text = std::fs::read_to_string(path).map_err(|reason| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     })?;
     serde_json::from_str(&text).map_err(|e| ModelError::Json {
         path: path.to_path_buf(),
@@ -33,7 +33,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     if !index.is_file() {
         return Err(ModelError::Io {
             path: single,
-            source: std::io::Error::new(
+            reason: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "neither model.safetensors nor model.safetensors.index.json exists in the directory",
             ),
@@ -56,6 +56,27 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         files.insert(dir.join(file));
     }
     Ok(files.into_iter().collect())
+}
+
+/// How many tensors of each dtype the weight files of an HF directory hold (headers only).
+pub fn weight_dtypes(dir: &Path) -> Result<std::collections::BTreeMap<String, usize>, ModelError> {
+    let mut counts = std::collections::BTreeMap::new();
+    for file in weight_files(dir)? {
+        let bytes = std::fs::read(&file).map_err(|reason| ModelError::Io {
+            path: file.clone(),
+            reason,
+        })?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+            ModelError::BadWeights {
+                path: file.clone(),
+                message: format!("not a safetensors file: {e}"),
+            }
+        })?;
+        for info in meta.tensors().values() {
+            *counts.entry(format!("{:?}", info.dtype)).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
 }
 
 /// Checkpoint tensors that are buffers of the original implementation, not parameters.

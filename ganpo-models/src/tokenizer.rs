@@ -16,6 +16,9 @@ pub struct Tokenizer {
     /// Tokens that end a generation (`generation_config.json`'s `eos_token_id`, else
     /// `tokenizer_config.json`'s `eos_token`).
     pub eos_token_ids: Vec<u32>,
+    /// Text of the end-of-sequence token (`tokenizer_config.json`'s `eos_token`), which TRL appends
+    /// to completions.
+    pub eos_token: Option<String>,
     /// Beginning-of-sequence token, if the model uses one.
     pub bos_token_id: Option<u32>,
     /// Padding token, if declared.
@@ -64,6 +67,10 @@ impl Tokenizer {
             tok.bos_token_id = id("bos_token")?;
             tok.pad_token_id = id("pad_token")?;
             tok.eos_token_ids = id("eos_token")?.into_iter().collect();
+            tok.eos_token = config
+                .get("eos_token")
+                .and_then(token_text)
+                .map(str::to_string);
             tok.chat_template = config
                 .get("chat_template")
                 .and_then(Value::as_str)
@@ -89,7 +96,7 @@ impl Tokenizer {
         if !path.is_file() {
             return Err(ModelError::Io {
                 path: path.to_path_buf(),
-                source: std::io::Error::new(
+                reason: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "tokenizer file not found",
                 ),
@@ -109,6 +116,7 @@ impl Tokenizer {
             inner,
             path: path.to_path_buf(),
             eos_token_ids: vec![],
+            eos_token: None,
             bos_token_id: None,
             pad_token_id: None,
             chat_template: None,

@@ -2,8 +2,8 @@
 //!
 //! - `ci`: the CI steps, exactly as `.ci/run` runs them (format, lints, the README's test
 //!   command, and `cargo check` of the `wgpu` and `cuda` backends).
-//! - `fixtures`: regenerates the reference fixtures of ganpo-core's tests from TRL and PyTorch
-//!   (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
+//! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
+//!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <ci | fixtures>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
-  fixtures  regenerate ganpo-core/tests/fixtures from TRL (GANPO_PYTHON=python with torch+trl)";
+  fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)";
 
 fn main() -> Result<()> {
     let root = workspace_root();

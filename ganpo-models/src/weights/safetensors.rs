@@ -15,9 +15,9 @@ use crate::ModelError;
 ///
 /// F32, F16 and BF16 tensors are accepted; any other dtype is an error naming the tensor.
 pub fn read_safetensors(path: &Path) -> Result<Vec<TensorSnapshot>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = std::fs::read(path).map_err(|reason| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     })?;
     let bytes: Arc<[u8]> = bytes.into();
     let bad = |message: String| ModelError::BadWeights {

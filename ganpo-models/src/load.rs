@@ -1,0 +1,51 @@
+//! Loading a model, and its tokenizer when one comes with it, from a path.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+
+use crate::{Lm, ModelConfig, ModelError, Tokenizer, hf};
+
+/// A loaded model with what came with it.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The architecture and its sizes.
+    pub config: ModelConfig,
+    /// The model, weights in f32.
+    pub model: Lm<B>,
+    /// The tokenizer, when the checkpoint has one (`tokenizer.json` in an HF directory).
+    pub tokenizer: Option<Tokenizer>,
+    /// Where it was loaded from.
+    pub source: PathBuf,
+}
+
+/// Loads the model at `path`: an HF directory (`config.json`, safetensors weights, optional
+/// `tokenizer.json`). A tokenizer whose ids exceed the model's vocabulary is an error.
+pub fn load_model<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<LoadedModel<B>, ModelError> {
+    if !path.is_dir() {
+        return Err(ModelError::Io {
+            path: path.to_path_buf(),
+            reason: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "expected an HF model directory (config.json + model.safetensors)",
+            ),
+        });
+    }
+    let (config, model) = hf::load::<B>(path, device)?;
+    let tokenizer = if path.join("tokenizer.json").is_file() {
+        let tok = Tokenizer::from_dir(path)?;
+        tok.check_vocab(config.vocab_size())?;
+        Some(tok)
+    } else {
+        None
+    };
+    Ok(LoadedModel {
+        config,
+        model,
+        tokenizer,
+        source: path.to_path_buf(),
+    })
+}

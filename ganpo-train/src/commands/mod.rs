@@ -1,0 +1,5 @@
+//! The `ganpo` subcommands, one file each.
+
+pub mod inspect;
+pub mod logprobs;
+pub mod toy;

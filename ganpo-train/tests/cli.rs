@@ -1,0 +1,108 @@
+//! The `ganpo` binary: model commands against transformers / TRL reference values
+//! (tools/fixtures/tokenizer_fixtures.py), and clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn llama() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ganpo-models/tests/fixtures/llama")
+}
+
+fn ganpo(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn logprobs_match_trl_tokenization_and_transformers() {
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(llama().join("logprobs_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let model = llama().display().to_string();
+    for case in expected["cases"].as_array().unwrap() {
+        let completion = case["completion"].as_str().unwrap();
+        // The fixture's completion already ends with EOS (TRL's add_eos); ganpo must not add another.
+        let (ok, stdout, stderr) = ganpo(&[
+            "logprobs",
+            "--model",
+            &model,
+            "--prompt",
+            case["prompt"].as_str().unwrap(),
+            "--completion",
+            completion,
+        ]);
+        assert!(ok, "{stderr}");
+        let got: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(got["prompt_ids"], case["prompt_ids"]);
+        assert_eq!(got["completion_ids"], case["completion_ids"]);
+        let (g, w) = (
+            got["token_logps"].as_array().unwrap(),
+            case["token_logps"].as_array().unwrap(),
+        );
+        assert_eq!(g.len(), w.len());
+        for (g, w) in g.iter().zip(w) {
+            assert!(
+                (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-4,
+                "{g} vs {w}"
+            );
+        }
+        let sum: f64 = w.iter().map(|v| v.as_f64().unwrap()).sum();
+        assert!((got["sum_logp"].as_f64().unwrap() - sum).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn inspect_reports_the_checkpoint() {
+    let (ok, stdout, stderr) = ganpo(&["inspect", "--model", &llama().display().to_string()]);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["family"], "llama");
+    assert_eq!(v["architecture"]["num_key_value_heads"], 2);
+    // embed 320x32 + 2 layers x (q 32x32, k 32x16, v 32x16, o 32x32, mlp 3x32x48, 2 norms x 32) + final norm 32
+    assert_eq!(
+        v["parameters"],
+        320 * 32 + 2 * (1024 + 512 + 512 + 1024 + 3 * 32 * 48 + 64) + 32
+    );
+    assert_eq!(v["weight_dtypes"]["F32"], 20);
+    assert_eq!(v["tokenizer"]["eos_tokens"][0], "<|im_end|>");
+}
+
+#[test]
+fn bad_paths_and_backends_fail_with_a_clear_message() {
+    let (ok, _, stderr) = ganpo(&[
+        "logprobs",
+        "--model",
+        "/nonexistent",
+        "--prompt",
+        "a",
+        "--completion",
+        "b",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cannot read /nonexistent: expected an HF model directory"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ganpo(&["toy", "--backend", "tpu"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown backend `tpu`: expected one of cpu, wgpu, cuda"),
+        "{stderr}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(llama().join("config.json"), tmp.path().join("config.json")).unwrap();
+    let (ok, _, stderr) = ganpo(&["inspect", "--model", &tmp.path().display().to_string()]);
+    assert!(!ok);
+    assert!(stderr.contains("model.safetensors"), "{stderr}");
+}
