@@ -67,12 +67,13 @@ pub enum ModelError {
         /// The missing tensor names.
         names: Vec<String>,
     },
-    /// A tensor's shape differs from what the config implies.
+    /// Tensors that could not be put into the model: a shape differs from what the config
+    /// implies, or the data could not be read.
     #[error("{path}: {message}")]
-    ShapeMismatch {
+    BadTensors {
         /// The checkpoint.
         path: PathBuf,
-        /// Which tensor, expected and found shapes.
+        /// Which tensors and why.
         message: String,
     },
     /// The tokenizer produces ids the model has no embedding for.

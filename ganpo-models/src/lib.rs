@@ -6,12 +6,14 @@
 //!
 //! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3);
 //! - [`gpt2`]: GPT-2, with its `Conv1D` weight layout;
-//! - [`hf::load`]: any of them from an HF directory, as an [`Lm`];
+//! - [`hf::load`]: any of them from an HF directory, as an [`Lm`]; [`gguf::load_gguf`]: the
+//!   Llama family from a GGUF file (quantized weights dequantized to f32);
 //! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
 
 mod auto;
 mod causal_lm;
 mod error;
+pub mod gguf;
 pub mod gpt2;
 pub mod hf;
 pub mod llama;

@@ -20,17 +20,31 @@ pub struct LoadedModel<B: Backend> {
 }
 
 /// Loads the model at `path`: an HF directory (`config.json`, safetensors weights, optional
-/// `tokenizer.json`). A tokenizer whose ids exceed the model's vocabulary is an error.
+/// `tokenizer.json`) or a `.gguf` file. A tokenizer whose ids exceed the model's vocabulary is an
+/// error.
 pub fn load_model<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
+    if path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
+        let (config, model) = crate::gguf::load_gguf::<B>(path, device)?;
+        return Ok(LoadedModel {
+            config,
+            model,
+            tokenizer: None,
+            source: path.to_path_buf(),
+        });
+    }
     if !path.is_dir() {
         return Err(ModelError::Io {
             path: path.to_path_buf(),
             reason: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "expected an HF model directory (config.json + model.safetensors)",
+                "expected an HF model directory (config.json + model.safetensors) or a .gguf file",
             ),
         });
     }

@@ -91,7 +91,7 @@ fn bad_paths_and_backends_fail_with_a_clear_message() {
     ]);
     assert!(!ok);
     assert!(
-        stderr.contains("cannot read /nonexistent: expected an HF model directory"),
+        stderr.contains("cannot read /nonexistent: expected an HF model directory (config.json + model.safetensors) or a .gguf file"),
         "{stderr}"
     );
     let (ok, _, stderr) = ganpo(&["toy", "--backend", "tpu"]);

@@ -48,15 +48,23 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn fixtures(root: &Path) -> Result<()> {
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
-        .args(["-c", "import torch, trl"])
+        .args(["-c", "import torch, trl, transformers, tokenizers, gguf"])
         .status();
     if !matches!(probe, Ok(s) if s.success()) {
         bail!(
-            "`{python}` cannot import torch and trl. Install them (`pip install torch trl`) or point \
-             GANPO_PYTHON at a Python that has them."
+            "`{python}` cannot import torch, trl, transformers, tokenizers and gguf. Install them \
+             (`pip install torch trl gguf`) or point GANPO_PYTHON at a Python that has them."
         );
     }
-    run(Command::new(&python)
-        .arg(root.join("tools/fixtures/core_fixtures.py"))
-        .current_dir(root))
+    // Order matters: the tokenizer and GGUF scripts read the model fixtures the model script writes.
+    for script in [
+        "core_fixtures.py",
+        "model_fixtures.py",
+        "tokenizer_fixtures.py",
+        "gguf_fixtures.py",
+    ] {
+        let path = root.join("tools/fixtures").join(script);
+        run(Command::new(&python).arg(path).current_dir(root))?;
+    }
+    Ok(())
 }

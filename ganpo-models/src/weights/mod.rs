@@ -33,7 +33,7 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
             .join("; ");
-        return Err(ModelError::ShapeMismatch {
+        return Err(ModelError::BadTensors {
             path: path.to_path_buf(),
             message,
         });

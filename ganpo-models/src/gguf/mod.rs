@@ -1,0 +1,240 @@
+//! GGUF checkpoints (the format of llama.cpp and most local models).
+//!
+//! [`load_gguf`] reads the container ([`GgufFile`]), derives the model config from the metadata,
+//! renames llama.cpp's tensors to HF names, dequantizes them to f32 ([`dequantize`]) and undoes the
+//! row permutation llama.cpp applies to the Q and K projections of `llama` models (it stores
+//! them for interleaved RoPE; ganpo, like HF, rotates halves).
+
+mod dequant;
+mod reader;
+
+use std::path::Path;
+use std::rc::Rc;
+
+use burn::module::ParamId;
+use burn::prelude::*;
+use burn::tensor::DType;
+use burn_store::TensorSnapshot;
+
+pub use dequant::{GgmlType, SUPPORTED_TYPES, dequantize};
+pub use reader::{GgufFile, TensorInfo, Value};
+
+use crate::llama::{Family, LlamaConfig};
+use crate::nn::RopeScaling;
+use crate::weights::apply;
+use crate::{Lm, ModelConfig, ModelError};
+
+/// The f32 values of one tensor of `file`.
+pub fn read_tensor(file: &GgufFile, info: &TensorInfo) -> Result<Vec<f32>, ModelError> {
+    let bad = |message: String| ModelError::BadWeights {
+        path: file.path.clone(),
+        message,
+    };
+    let ty = GgmlType::from_id(info.ggml_type).ok_or_else(|| ModelError::UnsupportedDtype {
+        path: file.path.clone(),
+        name: info.name.clone(),
+        dtype: format!(
+            "{} (supported: {SUPPORTED_TYPES})",
+            GgmlType::name_of(info.ggml_type)
+        ),
+    })?;
+    let n: usize = info.shape.iter().product();
+    let len = ty.byte_len(n).ok_or_else(|| {
+        bad(format!(
+            "tensor `{}` has {n} values, not a whole number of {ty:?} blocks",
+            info.name
+        ))
+    })?;
+    let data = file
+        .bytes
+        .get(info.offset..info.offset.saturating_add(len))
+        .ok_or_else(|| {
+            bad(format!(
+                "tensor `{}` runs past the end of the file",
+                info.name
+            ))
+        })?;
+    Ok(dequantize(ty, data))
+}
+
+/// Reorders the rows of a Q or K projection from llama.cpp's interleaved-RoPE layout back to HF's
+/// rotate-half layout (the inverse of convert_hf_to_gguf.py's `permute`).
+pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_head: usize) -> Vec<f32> {
+    let per_head = rows / n_head;
+    let half = per_head / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..n_head {
+        for i in 0..2 {
+            for j in 0..half {
+                let dst = h * per_head + i * half + j;
+                let src = h * per_head + j * 2 + i;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+fn hf_name(name: &str) -> Option<String> {
+    Some(match name {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        _ => {
+            let rest = name.strip_prefix("blk.")?;
+            let (layer, rest) = rest.split_once('.')?;
+            let (module, kind) = rest.rsplit_once('.')?;
+            let module = match module {
+                "attn_norm" => "input_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{layer}.{module}.{kind}")
+        }
+    })
+}
+
+/// The model config a GGUF file's metadata describes.
+pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
+    let invalid = |key: &str, message: &str| ModelError::InvalidConfig {
+        path: file.path.clone(),
+        key: key.into(),
+        message: message.into(),
+    };
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("general.architecture", "missing"))?;
+    let family = match arch {
+        "llama" => Family::Llama,
+        "qwen2" => Family::Qwen2,
+        "qwen3" => Family::Qwen3,
+        other => {
+            return Err(ModelError::UnsupportedArchitecture {
+                path: file.path.clone(),
+                model_type: other.into(),
+                supported: "llama, qwen2, qwen3 (GGUF)",
+            });
+        }
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let size = |k: &str| -> Result<Option<usize>, ModelError> {
+        match file.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| invalid(&key(k), "expected an integer")),
+        }
+    };
+    let required = |k: &str| size(k)?.ok_or_else(|| invalid(&key(k), "missing"));
+    let float =
+        |k: &str, default: f64| file.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
+    if file.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
+        return Err(invalid(
+            "rope_freqs.weight",
+            "per-frequency RoPE factors (Llama 3.1+ GGUF) are not supported yet",
+        ));
+    }
+    let tensor = |name: &str| file.tensors.iter().find(|t| t.name == name);
+    let embed = tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensors {
+        path: file.path.clone(),
+        names: vec!["token_embd.weight".into()],
+    })?;
+    let hidden_size = required("embedding_length")?;
+    let heads = required("attention.head_count")?;
+    let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => RopeScaling::Default,
+        Some("linear") => RopeScaling::Linear {
+            factor: float("rope.scaling.factor", 1.0),
+        },
+        Some(other) => {
+            return Err(invalid(
+                &key("rope.scaling.type"),
+                &format!("`{other}` is not supported"),
+            ));
+        }
+    };
+    Ok(LlamaConfig {
+        family,
+        vocab_size: size("vocab_size")?.unwrap_or(embed.shape[0]),
+        hidden_size,
+        intermediate_size: required("feed_forward_length")?,
+        num_hidden_layers: required("block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: size("attention.head_count_kv")?.unwrap_or(heads),
+        head_dim: size("attention.key_length")?.unwrap_or(hidden_size / heads),
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
+        rope_theta: float("rope.freq_base", 10000.0),
+        rope_scaling,
+        tie_word_embeddings: tensor("output.weight").is_none(),
+        qkv_bias: family == Family::Qwen2,
+        o_bias: false,
+        mlp_bias: false,
+        qk_norm: family == Family::Qwen3,
+        sliding_window: None,
+    })
+}
+
+/// Loads a model from a GGUF file: config from metadata, weights dequantized to f32.
+pub fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(ModelConfig, Lm<B>), ModelError> {
+    let file = Rc::new(GgufFile::open(path)?);
+    let config = gguf_config(&file)?;
+    let mut snapshots = Vec::new();
+    for (index, info) in file.tensors.iter().enumerate() {
+        let Some(name) = hf_name(&info.name) else {
+            tracing::warn!(checkpoint = %path.display(), tensor = %info.name, "GGUF tensor not used by the model");
+            continue;
+        };
+        let heads = match name.rsplit('.').nth(1) {
+            Some("q_proj") if config.family == Family::Llama => Some(config.num_attention_heads),
+            Some("k_proj") if config.family == Family::Llama => Some(config.num_key_value_heads),
+            _ => None,
+        };
+        // Fail on unsupported types now, with the tensor named, rather than inside the applier.
+        if GgmlType::from_id(info.ggml_type).is_none() {
+            read_tensor(&file, info)?;
+        }
+        let shape = info.shape.clone();
+        let file = Rc::clone(&file);
+        let data_fn = Rc::new(move || {
+            let info = &file.tensors[index];
+            let values = read_tensor(&file, info)
+                .map_err(|e| burn_store::TensorSnapshotError::DataError(e.to_string()))?;
+            let values = match heads {
+                Some(h) if info.shape.len() == 2 => {
+                    unpermute_rows(&values, info.shape[0], info.shape[1], h)
+                }
+                Some(h) => unpermute_rows(&values, info.shape[0], 1, h),
+                None => values,
+            };
+            Ok(TensorData::new(values, info.shape.clone()))
+        });
+        let path_stack = name.split('.').map(str::to_string).collect();
+        snapshots.push(TensorSnapshot::from_closure(
+            data_fn,
+            DType::F32,
+            shape.into(),
+            path_stack,
+            vec![],
+            ParamId::new(),
+        ));
+    }
+    let config = ModelConfig::Llama(config);
+    let mut model = config.init::<B>(device);
+    apply(&mut model, snapshots, path, |_| false)?;
+    Ok((config, model))
+}

@@ -1,0 +1,159 @@
+//! GGUF: dequantization against llama.cpp's `gguf` package, a llama model against transformers'
+//! own GGUF loader, and clear errors (tools/fixtures/gguf_fixtures.py).
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+use ganpo_models::gguf::{GgufFile, load_gguf, read_tensor, unpermute_rows};
+use ganpo_models::{CausalLm, load_model};
+use safetensors::SafeTensors;
+
+type B = NdArray;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf")
+}
+
+fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn every_supported_type_dequantizes_like_gguf_py() {
+    let file = GgufFile::open(&dir().join("quants.gguf")).unwrap();
+    let bytes = std::fs::read(dir().join("quants_expected.safetensors")).unwrap();
+    let expected = SafeTensors::deserialize(&bytes).unwrap();
+    let names = [
+        "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k",
+    ];
+    for name in names {
+        let name = format!("t.{name}");
+        let info = file
+            .tensors
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(info.shape, vec![4, 256]);
+        let got = read_tensor(&file, info).unwrap();
+        let want = floats(&expected, &name);
+        assert_eq!(got.len(), want.len());
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            max <= 1e-6 * want.iter().map(|x| x.abs()).fold(1f32, f32::max),
+            "{name}: max diff {max}"
+        );
+        assert!(
+            want.iter().any(|x| x.abs() > 0.01),
+            "{name}: fixture is all zeros"
+        );
+    }
+}
+
+#[test]
+fn llama_gguf_matches_transformers_loading_the_same_file() {
+    let device = Default::default();
+    let loaded = load_model::<B>(&dir().join("tiny_llama.gguf"), &device).unwrap();
+    let bytes = std::fs::read(dir().join("tiny_llama_expected.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let ints = |n: &str| -> Vec<i64> {
+        st.tensor(n)
+            .unwrap()
+            .data()
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    let (b, s) = (shape[0], shape[1]);
+    let mask = ints("attention_mask");
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ints("input_ids"), [b, s]), &device);
+    let mask_t = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(mask.iter().map(|&m| m == 1).collect::<Vec<_>>(), [b, s]),
+        &device,
+    );
+    let logits: Vec<f32> = loaded
+        .model
+        .forward(ids, mask_t)
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let want = floats(&st, "logits");
+    let vocab = loaded.config.vocab_size();
+    let mut max = 0f32;
+    for (pos, m) in mask.iter().enumerate() {
+        if *m == 1 {
+            for i in pos * vocab..(pos + 1) * vocab {
+                max = max.max((logits[i] - want[i]).abs());
+            }
+        }
+    }
+    assert!(max < 1e-4, "logits differ by {max}");
+}
+
+#[test]
+fn unpermute_inverts_llama_cpp_permutation() {
+    // convert_hf_to_gguf.py: w.reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2)
+    let (rows, cols, heads) = (8, 3, 2);
+    let hf: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    let mut permuted = vec![0f32; hf.len()];
+    let half = rows / heads / 2;
+    for h in 0..heads {
+        for i in 0..2 {
+            for j in 0..half {
+                let src = h * rows / heads + i * half + j;
+                let dst = h * rows / heads + j * 2 + i;
+                permuted[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    assert_ne!(permuted, hf);
+    assert_eq!(unpermute_rows(&permuted, rows, cols, heads), hf);
+}
+
+#[test]
+fn bad_gguf_files_are_refused_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("x.gguf");
+    std::fs::write(&path, b"GGML0000").unwrap();
+    let err = load_gguf::<B>(&path, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x.gguf") && err.contains("not a GGUF file"),
+        "{err}"
+    );
+
+    let full = std::fs::read(dir().join("tiny_llama.gguf")).unwrap();
+    std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+    let err = load_gguf::<B>(&path, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("runs past the end of the file"), "{err}");
+
+    std::fs::write(&path, &full[..100]).unwrap();
+    let err = load_gguf::<B>(&path, &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("file ends early"), "{err}");
+
+    // quants.gguf has no model metadata: the missing key is named.
+    let err = load_gguf::<B>(&dir().join("quants.gguf"), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("llama.embedding_length") || err.contains("token_embd.weight"),
+        "{err}"
+    );
+}
