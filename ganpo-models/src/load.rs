@@ -31,11 +31,14 @@ pub fn load_model<B: Backend>(
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     {
-        let (config, model) = crate::gguf::load_gguf::<B>(path, device)?;
+        let (config, model, tokenizer) = crate::gguf::load_gguf::<B>(path, device)?;
+        if let Some(tok) = &tokenizer {
+            tok.check_vocab(config.vocab_size())?;
+        }
         return Ok(LoadedModel {
             config,
             model,
-            tokenizer: None,
+            tokenizer,
             source: path.to_path_buf(),
         });
     }
@@ -62,4 +65,19 @@ pub fn load_model<B: Backend>(
         tokenizer,
         source: path.to_path_buf(),
     })
+}
+
+/// How many tensors of each stored dtype the checkpoint at `path` holds (HF directory or GGUF).
+pub fn weight_dtypes(path: &Path) -> Result<std::collections::BTreeMap<String, usize>, ModelError> {
+    if path.is_file() {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for t in &file.tensors {
+            *counts
+                .entry(crate::gguf::GgmlType::name_of(t.ggml_type))
+                .or_insert(0) += 1;
+        }
+        return Ok(counts);
+    }
+    hf::weight_dtypes(path)
 }

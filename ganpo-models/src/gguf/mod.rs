@@ -7,6 +7,7 @@
 
 mod dequant;
 mod reader;
+mod tokenizer;
 
 use std::path::Path;
 use std::rc::Rc;
@@ -18,6 +19,7 @@ use burn_store::TensorSnapshot;
 
 pub use dequant::{GgmlType, SUPPORTED_TYPES, dequantize};
 pub use reader::{GgufFile, TensorInfo, Value};
+pub use tokenizer::tokenizer_from_gguf;
 
 use crate::llama::{Family, LlamaConfig};
 use crate::nn::RopeScaling;
@@ -186,12 +188,14 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
     })
 }
 
-/// Loads a model from a GGUF file: config from metadata, weights dequantized to f32.
+/// Loads a model from a GGUF file: config from metadata, weights dequantized to f32, and the
+/// embedded tokenizer when ganpo can rebuild it ([`tokenizer_from_gguf`]).
 pub fn load_gguf<B: Backend>(
     path: &Path,
     device: &B::Device,
-) -> Result<(ModelConfig, Lm<B>), ModelError> {
+) -> Result<(ModelConfig, Lm<B>, Option<crate::Tokenizer>), ModelError> {
     let file = Rc::new(GgufFile::open(path)?);
+    let tokenizer = tokenizer_from_gguf(&file)?;
     let config = gguf_config(&file)?;
     let mut snapshots = Vec::new();
     for (index, info) in file.tensors.iter().enumerate() {
@@ -236,5 +240,5 @@ pub fn load_gguf<B: Backend>(
     let config = ModelConfig::Llama(config);
     let mut model = config.init::<B>(device);
     apply(&mut model, snapshots, path, |_| false)?;
-    Ok((config, model))
+    Ok((config, model, tokenizer))
 }

@@ -10,7 +10,7 @@ use ganpo_models::{ModelConfig, load_model};
 /// Options of `ganpo inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory.
+    /// Model: an HF directory or a .gguf file.
     #[arg(long)]
     pub model: PathBuf,
 }
@@ -19,7 +19,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let loaded = load_model::<NdArray>(&args.model, &Default::default())
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let dtypes = ganpo_models::hf::weight_dtypes(&args.model)?;
+    let dtypes = ganpo_models::weight_dtypes(&args.model)?;
     let mut out = serde_json::Map::new();
     out.insert("model".into(), args.model.display().to_string().into());
     out.insert("architecture".into(), serde_json::to_value(&loaded.config)?);

@@ -13,7 +13,7 @@ use ganpo_train::tokenize::tokenize_prompt_completion;
 /// Options of `ganpo logprobs`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory with a tokenizer.json.
+    /// Model: an HF directory with a tokenizer.json, or a .gguf file with an embedded tokenizer.
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt text.

