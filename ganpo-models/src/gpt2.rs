@@ -14,7 +14,7 @@ use ganpo_core::activation::{gelu, gelu_tanh};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::nn::attention_mask;
+use crate::nn::{KvCache, LayerCache, attention_mask, tied_head};
 use crate::{CausalLm, LmOutput, ModelError};
 
 /// Fill value of masked attention scores.
@@ -215,7 +215,12 @@ pub struct Gpt2<B: Backend> {
 }
 
 impl<B: Backend> Gpt2Attention<B> {
-    fn forward(&self, x: Tensor<B, 3>, masked: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+    fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        masked: Tensor<B, 4, Bool>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
         let (h, hd) = (self.n_head, d / self.n_head);
         let qkv = self.c_attn.forward(x);
@@ -226,6 +231,10 @@ impl<B: Backend> Gpt2Attention<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (part(0), part(1), part(2));
+        let (k, v) = match cache {
+            Some(cache) => cache.extend(k, v),
+            None => (k, v),
+        };
         let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
         let weights = softmax(scores.mask_fill(masked, MASKED), 3);
         self.c_proj
@@ -245,6 +254,37 @@ impl<B: Backend> Gpt2Mlp<B> {
     }
 }
 
+impl<B: Backend> Gpt2<B> {
+    /// Runs `input_ids` (`[batch, new]`) at `positions` with attention mask `masked`
+    /// (`[batch, 1, new, keys]`, true = hidden), extending `cache` when given.
+    pub fn forward_at(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        masked: Tensor<B, 4, Bool>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> LmOutput<B> {
+        let t = &self.transformer;
+        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
+        for (i, block) in t.h.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = x.clone()
+                + block
+                    .attn
+                    .forward(block.ln_1.forward(x), masked.clone(), layer_cache);
+            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
+        }
+        let hidden = t.ln_f.forward(x);
+        let logits = tied_head(hidden.clone(), t.wte.weight.val());
+        LmOutput { logits, hidden }
+    }
+
+    /// Number of blocks (the length of a [`KvCache`] for this model).
+    pub fn num_layers(&self) -> usize {
+        self.transformer.h.len()
+    }
+}
+
 impl<B: Backend> CausalLm<B> for Gpt2<B> {
     fn forward(
         &self,
@@ -253,21 +293,15 @@ impl<B: Backend> CausalLm<B> for Gpt2<B> {
     ) -> LmOutput<B> {
         let [b, s] = input_ids.dims();
         let device = input_ids.device();
-        let t = &self.transformer;
         let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
             .reshape([1, s])
             .expand([b, s]);
-        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
-        let masked = attention_mask(attention_mask_2d, None);
-        for block in &t.h {
-            x = x.clone() + block.attn.forward(block.ln_1.forward(x), masked.clone());
-            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
-        }
-        let hidden = t.ln_f.forward(x);
-        let logits = hidden
-            .clone()
-            .matmul(t.wte.weight.val().transpose().unsqueeze());
-        LmOutput { logits, hidden }
+        self.forward_at(
+            input_ids,
+            positions,
+            attention_mask(attention_mask_2d, None),
+            None,
+        )
     }
 
     fn hidden_size(&self) -> usize {

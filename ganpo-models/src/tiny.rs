@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::tanh;
 use serde::{Deserialize, Serialize};
 
+use crate::nn::tied_head;
 use crate::{CausalLm, LmOutput};
 
 /// Size of a [`TinyLm`].
@@ -71,9 +72,7 @@ impl<B: Backend> CausalLm<B> for TinyLm<B> {
         let causal = causal.clone() / causal.sum_dim(2).clamp_min(1.0);
         let h = causal.matmul(emb);
         let hidden = h.clone() + tanh(self.mix.forward(h));
-        let logits = hidden
-            .clone()
-            .matmul(self.embed_tokens.weight.val().transpose().unsqueeze());
+        let logits = tied_head(hidden.clone(), self.embed_tokens.weight.val());
         LmOutput { logits, hidden }
     }
 

@@ -1,5 +1,6 @@
 //! SmolLM2-135M-Instruct (GGUF Q4_1, fetched by `cargo xtask assets`) against transformers on the
-//! same file (tools/fixtures/smollm2_reference.py): tokenization and per-sequence log-probs.
+//! same file (tools/fixtures/smollm2_reference.py): tokenization, per-sequence log-probs and
+//! greedy generation.
 //!
 //! Without the asset the tests say so and pass; CI runs `cargo xtask assets` first and sets
 //! `GANPO_REQUIRE_ASSETS=1`, which turns a missing asset into a failure.
@@ -124,5 +125,30 @@ fn gguf_log_probs_match_transformers_within_1e3_per_sequence() {
             "{:?}: {sum} vs transformers {want}",
             pair["prompt"]
         );
+    }
+}
+
+#[test]
+fn greedy_generation_matches_transformers() {
+    let Some(loaded) = load() else { return };
+    let tok = loaded.tokenizer.as_ref().unwrap();
+    let config = ganpo_models::generate::GenerationConfig {
+        max_new_tokens: 16,
+        eos_token_ids: tok.eos_token_ids.clone(),
+        pad_token_id: tok.pad_token_id.unwrap_or(0),
+        ..Default::default()
+    };
+    let cases = reference()["greedy"].as_array().unwrap().clone();
+    let prompts: Vec<Vec<u32>> = cases
+        .iter()
+        .map(|c| tok.encode(c["prompt"].as_str().unwrap(), true).unwrap())
+        .collect();
+    for (c, p) in cases.iter().zip(&prompts) {
+        assert_eq!(p, &ids(&c["prompt_ids"]));
+    }
+    let out =
+        ganpo_models::generate::generate(&loaded.model, &prompts, &config, &Default::default());
+    for (c, got) in cases.iter().zip(&out) {
+        assert_eq!(got, &ids(&c["new_ids"]), "{:?}", c["prompt"]);
     }
 }

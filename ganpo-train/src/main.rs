@@ -23,6 +23,8 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Print, as JSON, the per-token log-probabilities of a completion given a prompt.
     Logprobs(commands::logprobs::Args),
+    /// Continue one or more prompts (greedy or sampled, KV-cached, batched); prints JSON.
+    Generate(commands::generate::Args),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -36,6 +38,7 @@ fn main() -> Result<()> {
         Command::Toy(args) => commands::toy::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Logprobs(args) => commands::logprobs::run(args),
+        Command::Generate(args) => commands::generate::run(args),
         Command::Backends => {
             for kind in BackendKind::ALL {
                 let state = if kind.is_compiled() {

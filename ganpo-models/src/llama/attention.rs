@@ -6,7 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::LlamaConfig;
-use crate::nn::{RmsNorm, Rotary};
+use crate::nn::{LayerCache, RmsNorm, Rotary};
 
 /// Fill value of masked scores: exp of it underflows to exactly 0 in f32 and bf16.
 const MASKED: f64 = -1.0e9;
@@ -50,14 +50,16 @@ impl<B: Backend> Attention<B> {
         }
     }
 
-    /// `x`: `[batch, seq, hidden]`; `masked`: `[batch, 1, seq, seq]`, true where a query may not
-    /// see a key; `cos`, `sin`: rotary tables `[seq, head_dim]`.
+    /// `x`: `[batch, seq, hidden]`; `masked`: `[batch, 1, seq, keys]`, true where a query may
+    /// not see a key; `cos`, `sin`: rotary tables of the new positions; `cache`: the keys and
+    /// values of earlier positions, extended with these (`keys` = cached + `seq`).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         masked: Tensor<B, 4, Bool>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kv, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
@@ -76,14 +78,19 @@ impl<B: Backend> Attention<B> {
             .forward(x)
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
+        let (k, v) = match cache {
+            Some(cache) => cache.extend(k, v),
+            None => (k, v),
+        };
+        let t = k.dims()[2];
         // Grouped-query attention: query head i uses key/value head i / (h / kv), as HF repeat_kv.
-        let repeat = |t: Tensor<B, 4>| {
+        let repeat = |x: Tensor<B, 4>| {
             if kv == h {
-                t
+                x
             } else {
-                t.unsqueeze_dim::<5>(2)
-                    .expand([b, kv, h / kv, s, d])
-                    .reshape([b, h, s, d])
+                x.unsqueeze_dim::<5>(2)
+                    .expand([b, kv, h / kv, t, d])
+                    .reshape([b, h, t, d])
             }
         };
         let (k, v) = (repeat(k), repeat(v));

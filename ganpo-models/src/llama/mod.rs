@@ -14,7 +14,7 @@ pub use attention::Attention;
 pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
 pub use mlp::Mlp;
 
-use crate::nn::{RmsNorm, Rotary, attention_mask};
+use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, tied_head};
 use crate::{CausalLm, LmOutput};
 
 /// One pre-norm decoder layer.
@@ -78,35 +78,60 @@ impl LlamaConfig {
     }
 }
 
+impl<B: Backend> Llama<B> {
+    /// Runs `input_ids` (`[batch, new]`) at `positions` (`[batch, new]`, below `max_position`)
+    /// with attention mask `masked` (`[batch, 1, new, keys]`, true = hidden), extending `cache`
+    /// when given (incremental decoding).
+    pub fn forward_at(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        max_position: usize,
+        masked: Tensor<B, 4, Bool>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> LmOutput<B> {
+        let (cos, sin) = self.rotary.tables_at(positions, max_position);
+        let mut x = self.model.embed_tokens.forward(input_ids);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let normed = layer.input_layernorm.forward(x.clone());
+            x = x + layer
+                .self_attn
+                .forward(normed, masked.clone(), &cos, &sin, layer_cache);
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let hidden = self.model.norm.forward(x);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(hidden.clone()),
+            None => tied_head(hidden.clone(), self.model.embed_tokens.weight.val()),
+        };
+        LmOutput { logits, hidden }
+    }
+
+    /// Number of decoder layers (the length of a [`KvCache`] for this model).
+    pub fn num_layers(&self) -> usize {
+        self.model.layers.len()
+    }
+
+    /// The sliding window, if the model attends to a bounded past.
+    pub fn sliding_window(&self) -> Option<usize> {
+        self.sliding_window
+    }
+}
+
 impl<B: Backend> CausalLm<B> for Llama<B> {
     fn forward(
         &self,
         input_ids: Tensor<B, 2, Int>,
         attention_mask_2d: Tensor<B, 2, Bool>,
     ) -> LmOutput<B> {
-        let [_, s] = input_ids.dims();
+        let [b, s] = input_ids.dims();
         let device = input_ids.device();
-        let (cos, sin) = self.rotary.tables::<B>(s, &device);
+        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
+            .reshape([1, s])
+            .expand([b, s]);
         let masked = attention_mask(attention_mask_2d, self.sliding_window);
-        let mut x = self.model.embed_tokens.forward(input_ids);
-        for layer in &self.model.layers {
-            let attn = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                masked.clone(),
-                &cos,
-                &sin,
-            );
-            x = x + attn;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
-        }
-        let hidden = self.model.norm.forward(x);
-        let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden.clone()),
-            None => hidden
-                .clone()
-                .matmul(self.model.embed_tokens.weight.val().transpose().unsqueeze()),
-        };
-        LmOutput { logits, hidden }
+        self.forward_at(input_ids, positions, s.max(1), masked, None)
     }
 
     fn hidden_size(&self) -> usize {

@@ -27,3 +27,26 @@ pub fn attention_mask<B: Backend>(
         .bool_and(keys.bool_or(square(diagonal)))
         .bool_not()
 }
+
+/// `[batch, 1, new, past + new]`, true where one of `new` queries (positions `past..past + new`)
+/// may not attend to a key: future keys, keys outside the sliding window, and keys that are not
+/// real tokens (`key_valid[b][j]` false). A query always sees itself.
+pub fn step_mask<B: Backend>(
+    key_valid: &[Vec<bool>],
+    new: usize,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let b = key_valid.len();
+    let total = key_valid.first().map_or(0, Vec::len);
+    let past = total - new;
+    let mut masked = Vec::with_capacity(b * new * total);
+    for row in key_valid {
+        for i in 0..new {
+            let q = past + i;
+            let seen = |j: usize| j <= q && window.is_none_or(|w| q - j < w) && (row[j] || j == q);
+            masked.extend((0..total).map(|j| !seen(j)));
+        }
+    }
+    Tensor::from_data(TensorData::new(masked, [b, 1, new, total]), device)
+}

@@ -1,9 +1,13 @@
 //! Building blocks shared by the architectures.
 
+mod cache;
 mod mask;
 mod rms_norm;
 mod rope;
+mod tied_head;
 
-pub use mask::attention_mask;
+pub use cache::{KvCache, LayerCache};
+pub use mask::{attention_mask, step_mask};
 pub use rms_norm::RmsNorm;
 pub use rope::{RopeScaling, Rotary};
+pub use tied_head::tied_head;

@@ -105,17 +105,34 @@ impl Rotary {
         (make(cos), make(sin))
     }
 
-    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by its position.
+    /// `(cos, sin)` tables `[batch, 1, seq, head_dim]` for the given positions (`[batch, seq]`,
+    /// all below `max_position`).
+    pub fn tables_at<B: Backend>(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        max_position: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, s] = positions.dims();
+        let device = positions.device();
+        let (cos, sin) = self.tables::<B>(max_position, &device);
+        let d = cos.dims()[1];
+        let flat = positions.reshape([b * s]);
+        let pick = |t: Tensor<B, 2>| t.select(0, flat.clone()).reshape([b, 1, s, d]);
+        (pick(cos), pick(sin))
+    }
+
+    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by its positions' tables
+    /// (`[batch or 1, 1, seq, head_dim]`).
     pub fn apply<B: Backend>(
         x: Tensor<B, 4>,
-        cos: &Tensor<B, 2>,
-        sin: &Tensor<B, 2>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
     ) -> Tensor<B, 4> {
         let d = x.dims()[3];
         let half = d / 2;
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
         let x2 = x.clone().slice(s![.., .., .., half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone().unsqueeze::<4>() + rotated * sin.clone().unsqueeze::<4>()
+        x * cos.clone() + rotated * sin.clone()
     }
 }

@@ -1,0 +1,101 @@
+//! `ganpo generate`: continue prompts with a model (KV-cached, batched).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::backend::{BackendJob, BackendKind, run_on};
+use ganpo_models::generate::{GenerationConfig, generate};
+use ganpo_models::load_model;
+
+/// Options of `ganpo generate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model: an HF directory with a tokenizer.json, or a .gguf file with an embedded tokenizer.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt text; repeat the flag to generate for several prompts in one batch.
+    #[arg(long, required = true)]
+    pub prompt: Vec<String>,
+    /// Most new tokens per prompt.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Sample among the k most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Sample among the most likely tokens holding this much probability (1 = all).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Compute backend: cpu, wgpu or cuda (among those compiled in).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+struct Job(Args);
+
+impl BackendJob for Job {
+    type Output = Result<serde_json::Value>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<serde_json::Value> {
+        let a = self.0;
+        let loaded = load_model::<B::InnerBackend>(&a.model, &device)
+            .with_context(|| format!("loading {}", a.model.display()))?;
+        let tok = loaded
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} has no tokenizer", a.model.display()))?;
+        let prompts = a
+            .prompt
+            .iter()
+            .map(|p| tok.encode(p, true))
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = GenerationConfig {
+            max_new_tokens: a.max_new_tokens,
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+            eos_token_ids: tok.eos_token_ids.clone(),
+            pad_token_id: tok
+                .pad_token_id
+                .or(tok.eos_token_ids.first().copied())
+                .unwrap_or(0),
+        };
+        let start = Instant::now();
+        let outputs = generate(&loaded.model, &prompts, &config, &device);
+        let seconds = start.elapsed().as_secs_f64();
+        let tokens: usize = outputs.iter().map(Vec::len).sum();
+        let results = a
+            .prompt
+            .iter()
+            .zip(&outputs)
+            .map(|(p, ids)| Ok(serde_json::json!({"prompt": p, "completion": tok.decode(ids, true)?, "completion_ids": ids})))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(serde_json::json!({
+            "model": a.model.display().to_string(),
+            "backend": B::name(&device),
+            "results": results,
+            "new_tokens": tokens,
+            "seconds": seconds,
+            "tokens_per_second": tokens as f64 / seconds.max(1e-9),
+        }))
+    }
+}
+
+/// Prints the generations and the decoding speed as JSON.
+pub fn run(args: Args) -> Result<()> {
+    let kind: BackendKind = args.backend.parse()?;
+    if !(args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0) {
+        return Err(anyhow!("--temperature must be >= 0 and --top-p in (0, 1]"));
+    }
+    let value = run_on(kind, Job(args))??;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
