@@ -55,8 +55,7 @@ fn cached_steps_give_the_full_forward_logits() {
         };
         let mut cache = KvCache::<B>::new(layers);
         // Prefill 3 tokens, then one at a time.
-        let mut chunks = vec![0..3];
-        chunks.extend((3..n).map(|i| i..i + 1));
+        let chunks = std::iter::once(0..3).chain((3..n).map(|i| i..i + 1));
         let mut stepped = Vec::new();
         for r in chunks {
             let new = r.len();
