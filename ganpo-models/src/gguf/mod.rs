@@ -12,10 +12,7 @@ mod tokenizer;
 use std::path::Path;
 use std::rc::Rc;
 
-use burn::module::ParamId;
 use burn::prelude::*;
-use burn::tensor::DType;
-use burn_store::TensorSnapshot;
 
 pub use dequant::{GgmlType, SUPPORTED_TYPES, dequantize};
 pub use reader::{GgufFile, TensorInfo, Value};
@@ -23,7 +20,7 @@ pub use tokenizer::tokenizer_from_gguf;
 
 use crate::llama::{Family, LlamaConfig};
 use crate::nn::RopeScaling;
-use crate::weights::apply;
+use crate::weights::{apply, f32_snapshot};
 use crate::{Lm, ModelConfig, ModelError};
 
 /// The f32 values of one tensor of `file`.
@@ -227,15 +224,7 @@ pub fn load_gguf<B: Backend>(
             };
             Ok(TensorData::new(values, info.shape.clone()))
         });
-        let path_stack = name.split('.').map(str::to_string).collect();
-        snapshots.push(TensorSnapshot::from_closure(
-            data_fn,
-            DType::F32,
-            shape.into(),
-            path_stack,
-            vec![],
-            ParamId::new(),
-        ));
+        snapshots.push(f32_snapshot(&name, shape, data_fn));
     }
     let config = ModelConfig::Llama(config);
     let mut model = config.init::<B>(device);

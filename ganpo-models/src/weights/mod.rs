@@ -10,8 +10,12 @@ mod safetensors;
 
 use std::path::Path;
 
+use std::rc::Rc;
+
+use burn::module::ParamId;
 use burn::prelude::*;
-use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot};
+use burn::tensor::DType;
+use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
 
 pub use self::safetensors::read_safetensors;
 use crate::ModelError;
@@ -54,4 +58,22 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
         tracing::warn!(checkpoint = %path.display(), ?unused, "checkpoint tensors not used by the model");
     }
     Ok(())
+}
+
+/// A snapshot named like the HF tensor `name` (`model.layers.0.mlp.up_proj.weight`) whose f32
+/// data `data_fn` produces when the module asks for it.
+pub(crate) fn f32_snapshot(
+    name: &str,
+    shape: Vec<usize>,
+    data_fn: Rc<dyn Fn() -> Result<TensorData, TensorSnapshotError>>,
+) -> TensorSnapshot {
+    let path_stack = name.split('.').map(str::to_string).collect();
+    TensorSnapshot::from_closure(
+        data_fn,
+        DType::F32,
+        shape.into(),
+        path_stack,
+        vec![],
+        ParamId::new(),
+    )
 }

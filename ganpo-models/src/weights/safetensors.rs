@@ -4,11 +4,11 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use burn::module::ParamId;
 use burn::tensor::{DType, TensorData};
 use burn_store::{TensorSnapshot, TensorSnapshotError};
 use safetensors::{Dtype, SafeTensors};
 
+use super::f32_snapshot;
 use crate::ModelError;
 
 /// Reads every tensor of the safetensors file at `path` as a lazily converted f32 snapshot.
@@ -52,15 +52,7 @@ pub fn read_safetensors(path: &Path) -> Result<Vec<TensorSnapshot>, ModelError> 
                 Ok(TensorData::from_bytes_vec(raw, data_shape.clone(), dtype)
                     .convert_dtype(DType::F32))
             });
-        let path_stack = name.split('.').map(str::to_string).collect();
-        snapshots.push(TensorSnapshot::from_closure(
-            data_fn,
-            DType::F32,
-            shape.into(),
-            path_stack,
-            vec![],
-            ParamId::new(),
-        ));
+        snapshots.push(f32_snapshot(&name, shape, data_fn));
     }
     Ok(snapshots)
 }
