@@ -13,6 +13,7 @@
 mod auto;
 mod causal_lm;
 mod error;
+pub mod export;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;

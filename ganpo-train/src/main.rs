@@ -25,6 +25,8 @@ enum Command {
     Logprobs(commands::logprobs::Args),
     /// Continue one or more prompts (greedy or sampled, KV-cached, batched); prints JSON.
     Generate(commands::generate::Args),
+    /// Write a model (HF directory or GGUF) as an HF directory with f32 safetensors.
+    Export(commands::export::Args),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -39,6 +41,7 @@ fn main() -> Result<()> {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Logprobs(args) => commands::logprobs::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Backends => {
             for kind in BackendKind::ALL {
                 let state = if kind.is_compiled() {

@@ -106,3 +106,33 @@ fn bad_paths_and_backends_fail_with_a_clear_message() {
     assert!(!ok);
     assert!(stderr.contains("model.safetensors"), "{stderr}");
 }
+
+#[test]
+fn export_turns_a_gguf_into_an_hf_directory() {
+    let gguf = llama().join("../gguf/tiny_llama.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    let (ok, _, stderr) = ganpo(&[
+        "export",
+        "--model",
+        &gguf.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = ganpo(&["inspect", "--model", &out.display().to_string()]);
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["weight_dtypes"]["F32"], 20);
+    assert_eq!(v["architecture"]["vocab_size"], 320);
+    // Exporting again onto the same path is refused, and the first export is intact.
+    let (ok, _, stderr) = ganpo(&[
+        "export",
+        "--model",
+        &gguf.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]);
+    assert!(!ok && stderr.contains("refusing to overwrite"), "{stderr}");
+    assert!(out.join("model.safetensors").is_file());
+}

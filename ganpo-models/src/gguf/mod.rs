@@ -182,6 +182,7 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
         mlp_bias: false,
         qk_norm: family == Family::Qwen3,
         sliding_window: None,
+        max_position_embeddings: size("context_length")?.unwrap_or(2048),
     })
 }
 

@@ -62,6 +62,8 @@ pub struct LlamaConfig {
     pub qk_norm: bool,
     /// Each token attends to at most this many positions (itself included), if set.
     pub sliding_window: Option<usize>,
+    /// Longest context the checkpoint declares (`max_position_embeddings`).
+    pub max_position_embeddings: usize,
 }
 
 struct Reader<'a> {
@@ -218,6 +220,7 @@ impl LlamaConfig {
             mlp_bias: r.bool_or("mlp_bias", false)?,
             qk_norm: family == Family::Qwen3,
             sliding_window,
+            max_position_embeddings: r.usize_opt("max_position_embeddings")?.unwrap_or(2048),
         })
     }
 }
