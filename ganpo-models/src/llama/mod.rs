@@ -53,7 +53,7 @@ pub struct Llama<B: Backend> {
 }
 
 impl LlamaConfig {
-    /// A randomly initialized model (load weights with [`crate::load`]).
+    /// A randomly initialized model (load weights with [`crate::load_model`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
         let layer = || DecoderLayer {
             self_attn: Attention::new(self, device),
