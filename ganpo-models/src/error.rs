@@ -89,3 +89,11 @@ pub enum ModelError {
         model_vocab: usize,
     },
 }
+
+impl ModelError {
+    /// Wraps an I/O error on `path`: `std::fs::read(p).map_err(ModelError::io(p))`.
+    pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ModelError + use<> {
+        let path = path.to_path_buf();
+        move |reason| ModelError::Io { path, reason }
+    }
+}

@@ -99,13 +99,6 @@ pub fn export_hf<B: Backend>(
     tokenizer_dir: Option<&Path>,
     dir: &Path,
 ) -> Result<(), ModelError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |reason: std::io::Error| ModelError::Io {
-            path: path.clone(),
-            reason,
-        }
-    };
     if dir.exists() {
         return Err(ModelError::Io {
             path: dir.to_path_buf(),
@@ -121,9 +114,9 @@ pub fn export_hf<B: Backend>(
         .unwrap_or_else(|| "export".into());
     let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    std::fs::create_dir_all(&tmp).map_err(ModelError::io(&tmp))?;
     let result = write_all(model, config, tokenizer_dir, &tmp)
-        .and_then(|()| std::fs::rename(&tmp, dir).map_err(io(dir)));
+        .and_then(|()| std::fs::rename(&tmp, dir).map_err(ModelError::io(dir)));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -136,16 +129,9 @@ fn write_all<B: Backend>(
     tokenizer_dir: Option<&Path>,
     tmp: &Path,
 ) -> Result<(), ModelError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |reason: std::io::Error| ModelError::Io {
-            path: path.clone(),
-            reason,
-        }
-    };
     let config_path = tmp.join("config.json");
     let text = serde_json::to_string_pretty(&hf_config(config)).expect("a JSON value serializes");
-    std::fs::write(&config_path, text).map_err(io(&config_path))?;
+    std::fs::write(&config_path, text).map_err(ModelError::io(&config_path))?;
 
     let weights = tmp.join("model.safetensors");
     let bad = |message: String| ModelError::BadWeights {
@@ -194,7 +180,7 @@ fn write_all<B: Backend>(
         ] {
             let from = src.join(file);
             if from.is_file() {
-                std::fs::copy(&from, tmp.join(file)).map_err(io(&from))?;
+                std::fs::copy(&from, tmp.join(file)).map_err(ModelError::io(&from))?;
             }
         }
     }

@@ -12,10 +12,7 @@ use crate::weights::{apply, read_safetensors};
 
 /// Reads and parses a JSON file.
 pub(crate) fn read_json(path: &Path) -> Result<Value, ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|reason| ModelError::Io {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(ModelError::io(path))?;
     serde_json::from_str(&text).map_err(|e| ModelError::Json {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -62,10 +59,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
 pub fn weight_dtypes(dir: &Path) -> Result<std::collections::BTreeMap<String, usize>, ModelError> {
     let mut counts = std::collections::BTreeMap::new();
     for file in weight_files(dir)? {
-        let bytes = std::fs::read(&file).map_err(|reason| ModelError::Io {
-            path: file.clone(),
-            reason,
-        })?;
+        let bytes = std::fs::read(&file).map_err(ModelError::io(&file))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
             ModelError::BadWeights {
                 path: file.clone(),

@@ -1,27 +1,18 @@
 //! GGUF: dequantization against llama.cpp's `gguf` package, a llama model against transformers'
 //! own GGUF loader, and clear errors (tools/fixtures/gguf_fixtures.py).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use burn::backend::NdArray;
-use burn::prelude::*;
 use ganpo_models::gguf::{GgufFile, load_gguf, read_tensor, unpermute_rows};
-use ganpo_models::{CausalLm, load_model};
+use ganpo_models::load_model;
 use safetensors::SafeTensors;
 
-type B = NdArray;
+use common::{B, expected, floats};
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf")
-}
-
-fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
 }
 
 #[test]
@@ -61,43 +52,9 @@ fn every_supported_type_dequantizes_like_gguf_py() {
 
 #[test]
 fn llama_gguf_matches_transformers_loading_the_same_file() {
-    let device = Default::default();
-    let loaded = load_model::<B>(&dir().join("tiny_llama.gguf"), &device).unwrap();
-    let bytes = std::fs::read(dir().join("tiny_llama_expected.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let ints = |n: &str| -> Vec<i64> {
-        st.tensor(n)
-            .unwrap()
-            .data()
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
-    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
-    let (b, s) = (shape[0], shape[1]);
-    let mask = ints("attention_mask");
-    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ints("input_ids"), [b, s]), &device);
-    let mask_t = Tensor::<B, 2, Bool>::from_data(
-        TensorData::new(mask.iter().map(|&m| m == 1).collect::<Vec<_>>(), [b, s]),
-        &device,
-    );
-    let logits: Vec<f32> = loaded
-        .model
-        .forward(ids, mask_t)
-        .logits
-        .into_data()
-        .to_vec()
-        .unwrap();
-    let want = floats(&st, "logits");
-    let vocab = loaded.config.vocab_size();
-    let mut max = 0f32;
-    for (pos, m) in mask.iter().enumerate() {
-        if *m == 1 {
-            for i in pos * vocab..(pos + 1) * vocab {
-                max = max.max((logits[i] - want[i]).abs());
-            }
-        }
-    }
+    let loaded = load_model::<B>(&dir().join("tiny_llama.gguf"), &Default::default()).unwrap();
+    let e = expected(&dir().join("tiny_llama_expected.safetensors"));
+    let max = e.max_diff(e.run(&loaded.model).logits, &e.logits);
     assert!(max < 1e-4, "logits differ by {max}");
 }
 

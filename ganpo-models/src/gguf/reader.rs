@@ -167,10 +167,7 @@ impl Cursor<'_> {
 impl GgufFile {
     /// Reads and parses the file at `path`.
     pub fn open(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|reason| ModelError::Io {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
         Self::parse(bytes.into(), path)
     }
 

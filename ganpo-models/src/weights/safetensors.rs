@@ -15,10 +15,7 @@ use crate::ModelError;
 ///
 /// F32, F16 and BF16 tensors are accepted; any other dtype is an error naming the tensor.
 pub fn read_safetensors(path: &Path) -> Result<Vec<TensorSnapshot>, ModelError> {
-    let bytes = std::fs::read(path).map_err(|reason| ModelError::Io {
-        path: path.to_path_buf(),
-        reason,
-    })?;
+    let bytes = std::fs::read(path).map_err(ModelError::io(path))?;
     let bytes: Arc<[u8]> = bytes.into();
     let bad = |message: String| ModelError::BadWeights {
         path: path.to_path_buf(),

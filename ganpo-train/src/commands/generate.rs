@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_models::generate::{GenerationConfig, generate};
-use ganpo_models::load_model;
 
 /// Options of `ganpo generate`.
 #[derive(clap::Args)]
@@ -45,12 +44,8 @@ impl BackendJob for Job {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<serde_json::Value> {
         let a = self.0;
-        let loaded = load_model::<B::InnerBackend>(&a.model, &device)
-            .with_context(|| format!("loading {}", a.model.display()))?;
-        let tok = loaded
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| anyhow!("{} has no tokenizer", a.model.display()))?;
+        let (loaded, tok) = super::load_with_tokenizer::<B::InnerBackend>(&a.model, &device)?;
+        let tok = &tok;
         let prompts = a
             .prompt
             .iter()

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_core::{next_token_targets, token_logps};
-use ganpo_models::{CausalLm, load_model};
+use ganpo_models::CausalLm;
 use ganpo_train::tokenize::tokenize_prompt_completion;
 
 /// Options of `ganpo logprobs`.
@@ -34,12 +34,8 @@ impl BackendJob for Job {
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<serde_json::Value> {
         let args = self.0;
-        let loaded = load_model::<B::InnerBackend>(&args.model, &device)
-            .with_context(|| format!("loading {}", args.model.display()))?;
-        let tokenizer = loaded
-            .tokenizer
-            .as_ref()
-            .ok_or_else(|| anyhow!("{} has no tokenizer.json", args.model.display()))?;
+        let (loaded, tok) = super::load_with_tokenizer::<B::InnerBackend>(&args.model, &device)?;
+        let tokenizer = &tok;
         let split = tokenize_prompt_completion(tokenizer, &args.prompt, &args.completion)?;
         let ids: Vec<i64> = split
             .prompt

@@ -5,3 +5,26 @@ pub mod generate;
 pub mod inspect;
 pub mod logprobs;
 pub mod toy;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use burn::prelude::Backend;
+use ganpo_models::{LoadedModel, Tokenizer, load_model};
+
+/// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
+/// which file is missing.
+pub fn load_with_tokenizer<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LoadedModel<B>, Tokenizer)> {
+    let mut loaded =
+        load_model::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = loaded.tokenizer.take().ok_or_else(|| {
+        anyhow!(
+            "{} has no tokenizer (tokenizer.json, or GGUF tokenizer metadata)",
+            path.display()
+        )
+    })?;
+    Ok((loaded, tokenizer))
+}

@@ -1,0 +1,99 @@
+//! Reading the expected outputs that the fixture scripts write, and comparing against them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::prelude::*;
+use ganpo_models::{CausalLm, LmOutput};
+use safetensors::SafeTensors;
+
+/// The test backend.
+pub type B = NdArray;
+
+/// A fixture directory or file under `tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// An `expected*.safetensors` file: inputs (`input_ids`, `attention_mask`, right padding) and
+/// reference outputs (`logits`, and `hidden` where the script wrote it).
+pub struct Expected {
+    pub ids: Vec<i64>,
+    pub mask: Vec<i64>,
+    pub logits: Vec<f32>,
+    pub hidden: Option<Vec<f32>>,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+/// Little-endian f32 values of a tensor.
+pub fn floats(st: &SafeTensors, name: &str) -> Vec<f32> {
+    let data = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .data()
+        .to_vec();
+    data.chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn ints(st: &SafeTensors, name: &str) -> Vec<i64> {
+    let data = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .data()
+        .to_vec();
+    data.chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Reads an expected-outputs file.
+pub fn expected(path: &Path) -> Expected {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let shape = st.tensor("input_ids").unwrap().shape().to_vec();
+    let hidden = st
+        .names()
+        .contains(&"hidden")
+        .then(|| floats(&st, "hidden"));
+    Expected {
+        ids: ints(&st, "input_ids"),
+        mask: ints(&st, "attention_mask"),
+        logits: floats(&st, "logits"),
+        hidden,
+        batch: shape[0],
+        seq: shape[1],
+    }
+}
+
+impl Expected {
+    /// The model's outputs on the expected inputs.
+    pub fn run<M: CausalLm<B>>(&self, model: &M) -> LmOutput<B> {
+        let device = Default::default();
+        let shape = [self.batch, self.seq];
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(self.ids.clone(), shape), &device);
+        let mask: Vec<bool> = self.mask.iter().map(|&m| m == 1).collect();
+        model.forward(
+            ids,
+            Tensor::from_data(TensorData::new(mask, shape), &device),
+        )
+    }
+
+    /// Max abs difference between `got` (`[batch, seq, width]`) and `want` over real tokens.
+    pub fn max_diff(&self, got: Tensor<B, 3>, want: &[f32]) -> f32 {
+        let width = got.dims()[2];
+        let got: Vec<f32> = got.into_data().to_vec().unwrap();
+        let mut max = 0f32;
+        for (pos, _) in self.mask.iter().enumerate().filter(|(_, m)| **m == 1) {
+            for i in pos * width..(pos + 1) * width {
+                max = max.max((got[i] - want[i]).abs());
+            }
+        }
+        max
+    }
+}
