@@ -1,9 +1,14 @@
 //! # ganpo-train
 //!
 //! The `ganpo` command-line tool and the code behind it:
+//! - [`data`]: preference datasets (JSONL; standard, conversational and implicit-prompt formats),
+//!   TRL 1.x tokenization, truncation, batching;
+//! - [`config`]: the run configuration (`run.toml` + `--set key=value`);
+//! - [`train`]: the GANPO trainer, evaluation, checkpoints;
 //! - [`toy`]: the smallest end-to-end GANPO run, a tiny causal LM preference-trained with DPO and
-//!   with DPO + GANPO from the same start, on a synthetic task, on any compiled-in backend;
-//! - [`tokenize`]: prompt / completion tokenization as TRL does it.
+//!   with DPO + GANPO from the same start, on a synthetic task, on any compiled-in backend.
 
-pub mod tokenize;
+pub mod config;
+pub mod data;
 pub mod toy;
+pub mod train;

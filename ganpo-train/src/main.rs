@@ -19,6 +19,10 @@ enum Command {
     /// Train a tiny causal LM with DPO and with DPO + GANPO from the same start on a synthetic
     /// task, then compare them on held-out pairs (seconds on 2 CPU cores).
     Toy(commands::toy::Args),
+    /// Preference-train a model (DPO, SimPO, ... plus GANPO) from a TOML run configuration.
+    Train(commands::train::Args),
+    /// Print the DPO evaluation metrics of a model on a dataset, as TRL's evaluate() names them.
+    Eval(commands::eval::Args),
     /// Show a checkpoint's architecture, sizes, parameter count, weight dtypes and tokenizer.
     Inspect(commands::inspect::Args),
     /// Print, as JSON, the per-token log-probabilities of a completion given a prompt.
@@ -38,6 +42,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Toy(args) => commands::toy::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Logprobs(args) => commands::logprobs::run(args),
         Command::Generate(args) => commands::generate::run(args),

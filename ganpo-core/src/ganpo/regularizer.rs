@@ -121,6 +121,49 @@ pub fn quad_losses<B: Backend>(s: &Scores<B>, m: Tensor<B, 1>) -> (Tensor<B, 1>,
     (d_chosen, d_rejected)
 }
 
+/// The quad losses and the diagnostics of one batch of scores, given the means `m`.
+fn discriminator_output<B: Backend>(
+    scores: &Scores<B>,
+    m: Tensor<B, 1>,
+    batch: &LatentBatch<B>,
+) -> DiscriminatorOutput<B> {
+    let (d_chosen, d_rejected) = quad_losses(scores, m);
+    let Scores {
+        c_policy_chosen: c_pp,
+        c_ref_chosen: c_rp,
+        c_ref_rejected: c_rn,
+        ..
+    } = scores;
+    let Scores {
+        r_policy_rejected: r_pn,
+        r_ref_chosen: r_rp,
+        r_ref_rejected: r_rn,
+        ..
+    } = scores;
+    let frac = |a: &Tensor<B, 1>, b: &Tensor<B, 1>| a.clone().greater(b.clone()).float().mean();
+    let (drift, drift_rel) = batch.latent_drift();
+    let metrics = Metrics::new(vec![
+        ("gan/d_chosen_loss", d_chosen.clone()),
+        ("gan/d_rejected_loss", d_rejected.clone()),
+        (
+            "gan/d_chosen_accuracy",
+            (frac(c_rp, c_pp) + frac(c_pp, c_rn)) / 2.0,
+        ),
+        (
+            "gan/d_rejected_accuracy",
+            (frac(r_rn, r_pn) + frac(r_pn, r_rp)) / 2.0,
+        ),
+        ("gan/d_chosen_ref_vs_policy", frac(c_rp, c_pp)),
+        ("gan/d_rejected_ref_vs_policy", frac(r_rn, r_pn)),
+        ("gan/latent_drift", drift),
+        ("gan/latent_drift_rel", drift_rel),
+    ]);
+    DiscriminatorOutput {
+        loss: d_chosen + d_rejected,
+        metrics,
+    }
+}
+
 impl<B: Backend> Ganpo<B> {
     /// `lambda`, the weight of the generator term.
     pub fn adv_weight(&self) -> f64 {
@@ -173,41 +216,20 @@ impl<B: Backend> Ganpo<B> {
         } else {
             self.means.update(scores.batch_means(), self.momentum)
         };
-        let (d_chosen, d_rejected) = quad_losses(&scores, m);
-        let Scores {
-            c_policy_chosen: c_pp,
-            c_ref_chosen: c_rp,
-            c_ref_rejected: c_rn,
-            ..
-        } = &scores;
-        let Scores {
-            r_policy_rejected: r_pn,
-            r_ref_chosen: r_rp,
-            r_ref_rejected: r_rn,
-            ..
-        } = &scores;
-        let frac = |a: &Tensor<B, 1>, b: &Tensor<B, 1>| a.clone().greater(b.clone()).float().mean();
-        let (drift, drift_rel) = batch.latent_drift();
-        let metrics = Metrics::new(vec![
-            ("gan/d_chosen_loss", d_chosen.clone()),
-            ("gan/d_rejected_loss", d_rejected.clone()),
-            (
-                "gan/d_chosen_accuracy",
-                (frac(c_rp, c_pp) + frac(c_pp, c_rn)) / 2.0,
-            ),
-            (
-                "gan/d_rejected_accuracy",
-                (frac(r_rn, r_pn) + frac(r_pn, r_rp)) / 2.0,
-            ),
-            ("gan/d_chosen_ref_vs_policy", frac(c_rp, c_pp)),
-            ("gan/d_rejected_ref_vs_policy", frac(r_rn, r_pn)),
-            ("gan/latent_drift", drift),
-            ("gan/latent_drift_rel", drift_rel),
-        ]);
-        DiscriminatorOutput {
-            loss: d_chosen + d_rejected,
-            metrics,
-        }
+        discriminator_output(&scores, m, batch)
+    }
+
+    /// The discriminator losses and diagnostics of a held-out batch, without changing anything:
+    /// both discriminators in eval mode (no dropout, no power iteration), the running means read
+    /// but not updated (`ema`; before any update they are the batch means), no gradient.
+    pub fn evaluate(&self, batch: &LatentBatch<B>) -> DiscriminatorOutput<B> {
+        let scores = self.score(batch, Mode::Eval);
+        let m = if self.batch_means || self.means.update_count() == 0 {
+            scores.batch_means()
+        } else {
+            self.means.current()
+        };
+        discriminator_output(&scores, m.detach(), batch)
     }
 
     /// Phase 2: the non-saturating generator term

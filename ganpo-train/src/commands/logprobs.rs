@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_core::{next_token_targets, token_logps};
 use ganpo_models::CausalLm;
-use ganpo_train::tokenize::tokenize_prompt_completion;
+use ganpo_train::data::tokenize::tokenize_prompt_completion;
 
 /// Options of `ganpo logprobs`.
 #[derive(clap::Args)]

@@ -1,10 +1,13 @@
 //! The `ganpo` subcommands, one file each.
 
+pub mod data;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod logprobs;
 pub mod toy;
+pub mod train;
 
 use std::path::Path;
 

@@ -1,0 +1,51 @@
+//! Loading and tokenizing dataset files for the `train` and `eval` commands.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use ganpo_models::Tokenizer;
+use ganpo_train::data::{PairTokenizer, PreferenceDataset, Truncation, load_records};
+
+/// Reads, checks and tokenizes `files`; malformed rows stop the load (listing all of them) unless
+/// `skip_invalid`, in which case they are counted and reported on stderr.
+pub fn load_dataset(
+    files: &[PathBuf],
+    tokenizer: &Tokenizer,
+    truncation: &Truncation,
+    skip_invalid: bool,
+) -> Result<PreferenceDataset> {
+    let mut records = load_records(files, skip_invalid)?;
+    let pair_tokenizer =
+        PairTokenizer::new(tokenizer).context("compiling the tokenizer's chat template")?;
+    let data = PreferenceDataset::build(
+        &records.records,
+        &pair_tokenizer,
+        truncation,
+        skip_invalid,
+        &mut records.skipped,
+    )?;
+    if !records.skipped.is_empty() {
+        eprintln!(
+            "skipped {} malformed record(s) (--skip-invalid):",
+            records.skipped.len()
+        );
+        for e in records.skipped.iter().take(20) {
+            eprintln!("  {e}");
+        }
+    }
+    if data.dropped_too_long > 0 {
+        eprintln!(
+            "dropped {} pair(s) whose prompt alone fills max_length",
+            data.dropped_too_long
+        );
+    }
+    Ok(data)
+}
+
+/// The padding id: the tokenizer's pad token, else its first EOS token, else 0 (TRL's rule).
+pub fn pad_id(tokenizer: &Tokenizer) -> u32 {
+    tokenizer
+        .pad_token_id
+        .or_else(|| tokenizer.eos_token_ids.first().copied())
+        .unwrap_or(0)
+}

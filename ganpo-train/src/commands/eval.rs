@@ -1,0 +1,167 @@
+//! `ganpo eval`: DPO / GANPO evaluation metrics of a model on a dataset, as TRL reports them.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::backend::{BackendJob, BackendKind, run_on};
+use ganpo_core::loss::WeightedLoss;
+use ganpo_core::{LossKind, PreferenceLoss};
+use ganpo_models::load_model;
+use ganpo_train::data::{Truncation, TruncationMode};
+use ganpo_train::train::{EvalSettings, evaluate};
+
+/// Options of `ganpo eval`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model to evaluate: an HF directory or a .gguf file (with a tokenizer).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The reference model; default: the model itself (rewards are then 0).
+    #[arg(long)]
+    pub ref_model: Option<PathBuf>,
+    /// Dataset files (.jsonl), standard, conversational or implicit-prompt format.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Loss types (TRL's `loss_type`): sigmoid, robust, hinge, ipo, sigmoid_norm, simpo, sft.
+    #[arg(long = "loss-type", default_value = "sigmoid", value_delimiter = ',')]
+    pub loss_type: Vec<String>,
+    /// Weights of the loss types (TRL's `loss_weights`); default 1 each.
+    #[arg(long, value_delimiter = ',')]
+    pub loss_weights: Vec<f64>,
+    /// Temperature beta.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// SimPO's gamma.
+    #[arg(long, default_value_t = 0.5)]
+    pub simpo_gamma: f64,
+    /// Longest prompt + completion in tokens; 0 = no limit.
+    #[arg(long, default_value_t = 1024)]
+    pub max_length: usize,
+    /// `keep_start` or `keep_end`.
+    #[arg(long, default_value = "keep_start")]
+    pub truncation_mode: String,
+    /// Pairs per batch (metrics other than the loss are means of batch means, as in TRL).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Drop and count malformed records instead of failing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Compute backend: cpu, wgpu or cuda (among those compiled in).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+}
+
+fn loss(args: &Args) -> Result<PreferenceLoss> {
+    if !args.loss_weights.is_empty() && args.loss_weights.len() != args.loss_type.len() {
+        bail!(
+            "--loss-weights has {} values for {} loss types",
+            args.loss_weights.len(),
+            args.loss_type.len()
+        );
+    }
+    let losses = args
+        .loss_type
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let kind: LossKind = serde_json::from_value(serde_json::Value::String(name.clone()))
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "--loss-type {name:?}: expected one of sigmoid, robust, hinge, ipo, \
+                         sigmoid_norm, simpo, sft"
+                    )
+                })?;
+            Ok(WeightedLoss {
+                kind,
+                weight: args.loss_weights.get(i).copied().unwrap_or(1.0),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let loss = PreferenceLoss {
+        losses,
+        beta: args.beta,
+        label_smoothing: args.label_smoothing,
+        simpo_gamma: args.simpo_gamma,
+    };
+    loss.validate()?;
+    Ok(loss)
+}
+
+struct Job(Args, PreferenceLoss, Truncation);
+
+impl BackendJob for Job {
+    type Output = Result<serde_json::Value>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<serde_json::Value> {
+        let Job(args, loss, truncation) = self;
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let (loaded, tokenizer) = super::load_with_tokenizer::<I<B>>(&args.model, &device)?;
+        let reference = match &args.ref_model {
+            Some(p) => {
+                let r = load_model::<I<B>>(p, &device)?;
+                if r.config.vocab_size() != loaded.config.vocab_size() {
+                    bail!(
+                        "{}: vocabulary of {} tokens, but the model has {}",
+                        p.display(),
+                        r.config.vocab_size(),
+                        loaded.config.vocab_size()
+                    );
+                }
+                Some(r.model)
+            }
+            None => None,
+        };
+        let data =
+            super::data::load_dataset(&args.data, &tokenizer, &truncation, args.skip_invalid)?;
+        let settings = EvalSettings {
+            loss,
+            pooling: Default::default(),
+            truncation,
+            pad_id: super::data::pad_id(&tokenizer),
+            pad_to_multiple_of: None,
+            batch_size: args.batch_size,
+        };
+        let reference = reference.as_ref().unwrap_or(&loaded.model);
+        let metrics = evaluate::<I<B>, _, _>(
+            &loaded.model,
+            Some(reference),
+            None,
+            None,
+            &data,
+            &settings,
+            &device,
+        )?;
+        let mut out = serde_json::Map::new();
+        for (k, v) in metrics {
+            out.insert(format!("eval_{k}"), serde_json::json!(v));
+        }
+        out.insert("eval_pairs".into(), serde_json::json!(data.len()));
+        Ok(serde_json::Value::Object(out))
+    }
+}
+
+/// Prints the metrics as one JSON object.
+pub fn run(args: Args) -> Result<()> {
+    let kind: BackendKind = args.backend.parse()?;
+    let loss = loss(&args)?;
+    let mode = match args.truncation_mode.as_str() {
+        "keep_start" => TruncationMode::KeepStart,
+        "keep_end" => TruncationMode::KeepEnd,
+        other => bail!("--truncation-mode {other:?}: expected keep_start or keep_end"),
+    };
+    let truncation = Truncation {
+        max_length: (args.max_length > 0).then_some(args.max_length),
+        max_prompt_length: None,
+        mode,
+    };
+    if args.batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
+    let value = run_on(kind, Job(args, loss, truncation))??;
+    println!("{}", serde_json::to_string(&value)?);
+    Ok(())
+}

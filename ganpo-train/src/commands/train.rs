@@ -1,0 +1,249 @@
+//! `ganpo train`: preference-train a model with the base loss and, when configured, GANPO.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::backend::{BackendJob, BackendKind, run_on};
+use ganpo_models::{export::export_hf, load_model};
+use ganpo_train::config::RunConfig;
+use ganpo_train::data::split_indices;
+use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
+use ganpo_train::train::{LogEntry, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Options of `ganpo train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The run configuration (TOML); every key is documented in docs/configuration.md.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override one key, for example `--set train.lr=5e-7` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Continue from a checkpoint directory, or from the newest checkpoint of a run directory.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Drop and count malformed records instead of stopping (same as `data.skip_invalid`).
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Compute backend, overriding `train.backend`.
+    #[arg(long)]
+    pub backend: Option<String>,
+}
+
+const METRICS: &str = "metrics.jsonl";
+
+/// The checkpoint `--resume PATH` names.
+fn resume_dir(path: &Path) -> Result<PathBuf> {
+    if path.join("trainer_state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    list_checkpoints(path)
+        .pop()
+        .map(|(_, p)| p)
+        .with_context(|| {
+            format!(
+                "{}: no checkpoint-STEP directory to resume from",
+                path.display()
+            )
+        })
+}
+
+/// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what follows).
+fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let tmp = path.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, path))?;
+    Ok(())
+}
+
+struct Job {
+    config: RunConfig,
+    resume: Option<PathBuf>,
+}
+
+impl BackendJob for Job {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+        let Job { config, resume } = self;
+        let out = config.train.output_dir.clone();
+        let resume = resume.as_deref().map(resume_dir).transpose()?;
+        if resume.is_none() && !list_checkpoints(&out).is_empty() {
+            bail!(
+                "{} already holds checkpoints: pass --resume {} to continue that run, or choose \
+                 another train.output_dir",
+                out.display(),
+                out.display()
+            );
+        }
+        if let Some(dir) = &resume {
+            read_meta(dir)?;
+        }
+        let (policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
+        let reference = match &config.model.reference {
+            Some(p) => {
+                let r = load_model::<B::InnerBackend>(p, &device)
+                    .with_context(|| format!("loading the reference {}", p.display()))?;
+                if r.config.vocab_size() != policy.config.vocab_size() {
+                    bail!(
+                        "model.reference {}: vocabulary of {} tokens, but model.path has {}",
+                        p.display(),
+                        r.config.vocab_size(),
+                        policy.config.vocab_size()
+                    );
+                }
+                Some(r.model)
+            }
+            None => None,
+        };
+        let d = &config.data;
+        let truncation = d.truncation();
+        let all = super::data::load_dataset(&d.train, &tokenizer, &truncation, d.skip_invalid)?;
+        let (train, eval) = if !d.eval.is_empty() {
+            let eval = super::data::load_dataset(&d.eval, &tokenizer, &truncation, d.skip_invalid)?;
+            (all, eval)
+        } else {
+            let (t, e) = split_indices(all.len(), d.eval_fraction, config.train.seed);
+            (all.subset(&t), all.subset(&e))
+        };
+        eprintln!(
+            "{} training pairs, {} held-out pairs; model {} ({} parameters)",
+            train.len(),
+            eval.len(),
+            config.model.path.display(),
+            burn::module::Module::num_params(&policy.model)
+        );
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let resolved = out.join("config.resolved.toml");
+        std::fs::write(&resolved, toml::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", resolved.display()))?;
+        let model_config = policy.config.clone();
+        let mut trainer = Trainer::new(
+            config.clone(),
+            policy.model,
+            reference,
+            train,
+            eval,
+            super::data::pad_id(&tokenizer),
+            device,
+        )?;
+        let metrics_path = out.join(METRICS);
+        if let Some(dir) = &resume {
+            trainer.resume(dir)?;
+            truncate_metrics(&metrics_path, trainer.state().step)?;
+            eprintln!(
+                "resumed from {} at step {}",
+                dir.display(),
+                trainer.state().step
+            );
+        } else {
+            std::fs::write(&metrics_path, "")
+                .with_context(|| format!("writing {}", metrics_path.display()))?;
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&metrics_path)
+            .with_context(|| format!("opening {}", metrics_path.display()))?;
+        let total = trainer.total_steps() as u64;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {elapsed_precise} (ETA {eta_precise})  {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(trainer.state().step as u64);
+            bar
+        });
+        let mut write_error = None;
+        trainer.fit(|entry: &LogEntry| {
+            let mut line = serde_json::Map::new();
+            line.insert("step".into(), entry.step.into());
+            line.insert("epoch".into(), serde_json::json!(entry.epoch));
+            line.insert("split".into(), entry.split.into());
+            for (k, v) in &entry.metrics {
+                line.insert(k.clone(), serde_json::json!(v));
+            }
+            if let Err(e) = writeln!(log, "{}", serde_json::Value::Object(line)) {
+                write_error.get_or_insert(e);
+            }
+            let get = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+            let summary = format!(
+                "loss {:.4}  acc {:.3}  margin {:.4}",
+                get("loss").or(get("eval_loss")).unwrap_or(f64::NAN),
+                get("rewards/accuracies")
+                    .or(get("eval_rewards/accuracies"))
+                    .unwrap_or(f64::NAN),
+                get("rewards/margins")
+                    .or(get("eval_rewards/margins"))
+                    .unwrap_or(f64::NAN),
+            );
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(entry.step as u64);
+                    bar.set_message(summary);
+                }
+                None => eprintln!("step {}/{total} [{}] {summary}", entry.step, entry.split),
+            }
+        })?;
+        if let Some(bar) = bar {
+            bar.finish();
+        }
+        if let Some(e) = write_error {
+            return Err(e).with_context(|| format!("writing {}", metrics_path.display()));
+        }
+        let final_dir = out.join("final");
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir)
+                .with_context(|| format!("replacing {}", final_dir.display()))?;
+        }
+        let policy = burn::module::AutodiffModule::valid(trainer.policy());
+        let tokenizer_dir = config
+            .model
+            .path
+            .is_dir()
+            .then_some(config.model.path.as_path());
+        export_hf(&policy, &model_config, tokenizer_dir, &final_dir)?;
+        eprintln!(
+            "wrote {} (metrics: {})",
+            final_dir.display(),
+            metrics_path.display()
+        );
+        Ok(())
+    }
+}
+
+/// Loads the configuration and runs the training on the chosen backend.
+pub fn run(args: Args) -> Result<()> {
+    let mut config = RunConfig::load(&args.config, &args.set)?;
+    if args.skip_invalid {
+        config.data.skip_invalid = true;
+    }
+    if let Some(b) = args.backend {
+        config.train.backend = b;
+    }
+    let kind: BackendKind = config.train.backend.parse()?;
+    run_on(
+        kind,
+        Job {
+            config,
+            resume: args.resume,
+        },
+    )?
+}

@@ -1,0 +1,354 @@
+//! The run configuration: one TOML file (`ganpo train --config run.toml`), overridable key by key
+//! (`--set train.lr=5e-7`). Every option is documented in `docs/configuration.md`.
+
+mod overrides;
+
+use std::path::{Path, PathBuf};
+
+use ganpo_core::PreferenceLoss;
+use ganpo_core::ganpo::GanpoConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Truncation, TruncationMode};
+pub use overrides::{ConfigError, apply_set};
+
+/// Everything a training run needs; sections mirror the TOML tables.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// `[model]`: policy and reference checkpoints.
+    pub model: ModelSection,
+    /// `[data]`: dataset files and tokenization limits.
+    pub data: DataSection,
+    /// `[loss]`: the base preference loss (TRL's `loss_type`, `beta`, ...).
+    pub loss: PreferenceLoss,
+    /// `[ganpo]`: the latent adversarial regularizer; absent = the base loss alone.
+    pub ganpo: Option<GanpoConfig>,
+    /// `[train]`: optimization, schedule, logging, checkpoints.
+    pub train: TrainSection,
+}
+
+/// `[model]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// The starting policy: an HF directory or a `.gguf` file.
+    pub path: PathBuf,
+    /// The frozen reference; `None` = a frozen copy of the starting policy.
+    pub reference: Option<PathBuf>,
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// Training files (`.jsonl`).
+    pub train: Vec<PathBuf>,
+    /// Held-out files; when empty and `eval_fraction > 0`, that fraction of `train` is held out.
+    pub eval: Vec<PathBuf>,
+    /// Fraction of the training records held out for evaluation (when `eval` is empty).
+    pub eval_fraction: f64,
+    /// Drop and count malformed records instead of stopping before training.
+    pub skip_invalid: bool,
+    /// Longest prompt + completion sequence in tokens (TRL's default 1024); 0 = no limit.
+    pub max_length: usize,
+    /// Longest prompt, cut first (TRL 0.x's option); 0 = no limit.
+    pub max_prompt_length: usize,
+    /// Which end of a too-long sequence survives: `keep_start` (TRL's default) or `keep_end`.
+    pub truncation_mode: TruncationMode,
+    /// Pad batches to a multiple of this many tokens.
+    pub pad_to_multiple_of: Option<usize>,
+    /// Shuffle the training pairs each epoch (seeded by `train.seed`).
+    pub shuffle: bool,
+    /// Batch pairs of similar length together.
+    pub group_by_length: bool,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            train: Vec::new(),
+            eval: Vec::new(),
+            eval_fraction: 0.0,
+            skip_invalid: false,
+            max_length: 1024,
+            max_prompt_length: 0,
+            truncation_mode: TruncationMode::KeepStart,
+            pad_to_multiple_of: None,
+            shuffle: true,
+            group_by_length: false,
+        }
+    }
+}
+
+impl DataSection {
+    /// The length limits as the collator uses them.
+    pub fn truncation(&self) -> Truncation {
+        Truncation {
+            max_length: (self.max_length > 0).then_some(self.max_length),
+            max_prompt_length: (self.max_prompt_length > 0).then_some(self.max_prompt_length),
+            mode: self.truncation_mode,
+        }
+    }
+}
+
+/// Learning-rate schedule after warm-up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Linear decay to 0 (transformers' default).
+    #[default]
+    Linear,
+    /// Half-cosine decay to 0.
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    /// Where checkpoints, `metrics.jsonl` and the final model go.
+    pub output_dir: PathBuf,
+    /// Seed of initialization, shuffling, dropout.
+    pub seed: u64,
+    /// Passes over the training data (ignored when `max_steps` is set).
+    pub epochs: usize,
+    /// Stop after this many optimizer steps.
+    pub max_steps: Option<usize>,
+    /// Pairs per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Pairs per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Peak policy learning rate (TRL's DPO default, 1e-6).
+    pub lr: f64,
+    /// Decay after warm-up.
+    pub scheduler: Scheduler,
+    /// Warm-up steps (linear from 0); takes precedence over `warmup_ratio`.
+    pub warmup_steps: Option<usize>,
+    /// Warm-up as a fraction of all steps.
+    pub warmup_ratio: f64,
+    /// AdamW decoupled weight decay (PyTorch's default 0.01).
+    pub weight_decay: f64,
+    /// AdamW beta1.
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    pub adam_beta2: f64,
+    /// AdamW epsilon (PyTorch's 1e-8).
+    pub adam_epsilon: f64,
+    /// Global-norm clipping of the policy gradient; `None` = off.
+    pub max_grad_norm: Option<f64>,
+    /// Discriminator learning rate over the policy's (same schedule).
+    pub disc_lr_ratio: f64,
+    /// Discriminator updates per optimizer step.
+    pub disc_steps: usize,
+    /// Global-norm clipping of the discriminators' gradient; `None` = off.
+    pub disc_max_grad_norm: Option<f64>,
+    /// Compute the reference log-probs once before training (GANPO still runs the reference
+    /// forward for its latents).
+    pub precompute_ref_logps: bool,
+    /// Log training metrics every this many optimizer steps.
+    pub logging_steps: usize,
+    /// Evaluate on the held-out split every this many steps (and at the end); `None` = only at
+    /// the end.
+    pub eval_steps: Option<usize>,
+    /// Write a checkpoint every this many steps (and at the end); `None` = only at the end.
+    pub save_steps: Option<usize>,
+    /// Keep this many most recent checkpoints.
+    pub save_total_limit: usize,
+    /// Stop after this many consecutive steps with a non-finite loss or gradient.
+    pub max_nonfinite_steps: usize,
+    /// Compute backend: `cpu`, `wgpu` or `cuda`.
+    pub backend: String,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            output_dir: PathBuf::from("runs/ganpo"),
+            seed: 42,
+            epochs: 1,
+            max_steps: None,
+            batch_size: 8,
+            grad_accum: 1,
+            eval_batch_size: 8,
+            lr: 1e-6,
+            scheduler: Scheduler::Linear,
+            warmup_steps: None,
+            warmup_ratio: 0.0,
+            weight_decay: 0.01,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            max_grad_norm: Some(1.0),
+            disc_lr_ratio: 0.5,
+            disc_steps: 1,
+            disc_max_grad_norm: None,
+            precompute_ref_logps: false,
+            logging_steps: 10,
+            eval_steps: None,
+            save_steps: None,
+            save_total_limit: 2,
+            max_nonfinite_steps: 5,
+            backend: "cpu".into(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads `path` and applies `--set key=value` overrides, then checks every value.
+    pub fn load(path: &Path, sets: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let mut value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for s in sets {
+            apply_set(&mut value, s)?;
+        }
+        let config = Self::from_table(value, &path.display().to_string())?;
+        config.resolve_paths(path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Builds a config from a parsed TOML table; `origin` names it in errors.
+    pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                ConfigError::Key {
+                    origin: origin.to_string(),
+                    key: e.path().to_string(),
+                    message: e.inner().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Relative paths in the file are relative to the file's directory.
+    fn resolve_paths(mut self, base: &Path) -> Result<Self, ConfigError> {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.model.path);
+        if let Some(r) = &mut self.model.reference {
+            fix(r);
+        }
+        self.data.train.iter_mut().for_each(fix);
+        self.data.eval.iter_mut().for_each(fix);
+        fix(&mut self.train.output_dir);
+        Ok(self)
+    }
+
+    /// Checks ranges and combinations; the error names the key and what it accepts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &dyn std::fmt::Display, expected: &str| {
+            Err(ConfigError::Value {
+                key: key.to_string(),
+                value: value.to_string(),
+                expected: expected.to_string(),
+            })
+        };
+        if self.model.path.as_os_str().is_empty() {
+            return bad(
+                "model.path",
+                &"(empty)",
+                "a model: an HF directory or a .gguf file",
+            );
+        }
+        if self.data.train.is_empty() {
+            return bad("data.train", &"[]", "at least one .jsonl file");
+        }
+        if !(0.0..1.0).contains(&self.data.eval_fraction) {
+            return bad(
+                "data.eval_fraction",
+                &self.data.eval_fraction,
+                "a fraction in [0, 1)",
+            );
+        }
+        let t = &self.train;
+        for (key, v) in [
+            ("train.batch_size", t.batch_size),
+            ("train.grad_accum", t.grad_accum),
+            ("train.eval_batch_size", t.eval_batch_size),
+            ("train.logging_steps", t.logging_steps),
+            ("train.disc_steps", t.disc_steps),
+            ("train.save_total_limit", t.save_total_limit),
+            ("train.max_nonfinite_steps", t.max_nonfinite_steps),
+        ] {
+            if v == 0 {
+                return bad(key, &v, "a positive integer");
+            }
+        }
+        if t.max_steps.is_none() && t.epochs == 0 {
+            return bad(
+                "train.epochs",
+                &0,
+                "a positive integer (or set train.max_steps)",
+            );
+        }
+        for (key, v) in [("train.lr", t.lr), ("train.adam_epsilon", t.adam_epsilon)] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(key, &v, "a finite number > 0");
+            }
+        }
+        for (key, v) in [
+            ("train.adam_beta1", t.adam_beta1),
+            ("train.adam_beta2", t.adam_beta2),
+            ("train.warmup_ratio", t.warmup_ratio),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(key, &v, "a value in [0, 1)");
+            }
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return bad(
+                "train.weight_decay",
+                &t.weight_decay,
+                "a finite number >= 0",
+            );
+        }
+        if !(t.disc_lr_ratio.is_finite() && t.disc_lr_ratio >= 0.0) {
+            return bad(
+                "train.disc_lr_ratio",
+                &t.disc_lr_ratio,
+                "a finite number >= 0",
+            );
+        }
+        for (key, v) in [
+            ("train.max_grad_norm", t.max_grad_norm),
+            ("train.disc_max_grad_norm", t.disc_max_grad_norm),
+        ] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return bad(
+                    key,
+                    &v,
+                    "a finite number > 0 (leave it out to disable clipping)",
+                );
+            }
+        }
+        if let Err(e) = t.backend.parse::<ganpo_core::backend::BackendKind>() {
+            return bad("train.backend", &t.backend, &e.to_string());
+        }
+        self.loss.validate().map_err(|e| ConfigError::Value {
+            key: "loss".into(),
+            value: String::new(),
+            expected: e.to_string(),
+        })?;
+        if let Some(g) = &self.ganpo {
+            g.validate().map_err(|e| ConfigError::Value {
+                key: format!("ganpo.{}", e.key),
+                value: e.value.clone(),
+                expected: e.expected.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! Preference data: files to checked records, records to token ids, ids to padded batches.
+//!
+//! - [`record`]: one example, standard / conversational / implicit-prompt format, checked field by
+//!   field;
+//! - [`source`]: reading JSONL files, every malformed row reported by file, line and field;
+//! - [`chat`]: chat templates rendered as transformers renders them;
+//! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
+//! - [`dataset`]: tokenized pairs with their sources;
+//! - [`batch`]: truncation, padding, seeded ordering, train / eval split.
+
+pub mod batch;
+pub mod chat;
+pub mod dataset;
+pub mod record;
+pub mod source;
+pub mod tokenize;
+
+use std::path::PathBuf;
+
+pub use batch::{
+    HostBatch, PairBatch, Truncation, TruncationMode, collate, epoch_order, split_indices,
+};
+pub use chat::ChatTemplate;
+pub use dataset::PreferenceDataset;
+pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
+pub use source::{RecordError, Records, SourcedRecord, load_records};
+pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair};
+
+/// Errors of the data pipeline; each names the file (and line) it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file's extension is not a supported dataset format.
+    #[error("{}: unsupported dataset format: expected a .jsonl file (one JSON object per line)", path.display())]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds no valid record.
+    #[error("{}: no valid preference record", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Malformed records, all listed.
+    #[error("{}", invalid_summary(errors, *total))]
+    Invalid {
+        /// Every malformed row.
+        errors: Vec<RecordError>,
+        /// Rows read in all.
+        total: usize,
+    },
+}
+
+fn invalid_summary(errors: &[RecordError], total: usize) -> String {
+    const SHOWN: usize = 20;
+    let mut s = format!(
+        "{} of {total} records are malformed; nothing was trained. Fix them, or pass \
+         --skip-invalid to drop and count them:",
+        errors.len()
+    );
+    for e in errors.iter().take(SHOWN) {
+        s.push_str(&format!("\n  {e}"));
+    }
+    if errors.len() > SHOWN {
+        s.push_str(&format!("\n  ... and {} more", errors.len() - SHOWN));
+    }
+    s
+}

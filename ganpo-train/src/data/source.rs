@@ -1,0 +1,133 @@
+//! Reading preference rows from files, with every malformed row reported by file, line and field.
+
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::DataError;
+use super::record::{PreferenceRecord, parse_record};
+
+/// A malformed row: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// The dataset file.
+    pub file: PathBuf,
+    /// 1-based line (JSONL) or row (Parquet) number.
+    pub line: usize,
+    /// The offending field (dotted); empty when the whole row is unreadable.
+    pub field: String,
+    /// What was expected.
+    pub problem: String,
+}
+
+impl fmt::Display for RecordError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        if !self.field.is_empty() {
+            write!(f, "field `{}`: ", self.field)?;
+        }
+        write!(f, "{}", self.problem)
+    }
+}
+
+/// A checked record and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcedRecord {
+    /// The dataset file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// The record.
+    pub record: PreferenceRecord,
+}
+
+/// The records of one or more files, and the malformed rows that were dropped.
+#[derive(Clone, Debug, Default)]
+pub struct Records {
+    /// Valid records in file order.
+    pub records: Vec<SourcedRecord>,
+    /// Rows dropped with `skip_invalid` (empty otherwise).
+    pub skipped: Vec<RecordError>,
+}
+
+/// One row of a dataset file: its 1-based line and its JSON value (or why it is not JSON).
+pub type Row = (usize, Result<Value, String>);
+
+/// Reads the JSON Lines file at `path`: one JSON object per line, blank lines ignored.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Row>, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut rows = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                rows.push((i + 1, Err("not valid UTF-8".to_string())));
+                continue;
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        rows.push((
+            i + 1,
+            serde_json::from_str(&line).map_err(|e| format!("bad JSON: {e}")),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Reads and checks every row of `paths` (`.jsonl` files).
+///
+/// With `skip_invalid = false` any malformed row fails the whole load with
+/// [`DataError::Invalid`], which lists every bad row; with `true` they are dropped and returned
+/// in [`Records::skipped`]. A file without any valid record is an error either way.
+pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, DataError> {
+    let mut out = Records::default();
+    let mut total = 0;
+    for path in paths {
+        let rows = match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl" | "json" | "ndjson") => read_jsonl(path)?,
+            _ => {
+                return Err(DataError::UnsupportedFormat { path: path.clone() });
+            }
+        };
+        let before = out.records.len();
+        total += rows.len();
+        for (line, row) in rows {
+            let err = |field: String, problem: String| RecordError {
+                file: path.clone(),
+                line,
+                field,
+                problem,
+            };
+            match row {
+                Err(problem) => out.skipped.push(err(String::new(), problem)),
+                Ok(value) => match parse_record(&value) {
+                    Ok(record) => out.records.push(SourcedRecord {
+                        file: path.clone(),
+                        line,
+                        record,
+                    }),
+                    Err(e) => out.skipped.push(err(e.field, e.problem)),
+                },
+            }
+        }
+        if out.records.len() == before && (skip_invalid || out.skipped.is_empty()) {
+            return Err(DataError::Empty { path: path.clone() });
+        }
+    }
+    if !skip_invalid && !out.skipped.is_empty() {
+        return Err(DataError::Invalid {
+            errors: std::mem::take(&mut out.skipped),
+            total,
+        });
+    }
+    Ok(out)
+}

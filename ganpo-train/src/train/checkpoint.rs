@@ -1,0 +1,193 @@
+//! Checkpoints: written whole or not at all, kept up to a limit, checked before resuming.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::state::TrainState;
+use crate::config::RunConfig;
+
+/// `trainer_state.json` of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    /// Format version of the checkpoint layout.
+    pub format: u32,
+    /// Progress counters.
+    pub state: TrainState,
+    /// The resolved run configuration.
+    pub config: RunConfig,
+    /// Fingerprint of the tokenized training pairs.
+    pub data_fingerprint: String,
+    /// Number of training pairs.
+    pub train_pairs: usize,
+}
+
+/// The current layout version.
+pub const FORMAT: u32 = 1;
+/// File names inside a checkpoint directory (module and optimizer records without extension).
+pub const POLICY: &str = "policy";
+/// Policy optimizer state.
+pub const POLICY_OPTIM: &str = "policy_optimizer";
+/// Discriminators, spectral-norm vectors and running means.
+pub const GANPO: &str = "ganpo";
+/// Discriminator optimizer state.
+pub const GANPO_OPTIM: &str = "ganpo_optimizer";
+/// The metadata file.
+pub const META: &str = "trainer_state.json";
+
+/// Errors of writing or reading checkpoints; each names the path.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file could not be written or read.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The checkpoint is incomplete or unreadable.
+    #[error("{}: not a usable checkpoint: {message}", path.display())]
+    Corrupt {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The checkpoint belongs to a different run.
+    #[error("{}: cannot resume: {message}", path.display())]
+    Mismatch {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
+}
+
+/// `OUTPUT/checkpoint-STEP`.
+pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
+    output_dir.join(format!("checkpoint-{step}"))
+}
+
+/// The complete checkpoints in `output_dir`, oldest first.
+pub fn list_checkpoints(output_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(output_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Writes a checkpoint with `write` into a temporary sibling directory, then renames it to
+/// `checkpoint-STEP`, so a checkpoint directory is either complete or absent; then deletes the
+/// oldest checkpoints beyond `keep`.
+pub fn save_atomically(
+    output_dir: &Path,
+    step: usize,
+    keep: usize,
+    write: impl FnOnce(&Path) -> Result<(), CheckpointError>,
+) -> Result<PathBuf, CheckpointError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| CheckpointError::Io {
+            path,
+            message: e.to_string(),
+        }
+    };
+    let dir = checkpoint_dir(output_dir, step);
+    let tmp = output_dir.join(format!(".checkpoint-{step}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    let all = list_checkpoints(output_dir);
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_dir_all(old).map_err(io(old))?;
+    }
+    Ok(dir)
+}
+
+/// Removes temporary directories left by an interrupted checkpoint write.
+pub fn remove_partial(output_dir: &Path) {
+    for e in std::fs::read_dir(output_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".checkpoint-") && name.contains(".partial-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Reads `trainer_state.json` of the checkpoint at `dir`.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
+    let path = dir.join(META);
+    let corrupt = |message: String| CheckpointError::Corrupt {
+        path: dir.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| corrupt(format!("{META}: {e}")))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("{META}: {e}")))?;
+    if meta.format != FORMAT {
+        return Err(corrupt(format!(
+            "layout version {} (this ganpo reads version {FORMAT})",
+            meta.format
+        )));
+    }
+    Ok(meta)
+}
+
+/// Dotted keys whose values differ between two configurations, ignoring the keys that may change
+/// on resume (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence).
+pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String> {
+    fn normalize(c: &RunConfig) -> toml::Value {
+        let mut c = c.clone();
+        c.train.max_steps = None;
+        c.train.epochs = 0;
+        c.train.logging_steps = 1;
+        c.train.eval_steps = None;
+        c.train.save_steps = None;
+        c.train.save_total_limit = 1;
+        c.train.output_dir = PathBuf::new();
+        toml::Value::try_from(c).expect("configs serialize")
+    }
+    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (toml::Value::Table(x), toml::Value::Table(y)) => {
+                let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    match (x.get(k), y.get(k)) {
+                        (Some(va), Some(vb)) => walk(&key, va, vb, out),
+                        _ => out.push(key),
+                    }
+                }
+            }
+            _ if a != b => out.push(format!("{prefix} (checkpoint: {a}, now: {b})")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &normalize(saved), &normalize(current), &mut out);
+    out
+}

@@ -1,0 +1,23 @@
+//! Training: the GANPO step, its schedule and clipping, evaluation, checkpoints.
+//!
+//! - [`trainer`]: [`Trainer`], the loop and the two-phase step;
+//! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
+//! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
+//! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
+//! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
+//! - [`metrics`]: averaging metrics between log lines.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod eval;
+pub mod metrics;
+pub mod objective;
+pub mod schedule;
+pub mod state;
+pub mod trainer;
+
+pub use clip::clip_grad_norm;
+pub use eval::{EvalSettings, evaluate};
+pub use schedule::{lr_multiplier, warmup_steps};
+pub use state::TrainState;
+pub use trainer::{LogEntry, TrainError, Trainer};

@@ -1,0 +1,128 @@
+//! What one batch of pairs contributes: model passes, the base loss with TRL's metrics, and the
+//! latents GANPO compares.
+
+use burn::prelude::*;
+use ganpo_core::ganpo::LatentBatch;
+use ganpo_core::{
+    LossError, Pooling, PreferenceInputs, PreferenceLoss, next_token_targets, sequence_logps,
+    token_statistics,
+};
+use ganpo_models::CausalLm;
+
+use crate::data::PairBatch;
+
+/// One model's outputs on a batch (`2n` rows, chosen first).
+#[derive(Clone, Debug)]
+pub struct ModelPass<B: Backend> {
+    /// Summed completion log-probs, `[2n]`.
+    pub logps: Tensor<B, 1>,
+    /// Scored completion tokens per row (the first completion token of a row that starts with
+    /// one has no context and is not scored, as in TRL), `[2n]`, detached.
+    pub scored: Tensor<B, 1>,
+    /// Sums of mean logits over scored positions, `[2n]`, detached.
+    pub logit_sums: Tensor<B, 1>,
+    /// Entropy sums and top-1 hits over scored positions, `[2n]` each, detached (policy only).
+    pub stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// Last-layer hidden states, `[2n, seq, d]`.
+    pub hidden: Tensor<B, 3>,
+}
+
+/// Runs `model` on `batch`.
+pub fn model_pass<B: Backend, M: CausalLm<B>>(
+    model: &M,
+    batch: &PairBatch<B>,
+    with_stats: bool,
+) -> ModelPass<B> {
+    let out = model.forward(batch.ids.clone(), batch.attention.clone());
+    let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
+    let stats =
+        with_stats.then(|| token_statistics(out.logits.clone(), labels.clone(), mask.clone()));
+    let s = sequence_logps(out.logits, labels, mask);
+    ModelPass {
+        logps: s.logps,
+        scored: s.token_counts,
+        logit_sums: s.logit_sums,
+        stats,
+        hidden: out.hidden,
+    }
+}
+
+/// `x[0..n]` and `x[n..2n]`.
+pub fn halves<B: Backend>(x: Tensor<B, 1>, n: usize) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    (x.clone().slice(s![0..n]), x.slice(s![n..2 * n]))
+}
+
+/// The latents of a batch for the discriminators, with the masks `pooling` selects.
+pub fn latent_batch<B: Backend>(
+    policy: Tensor<B, 3>,
+    reference: Tensor<B, 3>,
+    batch: &PairBatch<B>,
+    pooling: Pooling,
+) -> LatentBatch<B> {
+    let n = batch.pairs;
+    let rows = |x: Tensor<B, 3>| {
+        (
+            x.clone().slice(s![0..n, .., ..]),
+            x.slice(s![n..2 * n, .., ..]),
+        )
+    };
+    let mask = |r: std::ops::Range<usize>| {
+        pooling.select(
+            batch.attention.clone().slice(s![r.clone(), ..]),
+            batch.completion.clone().slice(s![r, ..]),
+        )
+    };
+    let (pc, pr) = rows(policy);
+    let (rc, rr) = rows(reference);
+    LatentBatch {
+        policy_chosen: pc,
+        policy_rejected: pr,
+        reference_chosen: rc,
+        reference_rejected: rr,
+        chosen_mask: mask(0..n),
+        rejected_mask: mask(n..2 * n),
+    }
+}
+
+/// Named `[1]` metric tensors, read together later.
+pub type NamedValues<B> = Vec<(&'static str, Tensor<B, 1>)>;
+
+/// The base preference loss of a batch and its metrics with TRL's names: `rewards/*`,
+/// `logps/*` (and `nll_loss` with `sft`) from [`PreferenceLoss::compute`], plus
+/// `logits/chosen`, `logits/rejected`, and, when the pass has them, `entropy` (over all scored
+/// completion tokens) and `mean_token_accuracy` (chosen completions).
+pub fn base_objective<B: Backend>(
+    loss: &PreferenceLoss,
+    policy: &ModelPass<B>,
+    reference: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    batch: &PairBatch<B>,
+) -> Result<(Tensor<B, 1>, NamedValues<B>), LossError> {
+    let n = batch.pairs;
+    let (pc, pr) = halves(policy.logps.clone(), n);
+    let out = loss.compute(&PreferenceInputs {
+        policy_chosen: pc,
+        policy_rejected: pr,
+        reference,
+        lengths: batch.lengths.clone(),
+        logit_sums: None,
+    })?;
+    let values = out.metrics.values();
+    let mut metrics: Vec<(&'static str, Tensor<B, 1>)> = out
+        .metrics
+        .names()
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| (name, values.clone().slice(s![i..i + 1])))
+        .collect();
+    let (sc, sr) = halves(policy.scored.clone(), n);
+    let (lc, lr) = halves(policy.logit_sums.clone(), n);
+    let ratio = |a: Tensor<B, 1>, b: Tensor<B, 1>| a.sum() / b.sum().clamp_min(1.0);
+    metrics.push(("logits/chosen", ratio(lc, sc.clone())));
+    metrics.push(("logits/rejected", ratio(lr, sr)));
+    if let Some((entropy, top1)) = &policy.stats {
+        metrics.push(("entropy", ratio(entropy.clone(), policy.scored.clone())));
+        let (hits, _) = halves(top1.clone(), n);
+        metrics.push(("mean_token_accuracy", ratio(hits, sc)));
+    }
+    Ok((out.loss, metrics))
+}

@@ -1,0 +1,670 @@
+//! The GANPO trainer: the two-phase step with gradient accumulation, the schedule, clipping,
+//! non-finite guards, evaluation, logging and checkpoints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{BinFileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::ganpo::LatentBatch;
+use ganpo_core::{Ganpo, LossError};
+use ganpo_models::CausalLm;
+
+use super::checkpoint::{self, CheckpointError, CheckpointMeta};
+use super::clip::clip_grad_norm;
+use super::eval::{EvalSettings, evaluate};
+use super::metrics::{MetricMeans, read_metrics};
+use super::objective::{ModelPass, base_objective, halves, latent_batch, model_pass};
+use super::schedule::{lr_multiplier, warmup_steps};
+use super::state::TrainState;
+use crate::config::RunConfig;
+use crate::data::{PairBatch, PreferenceDataset, collate, epoch_order};
+
+/// Errors that stop a run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A batch could not form valid loss inputs.
+    #[error(transparent)]
+    Loss(#[from] LossError),
+    /// Too many consecutive non-finite steps.
+    #[error(
+        "stopping at step {step}: {count} consecutive steps had a non-finite loss or gradient \
+         ({total} in all); lower train.lr, check the data, or raise train.max_nonfinite_steps"
+    )]
+    NonFinite {
+        /// The last step.
+        step: usize,
+        /// Consecutive non-finite steps.
+        count: usize,
+        /// All non-finite steps.
+        total: usize,
+    },
+    /// Checkpoint trouble.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The metrics log could not be written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No training pairs.
+    #[error("the training set is empty (after dropping pairs whose prompt fills data.max_length)")]
+    NoData,
+}
+
+type Recs = NamedMpkFileRecorder<FullPrecisionSettings>;
+type OptimRecs = BinFileRecorder<FullPrecisionSettings>;
+
+/// One logged line: the step, the split, and the metrics.
+#[derive(Clone, Debug)]
+pub struct LogEntry {
+    /// Optimizer step.
+    pub step: usize,
+    /// Fractional epoch.
+    pub epoch: f64,
+    /// `train` or `eval`.
+    pub split: &'static str,
+    /// TRL- and GANPO-named metrics (eval keys carry TRL's `eval_` prefix).
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// A preference-optimization run over a policy of type `M`.
+pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    config: RunConfig,
+    device: B::Device,
+    policy: M,
+    reference: Option<M::InnerModule>,
+    ganpo: Option<Ganpo<B>>,
+    policy_optim: OptimizerAdaptor<AdamW, M, B>,
+    ganpo_optim: OptimizerAdaptor<AdamW, Ganpo<B>, B>,
+    train: PreferenceDataset,
+    eval: PreferenceDataset,
+    pad_id: u32,
+    ref_logps: Option<Vec<(f64, f64)>>,
+    eval_ref_logps: Option<Vec<(f64, f64)>>,
+    state: TrainState,
+    window: MetricMeans,
+}
+
+fn adamw(config: &RunConfig) -> AdamWConfig {
+    let t = &config.train;
+    AdamWConfig::new()
+        .with_beta_1(t.adam_beta1 as f32)
+        .with_beta_2(t.adam_beta2 as f32)
+        .with_epsilon(t.adam_epsilon as f32)
+        .with_weight_decay(t.weight_decay as f32)
+}
+
+/// An FNV-1a fingerprint of the tokenized pairs, to refuse resuming on other data.
+fn fingerprint(data: &PreferenceDataset) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for p in &data.pairs {
+        for side in [&p.prompt, &p.chosen, &p.rejected] {
+            eat(side.len() as u64);
+            side.iter().for_each(|&t| eat(t as u64));
+        }
+    }
+    format!("{h:016x}")
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    /// Sets up a run: the frozen reference (`reference`, or a copy of the policy), the GANPO
+    /// discriminators (seeded with `train.seed`), both optimizers, and, with
+    /// `train.precompute_ref_logps`, the reference log-probs of both splits (after which a
+    /// reference that only the log-probs needed is dropped).
+    pub fn new(
+        config: RunConfig,
+        policy: M,
+        reference: Option<M::InnerModule>,
+        train: PreferenceDataset,
+        eval: PreferenceDataset,
+        pad_id: u32,
+        device: B::Device,
+    ) -> Result<Self, TrainError> {
+        if train.is_empty() {
+            return Err(TrainError::NoData);
+        }
+        B::seed(&device, config.train.seed);
+        let reference = reference.unwrap_or_else(|| policy.valid());
+        let ganpo = config
+            .ganpo
+            .as_ref()
+            .map(|g| g.init::<B>(policy.hidden_size(), &device));
+        let mut trainer = Self {
+            policy_optim: adamw(&config).init(),
+            ganpo_optim: adamw(&config).init(),
+            config,
+            device,
+            policy,
+            reference: Some(reference),
+            ganpo,
+            train,
+            eval,
+            pad_id,
+            ref_logps: None,
+            eval_ref_logps: None,
+            state: TrainState::default(),
+            window: MetricMeans::default(),
+        };
+        if trainer.config.train.precompute_ref_logps && trainer.config.loss.needs_reference() {
+            trainer.ref_logps = Some(trainer.reference_logps(&trainer.train)?);
+            trainer.eval_ref_logps = Some(trainer.reference_logps(&trainer.eval)?);
+            if trainer.ganpo.is_none() {
+                trainer.reference = None;
+            }
+        }
+        Ok(trainer)
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> &M {
+        &self.policy
+    }
+
+    /// The GANPO module, when the run has one.
+    pub fn ganpo(&self) -> Option<&Ganpo<B>> {
+        self.ganpo.as_ref()
+    }
+
+    /// Progress counters.
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// Whether the frozen reference model is held in memory.
+    pub fn holds_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    fn micro_batches_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.config.train.batch_size)
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.micro_batches_per_epoch()
+            .div_ceil(self.config.train.grad_accum)
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        let t = &self.config.train;
+        t.max_steps
+            .unwrap_or_else(|| t.epochs * self.steps_per_epoch())
+    }
+
+    fn reference_logps(&self, data: &PreferenceDataset) -> Result<Vec<(f64, f64)>, TrainError> {
+        let reference = self
+            .reference
+            .as_ref()
+            .expect("reference present before precompute");
+        let mut out = Vec::with_capacity(data.len());
+        let pairs: Vec<_> = data.pairs.iter().collect();
+        for chunk in pairs.chunks(self.config.train.eval_batch_size) {
+            let batch = inner_batch(&self.collate(chunk)?);
+            let pass = model_pass(reference, &batch, false);
+            let v = pass
+                .logps
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .expect("f64");
+            let n = chunk.len();
+            out.extend((0..n).map(|i| (v[i], v[n + i])));
+        }
+        Ok(out)
+    }
+
+    fn collate(&self, pairs: &[&crate::data::TokenizedPair]) -> Result<PairBatch<B>, TrainError> {
+        let d = &self.config.data;
+        let host = collate(pairs, &d.truncation(), self.pad_id, d.pad_to_multiple_of);
+        Ok(host.to_device::<B>(&self.device)?)
+    }
+
+    /// The micro-batches (pair indices) of the next optimizer step, advancing the data position.
+    fn next_micro_batches(&mut self) -> Vec<Vec<usize>> {
+        let t = &self.config.train;
+        let d = &self.config.data;
+        let per_epoch = self.micro_batches_per_epoch();
+        let order = epoch_order(
+            &self.train.lengths(),
+            t.batch_size,
+            t.seed,
+            self.state.epoch as u64,
+            d.shuffle,
+            d.group_by_length,
+        );
+        let start = self.state.batch_in_epoch;
+        let end = (start + t.grad_accum).min(per_epoch);
+        let batches = (start..end)
+            .map(|b| {
+                let lo = b * t.batch_size;
+                order[lo..(lo + t.batch_size).min(order.len())].to_vec()
+            })
+            .collect();
+        self.state.batch_in_epoch = end;
+        if end == per_epoch {
+            self.state.epoch += 1;
+            self.state.batch_in_epoch = 0;
+        }
+        batches
+    }
+
+    /// Runs one optimizer step (see the method doc's order) and returns its metrics.
+    pub fn step(&mut self) -> Result<Vec<(String, f64)>, TrainError> {
+        let t = self.config.train.clone();
+        let total = self.total_steps();
+        let lr = t.lr
+            * lr_multiplier(
+                t.scheduler,
+                self.state.step,
+                total,
+                warmup_steps(t.warmup_steps, t.warmup_ratio, total),
+            );
+        // Dropout draws depend on the step only, so a resumed run draws the same.
+        B::seed(
+            &self.device,
+            t.seed.wrapping_add(1 + self.state.step as u64),
+        );
+        let indices = self.next_micro_batches();
+        let k = indices.len();
+        let mut batches = Vec::with_capacity(k);
+        for idx in &indices {
+            let pairs: Vec<_> = idx.iter().map(|&i| &self.train.pairs[i]).collect();
+            self.state.tokens += pairs
+                .iter()
+                .map(|p| (2 * p.prompt.len() + p.chosen.len() + p.rejected.len()) as u64)
+                .sum::<u64>();
+            batches.push(self.collate(&pairs)?);
+        }
+        let needs_ref_logps = self.config.loss.needs_reference();
+        // Reference passes, without autodiff.
+        let ref_passes: Vec<Option<ModelPass<B::InnerBackend>>> = batches
+            .iter()
+            .map(|b| {
+                let wanted = self.ganpo.is_some() || (needs_ref_logps && self.ref_logps.is_none());
+                self.reference
+                    .as_ref()
+                    .filter(|_| wanted)
+                    .map(|r| model_pass(r, &inner_batch(b), false))
+            })
+            .collect();
+        let ref_logps: Vec<Option<(Tensor<B, 1>, Tensor<B, 1>)>> = (0..k)
+            .map(|i| {
+                if !needs_ref_logps {
+                    return None;
+                }
+                Some(match &self.ref_logps {
+                    Some(all) => {
+                        let (c, r): (Vec<f64>, Vec<f64>) =
+                            indices[i].iter().map(|&j| all[j]).unzip();
+                        (
+                            Tensor::from_data(TensorData::new(c, [indices[i].len()]), &self.device),
+                            Tensor::from_data(TensorData::new(r, [indices[i].len()]), &self.device),
+                        )
+                    }
+                    None => {
+                        let p = ref_passes[i]
+                            .as_ref()
+                            .expect("reference pass when logps are not precomputed");
+                        let (c, r) = halves(p.logps.clone(), batches[i].pairs);
+                        (Tensor::from_inner(c), Tensor::from_inner(r))
+                    }
+                })
+            })
+            .collect();
+
+        let mut metrics = MetricMeans::default();
+        let mut first_pass: Option<ModelPass<B>> = None;
+        let mut nonfinite = false;
+
+        // Phase 1: the discriminators, on detached policy latents.
+        if let Some(ganpo) = self.ganpo.clone() {
+            let latents: Vec<LatentBatch<B>> = (0..k)
+                .map(|i| {
+                    let reference = Tensor::from_inner(
+                        ref_passes[i]
+                            .as_ref()
+                            .expect("GANPO runs the reference")
+                            .hidden
+                            .clone(),
+                    );
+                    let policy_hidden = if k == 1 {
+                        let pass = model_pass(&self.policy, &batches[0], true);
+                        let h = pass.hidden.clone().detach();
+                        first_pass = Some(pass);
+                        h
+                    } else {
+                        let inner = self.policy.valid();
+                        Tensor::from_inner(
+                            model_pass(&inner, &inner_batch(&batches[i]), false).hidden,
+                        )
+                    };
+                    latent_batch(
+                        policy_hidden,
+                        reference,
+                        &batches[i],
+                        self.config
+                            .ganpo
+                            .as_ref()
+                            .map(|g| g.pooling)
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let mut ganpo = ganpo;
+            for _ in 0..t.disc_steps {
+                let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
+                let mut d_metrics = Vec::new();
+                for l in &latents {
+                    let d = ganpo.discriminator_loss(l);
+                    let grads = (d.loss / k as f64).backward();
+                    acc.accumulate(&ganpo, GradientsParams::from_grads(grads, &ganpo));
+                    d_metrics.push(d.metrics);
+                }
+                let mut grads = acc.grads();
+                let norm = clip_grad_norm(&ganpo, &mut grads, t.disc_max_grad_norm);
+                let values: Vec<_> = d_metrics.iter().flat_map(|m| m.to_vec()).collect();
+                if !norm.is_finite() || values.iter().any(|(_, v)| !v.is_finite()) {
+                    nonfinite = true;
+                    break;
+                }
+                ganpo = self.ganpo_optim.step(lr * t.disc_lr_ratio, ganpo, grads);
+                metrics.clear();
+                for (name, v) in values {
+                    metrics.add(name, v, 1.0);
+                }
+                metrics.add("gan/d_grad_norm", norm, 1.0);
+            }
+            self.ganpo = Some(ganpo);
+        }
+
+        // Phase 2: the policy, on the base loss plus the generator term.
+        let mut acc = GradientsAccumulator::<M>::new();
+        for (i, batch) in batches.iter().enumerate() {
+            let pass = match first_pass.take() {
+                Some(p) if i == 0 => p,
+                _ => model_pass(&self.policy, batch, true),
+            };
+            let (mut loss, mut entries) =
+                base_objective(&self.config.loss, &pass, ref_logps[i].clone(), batch)?;
+            if let Some(g) = &self.ganpo {
+                let reference =
+                    Tensor::from_inner(ref_passes[i].as_ref().expect("reference").hidden.clone());
+                let pooling = self
+                    .config
+                    .ganpo
+                    .as_ref()
+                    .map(|g| g.pooling)
+                    .unwrap_or_default();
+                let generator = g.generator_loss(&latent_batch(
+                    pass.hidden.clone(),
+                    reference,
+                    batch,
+                    pooling,
+                ));
+                loss = loss + generator.term;
+                entries.push(("gan/gen_loss", generator.loss));
+            }
+            entries.insert(0, ("loss", loss.clone().detach()));
+            let values = read_metrics(entries);
+            if values.iter().any(|(_, v)| !v.is_finite()) {
+                nonfinite = true;
+            }
+            for (name, v) in &values {
+                metrics.add(name, *v, 1.0);
+            }
+            let grads = (loss / k as f64).backward();
+            acc.accumulate(
+                &self.policy,
+                GradientsParams::from_grads(grads, &self.policy),
+            );
+        }
+        let mut grads = acc.grads();
+        let norm = clip_grad_norm(&self.policy, &mut grads, t.max_grad_norm);
+        nonfinite |= !norm.is_finite();
+        self.state.step += 1;
+        if nonfinite {
+            self.state.nonfinite_consecutive += 1;
+            self.state.nonfinite_total += 1;
+            tracing::warn!(
+                step = self.state.step,
+                "non-finite loss or gradient: update skipped"
+            );
+            if self.state.nonfinite_consecutive >= t.max_nonfinite_steps {
+                return Err(TrainError::NonFinite {
+                    step: self.state.step,
+                    count: self.state.nonfinite_consecutive,
+                    total: self.state.nonfinite_total,
+                });
+            }
+        } else {
+            self.state.nonfinite_consecutive = 0;
+            self.policy = self.policy_optim.step(lr, self.policy.clone(), grads);
+        }
+        metrics.add("grad_norm", norm, 1.0);
+        metrics.add("learning_rate", lr, 1.0);
+        metrics.add("num_tokens", self.state.tokens as f64, 1.0);
+        metrics.add("nonfinite_steps", self.state.nonfinite_total as f64, 1.0);
+        let out = metrics.means();
+        self.window.add_all(&out);
+        Ok(out)
+    }
+
+    /// TRL's evaluation metrics (with the `eval_` prefix) on the held-out split; empty without one.
+    pub fn evaluate(&self) -> Result<Vec<(String, f64)>, TrainError> {
+        if self.eval.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = &self.config;
+        let settings = EvalSettings {
+            loss: c.loss.clone(),
+            pooling: c.ganpo.as_ref().map(|g| g.pooling).unwrap_or_default(),
+            truncation: c.data.truncation(),
+            pad_id: self.pad_id,
+            pad_to_multiple_of: c.data.pad_to_multiple_of,
+            batch_size: c.train.eval_batch_size,
+        };
+        let policy = self.policy.valid();
+        let ganpo = self.ganpo.as_ref().map(|g| g.valid());
+        let metrics = evaluate(
+            &policy,
+            self.reference.as_ref(),
+            ganpo.as_ref(),
+            self.eval_ref_logps.as_deref(),
+            &self.eval,
+            &settings,
+            &self.device,
+        )?;
+        Ok(metrics
+            .into_iter()
+            .map(|(k, v)| (format!("eval_{k}"), v))
+            .collect())
+    }
+
+    /// Trains until `total_steps()`, logging every `logging_steps`, evaluating every
+    /// `eval_steps` and at the end, checkpointing every `save_steps` and at the end;
+    /// `on_log` sees every log entry (the caller writes `metrics.jsonl` or a progress bar).
+    pub fn fit(&mut self, mut on_log: impl FnMut(&LogEntry)) -> Result<(), TrainError> {
+        let total = self.total_steps();
+        let out = self.config.train.output_dir.clone();
+        std::fs::create_dir_all(&out).map_err(|source| TrainError::Io {
+            path: out.clone(),
+            source,
+        })?;
+        checkpoint::remove_partial(&out);
+        let epoch_len = self.steps_per_epoch().max(1) as f64;
+        while self.state.step < total {
+            self.step()?;
+            let step = self.state.step;
+            let t = &self.config.train;
+            let epoch = step as f64 / epoch_len;
+            if step.is_multiple_of(t.logging_steps) || step == total {
+                on_log(&LogEntry {
+                    step,
+                    epoch,
+                    split: "train",
+                    metrics: self.window.means(),
+                });
+                self.window.clear();
+            }
+            if t.eval_steps.is_some_and(|e| step.is_multiple_of(e)) || step == total {
+                let metrics = self.evaluate()?;
+                if !metrics.is_empty() {
+                    on_log(&LogEntry {
+                        step,
+                        epoch,
+                        split: "eval",
+                        metrics,
+                    });
+                }
+            }
+            let t = &self.config.train;
+            if t.save_steps.is_some_and(|s| step.is_multiple_of(s)) || step == total {
+                self.save_checkpoint()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `OUTPUT/checkpoint-STEP` atomically (see [`checkpoint::save_atomically`]).
+    pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            state: self.state.clone(),
+            config: self.config.clone(),
+            data_fingerprint: fingerprint(&self.train),
+            train_pairs: self.train.len(),
+        };
+        let t = &self.config.train;
+        Ok(checkpoint::save_atomically(
+            &t.output_dir,
+            self.state.step,
+            t.save_total_limit,
+            |dir| {
+                let fail = |what: &str, e: &dyn std::fmt::Display| CheckpointError::Io {
+                    path: dir.join(what),
+                    message: e.to_string(),
+                };
+                self.policy
+                    .clone()
+                    .save_file(dir.join(checkpoint::POLICY), &Recs::new())
+                    .map_err(|e| fail(checkpoint::POLICY, &e))?;
+                OptimRecs::new()
+                    .record(
+                        self.policy_optim.to_record(),
+                        dir.join(checkpoint::POLICY_OPTIM),
+                    )
+                    .map_err(|e| fail(checkpoint::POLICY_OPTIM, &e))?;
+                if let Some(g) = &self.ganpo {
+                    g.clone()
+                        .save_file(dir.join(checkpoint::GANPO), &Recs::new())
+                        .map_err(|e| fail(checkpoint::GANPO, &e))?;
+                    OptimRecs::new()
+                        .record(
+                            self.ganpo_optim.to_record(),
+                            dir.join(checkpoint::GANPO_OPTIM),
+                        )
+                        .map_err(|e| fail(checkpoint::GANPO_OPTIM, &e))?;
+                }
+                let json = serde_json::to_string_pretty(&meta).expect("meta serializes");
+                let path = dir.join(checkpoint::META);
+                let mut f = std::fs::File::create(&path).map_err(|e| fail(checkpoint::META, &e))?;
+                f.write_all(json.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| fail(checkpoint::META, &e))?;
+                Ok(())
+            },
+        )?)
+    }
+
+    /// Loads the checkpoint at `dir` into this run: weights, discriminators, optimizer states and
+    /// progress. Refuses a checkpoint of another configuration (naming the keys that differ) or
+    /// other training data, and an incomplete one (naming what is missing).
+    pub fn resume(&mut self, dir: &Path) -> Result<(), TrainError> {
+        let meta = checkpoint::read_meta(dir)?;
+        let mismatch = |message: String| CheckpointError::Mismatch {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let diffs = checkpoint::config_differences(&meta.config, &self.config);
+        if !diffs.is_empty() {
+            return Err(mismatch(format!(
+                "the configuration differs in: {}",
+                diffs.join(", ")
+            ))
+            .into());
+        }
+        if meta.data_fingerprint != fingerprint(&self.train) || meta.train_pairs != self.train.len()
+        {
+            return Err(mismatch(format!(
+                "the training data differs ({} pairs, fingerprint {} in the checkpoint; {} pairs, \
+                 fingerprint {} now)",
+                meta.train_pairs,
+                meta.data_fingerprint,
+                self.train.len(),
+                fingerprint(&self.train)
+            ))
+            .into());
+        }
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| CheckpointError::Corrupt {
+            path: dir.to_path_buf(),
+            message: format!("{what}: {e}"),
+        };
+        self.policy = self
+            .policy
+            .clone()
+            .load_file(dir.join(checkpoint::POLICY), &Recs::new(), &self.device)
+            .map_err(|e| corrupt(checkpoint::POLICY, &e))?;
+        let record = OptimRecs::new()
+            .load(dir.join(checkpoint::POLICY_OPTIM), &self.device)
+            .map_err(|e| corrupt(checkpoint::POLICY_OPTIM, &e))?;
+        self.policy_optim = adamw(&self.config).init().load_record(record);
+        if let Some(g) = self.ganpo.take() {
+            self.ganpo = Some(
+                g.load_file(dir.join(checkpoint::GANPO), &Recs::new(), &self.device)
+                    .map_err(|e| corrupt(checkpoint::GANPO, &e))?,
+            );
+            let record = OptimRecs::new()
+                .load(dir.join(checkpoint::GANPO_OPTIM), &self.device)
+                .map_err(|e| corrupt(checkpoint::GANPO_OPTIM, &e))?;
+            self.ganpo_optim = adamw(&self.config).init().load_record(record);
+        }
+        self.state = meta.state;
+        Ok(())
+    }
+}
+
+/// The same batch on the inner (non-autodiff) backend.
+fn inner_batch<B: AutodiffBackend>(b: &PairBatch<B>) -> PairBatch<B::InnerBackend> {
+    PairBatch {
+        ids: b.ids.clone().inner(),
+        attention: b.attention.clone().inner(),
+        completion: b.completion.clone().inner(),
+        lengths: b.lengths.clone(),
+        pairs: b.pairs,
+    }
+}
