@@ -1,0 +1,220 @@
+//! The trainer as a library: GANPO with adv_weight 0 is plain DPO, SimPO + GANPO runs, an
+//! interrupted and resumed run equals an uninterrupted one, mismatched checkpoints are refused.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, NdArray};
+use burn::prelude::*;
+use ganpo_core::ganpo::GanpoConfig;
+use ganpo_core::{LossKind, PreferenceLoss};
+use ganpo_models::{CausalLm, Lm, load_model};
+use ganpo_train::config::RunConfig;
+use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
+use ganpo_train::train::{LogEntry, Trainer};
+
+type B = Autodiff<NdArray>;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn config(out: &Path, ganpo: Option<GanpoConfig>) -> RunConfig {
+    let mut c = RunConfig::default();
+    c.model.path = fixtures().join("policy");
+    c.data.train = vec![fixtures().join("data/standard.jsonl")];
+    c.loss.beta = 0.5;
+    c.ganpo = ganpo;
+    c.train.output_dir = out.to_path_buf();
+    c.train.lr = 3e-3;
+    c.train.batch_size = 3;
+    c.train.max_steps = Some(6);
+    c.train.logging_steps = 1;
+    c
+}
+
+fn ganpo_config() -> GanpoConfig {
+    toml::from_str(
+        "adv_weight = 1.0\n\
+         discriminator = { kind = \"transformer\", hidden = 16, layers = 1, heads = 2, ff = 32, dropout = 0.1 }",
+    )
+    .unwrap()
+}
+
+fn data(config: &RunConfig) -> (PreferenceDataset, u32) {
+    let tok = ganpo_models::Tokenizer::from_dir(&config.model.path).unwrap();
+    let records = load_records(&config.data.train, false).unwrap();
+    let pt = PairTokenizer::new(&tok).unwrap();
+    let mut skipped = Vec::new();
+    let d = PreferenceDataset::build(
+        &records.records,
+        &pt,
+        &config.data.truncation(),
+        false,
+        &mut skipped,
+    )
+    .unwrap();
+    (d, tok.pad_token_id.unwrap())
+}
+
+/// The NdArray backend's random generator (dropout, initialization) is process-wide: tests that
+/// train take turns so that each run's draws are its own.
+static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn trainer(config: RunConfig) -> Trainer<B, Lm<B>> {
+    let device = Default::default();
+    let policy = load_model::<B>(&config.model.path, &device).unwrap().model;
+    let (train, pad) = data(&config);
+    let eval = train.subset(&[0, 1, 2]);
+    Trainer::new(config, policy, None, train, eval, pad, device).unwrap()
+}
+
+/// The policy's logits on a fixed input, bit for bit.
+fn fingerprint(t: &Trainer<B, Lm<B>>) -> Vec<f32> {
+    let device = Default::default();
+    let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
+    let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
+    t.policy()
+        .forward(ids, mask)
+        .logits
+        .into_data()
+        .to_vec()
+        .unwrap()
+}
+
+fn run(t: &mut Trainer<B, Lm<B>>) -> Vec<LogEntry> {
+    let mut logs = Vec::new();
+    t.fit(|e| logs.push(e.clone())).unwrap();
+    logs
+}
+
+#[test]
+fn adv_weight_zero_is_plain_dpo() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut dpo = trainer(config(&dir.path().join("dpo"), None));
+    let mut zero = ganpo_config();
+    zero.adv_weight = 0.0;
+    let mut ganpo = trainer(config(&dir.path().join("ganpo"), Some(zero)));
+    let before = fingerprint(&dpo);
+    let (a, b) = (run(&mut dpo), run(&mut ganpo));
+    assert_ne!(fingerprint(&dpo), before, "training changed nothing");
+    assert_eq!(fingerprint(&dpo), fingerprint(&ganpo));
+    let get = |l: &LogEntry, k: &str| l.metrics.iter().find(|(n, _)| n == k).unwrap().1;
+    for (x, y) in a.iter().zip(&b).filter(|(x, _)| x.split == "train") {
+        assert_eq!(get(x, "loss"), get(y, "loss"));
+        assert!(y.metrics.iter().any(|(n, _)| n == "gan/d_chosen_loss"));
+    }
+}
+
+#[test]
+fn simpo_with_ganpo_trains_without_reference_logps() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), Some(ganpo_config()));
+    c.loss = PreferenceLoss {
+        beta: 2.0,
+        simpo_gamma: 0.5,
+        ..PreferenceLoss::single(LossKind::Simpo)
+    };
+    c.train.precompute_ref_logps = true;
+    let mut t = trainer(c);
+    assert!(t.holds_reference(), "GANPO needs the reference latents");
+    let logs = run(&mut t);
+    let last = logs.iter().rfind(|l| l.split == "train").unwrap();
+    for name in [
+        "loss",
+        "gan/gen_loss",
+        "gan/d_chosen_loss",
+        "rewards/margins",
+    ] {
+        let v = last.metrics.iter().find(|(n, _)| n == name).unwrap().1;
+        assert!(v.is_finite(), "{name} = {v}");
+    }
+}
+
+#[test]
+fn precomputed_reference_logps_match_and_free_the_reference() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut live = trainer(config(&dir.path().join("a"), None));
+    let mut c = config(&dir.path().join("b"), None);
+    c.train.precompute_ref_logps = true;
+    let mut pre = trainer(c);
+    assert!(!pre.holds_reference());
+    let (a, b) = (run(&mut live), run(&mut pre));
+    let get = |l: &LogEntry, k: &str| l.metrics.iter().find(|(n, _)| n == k).unwrap().1;
+    for (x, y) in a.iter().zip(&b) {
+        let key = if x.split == "train" {
+            "rewards/margins"
+        } else {
+            "eval_rewards/margins"
+        };
+        assert!(
+            (get(x, key) - get(y, key)).abs() < 1e-4,
+            "{key}: {} vs {}",
+            get(x, key),
+            get(y, key)
+        );
+    }
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.train.grad_accum = 2;
+        c.train.warmup_steps = Some(2);
+        c
+    };
+    let mut full = trainer(make(&dir.path().join("full")));
+    let full_logs = run(&mut full);
+
+    let out = dir.path().join("split");
+    let mut first = trainer(make(&out));
+    for _ in 0..3 {
+        first.step().unwrap();
+    }
+    let ckpt = first.save_checkpoint().unwrap();
+    drop(first);
+    let mut resumed = trainer(make(&out));
+    resumed.resume(&ckpt).unwrap();
+    assert_eq!(resumed.state().step, 3);
+    let logs = run(&mut resumed);
+    let tail: Vec<_> = full_logs.iter().filter(|l| l.step > 3).collect();
+    assert_eq!(tail.len(), logs.len());
+    for (x, y) in tail.iter().zip(&logs) {
+        assert_eq!((x.step, x.split), (y.step, y.split));
+        let diff: Vec<_> = x
+            .metrics
+            .iter()
+            .zip(&y.metrics)
+            .filter(|(a, b)| a != b)
+            .collect();
+        assert!(diff.is_empty(), "step {}: {diff:?}", x.step);
+    }
+    assert!(
+        fingerprint(&resumed) == fingerprint(&full),
+        "weights differ"
+    );
+
+    // A checkpoint of another configuration or missing a file is refused, saying why.
+    let mut other = make(&out);
+    other.loss.beta = 0.25;
+    let e = trainer(other).resume(&ckpt).unwrap_err().to_string();
+    assert!(
+        e.contains("loss.beta") && e.contains("cannot resume"),
+        "{e}"
+    );
+    std::fs::remove_file(ckpt.join("ganpo.mpk")).unwrap();
+    let e = trainer(make(&out)).resume(&ckpt).unwrap_err().to_string();
+    assert!(
+        e.contains("not a usable checkpoint") && e.contains("ganpo"),
+        "{e}"
+    );
+}
