@@ -1,0 +1,334 @@
+//! `ganpo train` end to end: a tiny model learns, the run directory is complete, interrupted runs
+//! leave only whole checkpoints and resume, bad input stops the run before anything is written.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn ganpo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// A run config in `dir` (GANPO with a small MLP discriminator) plus `extra` TOML lines in `[train]`.
+fn write_config(dir: &Path, data: &[PathBuf], extra: &str) -> PathBuf {
+    let files: Vec<String> = data
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = format!(
+        "[model]\npath = {:?}\n\n[data]\ntrain = [{}]\neval_fraction = 0.2\n\n[loss]\nbeta = 0.5\n\n\
+         [ganpo]\ndiscriminator = {{ kind = \"mlp\", hidden = 32 }}\n\n\
+         [train]\noutput_dir = \"out\"\nlr = 3e-3\nbatch_size = 4\nepochs = 8\nlogging_steps = 4\n\
+         {extra}\n",
+        fixtures().join("policy").display().to_string(),
+        files.join(", ")
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn standard() -> Vec<PathBuf> {
+    vec![
+        fixtures().join("data/standard.jsonl"),
+        fixtures().join("data/implicit.jsonl"),
+    ]
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn train_learns_and_writes_a_complete_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "eval_steps = 8\nsave_steps = 8");
+    let out = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("out");
+    let metrics = lines(&run.join("metrics.jsonl"));
+    let train: Vec<&Value> = metrics.iter().filter(|m| m["split"] == "train").collect();
+    let eval: Vec<&Value> = metrics.iter().filter(|m| m["split"] == "eval").collect();
+    // 16 training pairs in batches of 4 for 8 epochs: 32 steps.
+    assert_eq!(train.len(), 8);
+    assert_eq!(eval.len(), 4);
+    let (first, last) = (train[0], train[train.len() - 1]);
+    let f = |v: &Value, k: &str| {
+        v[k].as_f64()
+            .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    };
+    assert!(
+        f(last, "loss") < 0.8 * f(first, "loss"),
+        "loss {} -> {}",
+        f(first, "loss"),
+        f(last, "loss")
+    );
+    assert!(f(last, "rewards/accuracies") > f(first, "rewards/accuracies"));
+    for key in [
+        "grad_norm",
+        "learning_rate",
+        "gan/d_chosen_loss",
+        "gan/gen_loss",
+        "gan/latent_drift",
+        "entropy",
+    ] {
+        assert!(f(last, key).is_finite(), "{key}");
+    }
+    assert!(f(eval[3], "eval_rewards/accuracies") >= 0.5);
+    // save_total_limit = 2 keeps the last two.
+    assert!(!run.join("checkpoint-16").exists());
+    for step in [24, 32] {
+        let ckpt = run.join(format!("checkpoint-{step}"));
+        for file in [
+            "policy.mpk",
+            "policy_optimizer.bin",
+            "ganpo.mpk",
+            "ganpo_optimizer.bin",
+            "trainer_state.json",
+        ] {
+            assert!(ckpt.join(file).is_file(), "{}/{file}", ckpt.display());
+        }
+        let meta: Value = serde_json::from_str(
+            &std::fs::read_to_string(ckpt.join("trainer_state.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(meta["state"]["step"], step);
+    }
+    let resolved = std::fs::read_to_string(run.join("config.resolved.toml")).unwrap();
+    ganpo_train::config::RunConfig::from_table(toml::from_str(&resolved).unwrap(), "resolved")
+        .unwrap();
+    // The final policy is an HF directory that loads and differs from the start.
+    let device = Default::default();
+    let trained =
+        ganpo_models::load_model::<burn::backend::NdArray>(&run.join("final"), &device).unwrap();
+    assert!(trained.tokenizer.is_some());
+    let before = ganpo(&[
+        "eval",
+        "--model",
+        fixtures().join("policy").to_str().unwrap(),
+        "--data",
+        fixtures().join("data/standard.jsonl").to_str().unwrap(),
+    ]);
+    let after = ganpo(&[
+        "eval",
+        "--model",
+        run.join("final").to_str().unwrap(),
+        "--ref-model",
+        fixtures().join("policy").to_str().unwrap(),
+        "--data",
+        fixtures().join("data/standard.jsonl").to_str().unwrap(),
+    ]);
+    let (b, a): (Value, Value) = (
+        serde_json::from_slice(&before.stdout).unwrap(),
+        serde_json::from_slice(&after.stdout).unwrap(),
+    );
+    assert!(
+        a["eval_rewards/margins"].as_f64().unwrap()
+            > b["eval_rewards/margins"].as_f64().unwrap() + 1.0,
+        "{a}"
+    );
+
+    // A second run into the same directory is refused instead of clobbering it.
+    let again = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds checkpoints"));
+}
+
+#[test]
+fn a_killed_run_leaves_whole_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &standard(),
+        "max_steps = 400\nsave_steps = 1\nsave_total_limit = 3",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(["train", "--config", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = dir.path().join("out");
+    let start = std::time::Instant::now();
+    while ganpo_train::train::checkpoint::list_checkpoints(&run).len() < 2
+        && start.elapsed().as_secs() < 60
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(137));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let found = ganpo_train::train::checkpoint::list_checkpoints(&run);
+    assert!(!found.is_empty() && found.len() <= 3, "{found:?}");
+    for (step, ckpt) in &found {
+        let meta = ganpo_train::train::checkpoint::read_meta(ckpt).unwrap();
+        assert_eq!(meta.state.step, *step);
+        for file in [
+            "policy.mpk",
+            "policy_optimizer.bin",
+            "ganpo.mpk",
+            "ganpo_optimizer.bin",
+        ] {
+            assert!(ckpt.join(file).is_file(), "{}/{file}", ckpt.display());
+        }
+    }
+    let last = found.last().unwrap().0;
+    let out = ganpo(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--resume",
+        run.to_str().unwrap(),
+        "--set",
+        "train.max_steps=420",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Vec<u64> = lines(&run.join("metrics.jsonl"))
+        .iter()
+        .filter(|m| m["split"] == "train")
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+    assert_eq!(*steps.last().unwrap(), 420);
+    assert!(last < 420);
+    assert!(
+        std::fs::read_dir(&run)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains(".partial-"))
+    );
+}
+
+#[test]
+fn malformed_records_stop_the_run_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"Hi\", \"chosen\": \" yes\", \"rejected\": \" no\"}\n\
+         {\"prompt\": \"Hi\", \"chosen\": \" yes\"\n\
+         \n\
+         {\"prompt\": \"Hi\", \"chosen\": \"\", \"rejected\": \" no\"}\n\
+         {\"prompt\": \"Hi\", \"chosen\": [1], \"rejected\": \" no\"}\n\
+         {\"prompt\": \"Hi\", \"chosen\": \" ok\", \"rejected\": \" no\"}\n",
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &[bad.clone()], "");
+    let out = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let name = bad.display().to_string();
+    assert!(err.contains("3 of 5 records are malformed"), "{err}");
+    assert!(err.contains(&format!("{name}:2: bad JSON")), "{err}");
+    assert!(
+        err.contains(&format!("{name}:4: field `chosen`: empty string")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{name}:5: field `chosen[0]`: expected a message object"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--skip-invalid"), "{err}");
+    assert!(
+        !dir.path().join("out").exists(),
+        "the run directory was created"
+    );
+
+    let out = ganpo(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--skip-invalid",
+        "--set",
+        "train.max_steps=2",
+        "--set",
+        "data.eval_fraction=0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 3 malformed record(s)"));
+}
+
+#[test]
+fn bad_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "");
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--set", "train.lrr=1e-3"],
+            "key `train.lrr`: unknown field `lrr`, expected one of",
+        ),
+        (
+            &["--set", "train.lr=-1"],
+            "invalid setting `train.lr` = -1: expected a finite number > 0",
+        ),
+        (
+            &["--set", "train.scheduler=\"step\""],
+            "key `train.scheduler`: unknown variant `step`, expected one of `linear`, `cosine`, `constant`",
+        ),
+        (
+            &["--set", "ganpo.momentum=1.5"],
+            "invalid setting `ganpo.momentum` = 1.5: expected a value in [0, 1)",
+        ),
+        (&["--set", "oops"], "--set \"oops\": expected key=value"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["train", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = ganpo(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{extra:?}: {err}");
+        assert!(!dir.path().join("out").exists());
+    }
+}
+
+#[test]
+fn non_finite_steps_are_skipped_then_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &standard(),
+        "max_nonfinite_steps = 2\nmax_grad_norm = 1e300",
+    );
+    let out = ganpo(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "train.weight_decay=0",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("consecutive steps had a non-finite loss or gradient"),
+        "{err}"
+    );
+}
