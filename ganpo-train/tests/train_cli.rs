@@ -233,7 +233,7 @@ fn malformed_records_stop_the_run_before_anything_is_written() {
          {\"prompt\": \"Hi\", \"chosen\": \" ok\", \"rejected\": \" no\"}\n",
     )
     .unwrap();
-    let config = write_config(dir.path(), &[bad.clone()], "");
+    let config = write_config(dir.path(), std::slice::from_ref(&bad), "");
     let out = ganpo(&["train", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
