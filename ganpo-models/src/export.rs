@@ -89,7 +89,7 @@ fn llama_config(c: &LlamaConfig) -> Value {
 
 /// Writes `model` as an HF directory at `dir`: `config.json`, `model.safetensors` (f32, PyTorch
 /// layouts and names) and, when given, the files of `tokenizer_dir` (`tokenizer.json`, required,
-/// and `tokenizer_config.json`, `generation_config.json` when present).
+/// and `tokenizer_config.json`, `generation_config.json`, `chat_template.jinja` when present).
 ///
 /// Everything is written to a temporary sibling directory first and renamed into place, so `dir`
 /// either holds a complete export or is untouched; an existing `dir` is an error.
@@ -177,6 +177,7 @@ fn write_all<B: Backend>(
             "tokenizer.json",
             "tokenizer_config.json",
             "generation_config.json",
+            "chat_template.jinja",
         ] {
             let from = src.join(file);
             if from.is_file() {

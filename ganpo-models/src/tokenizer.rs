@@ -8,7 +8,8 @@ use crate::ModelError;
 use crate::hf::read_json;
 
 /// A tokenizer from `tokenizer.json` (HF `tokenizers`), plus the special tokens and chat template
-/// of `tokenizer_config.json` and the stop tokens of `generation_config.json`.
+/// of `tokenizer_config.json` (or `chat_template.jinja`) and the stop tokens of
+/// `generation_config.json`.
 #[derive(Clone, Debug)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -71,10 +72,23 @@ impl Tokenizer {
                 .get("eos_token")
                 .and_then(token_text)
                 .map(str::to_string);
-            tok.chat_template = config
-                .get("chat_template")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            tok.chat_template = match config.get("chat_template") {
+                Some(Value::String(t)) => Some(t.clone()),
+                // Named templates: [{"name": "default", "template": ...}, ...].
+                Some(Value::Array(named)) => named
+                    .iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                _ => None,
+            };
+        }
+        // transformers 5 saves the template in its own file, and prefers it.
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            tok.chat_template =
+                Some(std::fs::read_to_string(&jinja).map_err(ModelError::io(&jinja))?);
         }
         let generation = dir.join("generation_config.json");
         if generation.is_file() {

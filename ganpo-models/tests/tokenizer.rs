@@ -113,3 +113,25 @@ fn vocabulary_mismatch_and_bad_files_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn chat_template_comes_from_the_jinja_file_or_named_templates() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        dir().join("tokenizer.json"),
+        tmp.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("tokenizer_config.json"),
+        r#"{"eos_token": "<|im_end|>", "chat_template": [
+            {"name": "tool_use", "template": "TOOLS"}, {"name": "default", "template": "DEFAULT"}]}"#,
+    )
+    .unwrap();
+    let tok = Tokenizer::from_dir(tmp.path()).unwrap();
+    assert_eq!(tok.chat_template.as_deref(), Some("DEFAULT"));
+    // transformers 5 writes chat_template.jinja and prefers it over tokenizer_config.json.
+    std::fs::write(tmp.path().join("chat_template.jinja"), "{{ messages }}").unwrap();
+    let tok = Tokenizer::from_dir(tmp.path()).unwrap();
+    assert_eq!(tok.chat_template.as_deref(), Some("{{ messages }}"));
+}

@@ -52,7 +52,10 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn fixtures(root: &Path) -> Result<()> {
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
     let probe = Command::new(&python)
-        .args(["-c", "import torch, trl, transformers, tokenizers, gguf"])
+        .args([
+            "-c",
+            "import torch, trl, transformers, tokenizers, gguf, datasets",
+        ])
         .status();
     if !matches!(probe, Ok(s) if s.success()) {
         bail!(
@@ -60,12 +63,14 @@ fn fixtures(root: &Path) -> Result<()> {
              (`pip install torch trl gguf`) or point GANPO_PYTHON at a Python that has them."
         );
     }
-    // Order matters: the tokenizer and GGUF scripts read the model fixtures the model script writes.
+    // Order matters: the tokenizer and GGUF scripts read the model fixtures the model script writes;
+    // the trainer script reads the tokenizer fixture and the SmolLM2 asset (`cargo xtask assets`).
     for script in [
         "core_fixtures.py",
         "model_fixtures.py",
         "tokenizer_fixtures.py",
         "gguf_fixtures.py",
+        "train_fixtures.py",
     ] {
         let path = root.join("tools/fixtures").join(script);
         run(Command::new(&python).arg(path).current_dir(root))?;
