@@ -1,0 +1,92 @@
+//! The run configuration: every key documented, overrides, relative paths.
+
+use ganpo_train::config::{RunConfig, apply_set};
+
+fn leaf_keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_keys(&key, v, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn every_key_is_documented() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .unwrap();
+    let mut config = RunConfig::default();
+    config.ganpo = Some(Default::default());
+    config.train.max_steps = Some(1);
+    config.train.warmup_steps = Some(1);
+    config.train.eval_steps = Some(1);
+    config.train.save_steps = Some(1);
+    config.train.disc_max_grad_norm = Some(1.0);
+    config.model.reference = Some("r".into());
+    config.data.pad_to_multiple_of = Some(8);
+    let mut keys = Vec::new();
+    leaf_keys("", &toml::Value::try_from(&config).unwrap(), &mut keys);
+    assert!(keys.len() > 40, "{keys:?}");
+    for key in keys {
+        // Documented as `key` in its section's table (`discriminator.x` under [ganpo]).
+        let short = key.split_once('.').map_or(key.as_str(), |(_, rest)| rest);
+        let short = short.strip_prefix("losses").map_or(short, |_| "losses");
+        assert!(
+            docs.contains(&format!("`{short}`")) || docs.contains(&format!("`{short}`,")),
+            "{key} is not documented"
+        );
+    }
+}
+
+#[test]
+fn overrides_and_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(
+        &path,
+        "[model]\npath = \"m\"\n[data]\ntrain = [\"d.jsonl\"]\n",
+    )
+    .unwrap();
+    let c = RunConfig::load(
+        &path,
+        &[
+            "train.lr=5e-7".into(),
+            "ganpo.adv_weight=0.5".into(),
+            "model.reference=/abs/ref".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.train.lr, 5e-7);
+    assert_eq!(c.ganpo.unwrap().adv_weight, 0.5);
+    assert_eq!(c.model.path, dir.path().join("m"));
+    assert_eq!(c.data.train, vec![dir.path().join("d.jsonl")]);
+    assert_eq!(
+        c.model.reference.unwrap(),
+        std::path::PathBuf::from("/abs/ref")
+    );
+
+    let mut t = toml::Table::new();
+    apply_set(&mut t, "train=3").unwrap();
+    let e = apply_set(&mut t, "train.lr=1").unwrap_err().to_string();
+    assert!(
+        e.contains("key `train`") && e.contains("not a table"),
+        "{e}"
+    );
+    let e = RunConfig::load(&dir.path().join("missing.toml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing.toml"), "{e}");
+    std::fs::write(&path, "[model\n").unwrap();
+    let e = RunConfig::load(&path, &[]).unwrap_err().to_string();
+    assert!(e.contains("run.toml: invalid TOML"), "{e}");
+}
