@@ -25,8 +25,10 @@ fn every_key_is_documented() {
         "/../docs/configuration.md"
     ))
     .unwrap();
-    let mut config = RunConfig::default();
-    config.ganpo = Some(Default::default());
+    let mut config = RunConfig {
+        ganpo: Some(Default::default()),
+        ..Default::default()
+    };
     config.train.max_steps = Some(1);
     config.train.warmup_steps = Some(1);
     config.train.eval_steps = Some(1);
