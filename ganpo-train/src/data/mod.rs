@@ -2,7 +2,7 @@
 //!
 //! - [`record`]: one example, standard / conversational / implicit-prompt format, checked field by
 //!   field;
-//! - [`source`]: reading JSONL files, every malformed row reported by file, line and field;
+//! - [`source`]: reading JSONL and Parquet files, every malformed row reported by file, line and field;
 //! - [`chat`]: chat templates rendered as transformers renders them;
 //! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
 //! - [`dataset`]: tokenized pairs with their sources;
@@ -38,10 +38,22 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// The file's extension is not a supported dataset format.
-    #[error("{}: unsupported dataset format: expected a .jsonl file (one JSON object per line)", path.display())]
+    #[error(
+        "{}: unsupported dataset format: expected a .jsonl file (one JSON object per line) or a \
+         .parquet file",
+        path.display()
+    )]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
+    },
+    /// A Parquet file could not be read.
+    #[error("{}: not a readable Parquet file: {message}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The reader's message.
+        message: String,
     },
     /// The file holds no valid record.
     #[error("{}: no valid preference record", path.display())]

@@ -83,7 +83,33 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Row>, DataError> {
     Ok(rows)
 }
 
-/// Reads and checks every row of `paths` (`.jsonl` files).
+/// Reads the Parquet file at `path`, one row per record (nested columns, such as message lists,
+/// become JSON arrays of objects); rows are numbered from 1.
+pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let bad = |e: parquet::errors::ParquetError| DataError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(file).map_err(bad)?;
+    let rows = reader.get_row_iter(None).map_err(bad)?;
+    Ok(rows
+        .enumerate()
+        .map(|(i, row)| {
+            (
+                i + 1,
+                row.map(|r| r.to_json_value())
+                    .map_err(|e| format!("unreadable row: {e}")),
+            )
+        })
+        .collect())
+}
+
+/// Reads and checks every row of `paths` (`.jsonl` or `.parquet` files).
 ///
 /// With `skip_invalid = false` any malformed row fails the whole load with
 /// [`DataError::Invalid`], which lists every bad row; with `true` they are dropped and returned
@@ -94,6 +120,7 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
     for path in paths {
         let rows = match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl" | "json" | "ndjson") => read_jsonl(path)?,
+            Some("parquet") => read_parquet(path)?,
             _ => {
                 return Err(DataError::UnsupportedFormat { path: path.clone() });
             }
