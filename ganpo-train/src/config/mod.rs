@@ -233,7 +233,8 @@ impl RunConfig {
     /// Relative paths in the file are relative to the file's directory.
     fn resolve_paths(mut self, base: &Path) -> Result<Self, ConfigError> {
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
+            let hub = p.to_str().is_some_and(|s| s.starts_with("hf://"));
+            if p.is_relative() && !p.as_os_str().is_empty() && !hub {
                 *p = base.join(&*p);
             }
         };

@@ -3,6 +3,7 @@
 //! - [`record`]: one example, standard / conversational / implicit-prompt format, checked field by
 //!   field;
 //! - [`source`]: reading JSONL and Parquet files, every malformed row reported by file, line and field;
+//! - [`hub`]: `hf://datasets/...` references, downloaded and cached;
 //! - [`chat`]: chat templates rendered as transformers renders them;
 //! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
 //! - [`dataset`]: tokenized pairs with their sources;
@@ -11,6 +12,7 @@
 pub mod batch;
 pub mod chat;
 pub mod dataset;
+pub mod hub;
 pub mod record;
 pub mod source;
 pub mod tokenize;
@@ -46,6 +48,14 @@ pub enum DataError {
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
+    },
+    /// A Hub dataset could not be listed or downloaded.
+    #[error("{url}: {message}")]
+    Hub {
+        /// The URL or `hf://` reference.
+        url: String,
+        /// What failed.
+        message: String,
     },
     /// A Parquet file could not be read.
     #[error("{}: not a readable Parquet file: {message}", path.display())]

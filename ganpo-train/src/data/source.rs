@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::DataError;
+use super::hub::HubDataset;
 use super::record::{PreferenceRecord, parse_record};
 
 /// A malformed row: where it is and what is wrong.
@@ -109,12 +110,21 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
         .collect())
 }
 
-/// Reads and checks every row of `paths` (`.jsonl` or `.parquet` files).
+/// Reads and checks every row of `paths` (`.jsonl` or `.parquet` files, or
+/// `hf://datasets/...` references, see [`super::hub`]).
 ///
 /// With `skip_invalid = false` any malformed row fails the whole load with
 /// [`DataError::Invalid`], which lists every bad row; with `true` they are dropped and returned
 /// in [`Records::skipped`]. A file without any valid record is an error either way.
 pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, DataError> {
+    let mut files = Vec::new();
+    for p in paths {
+        match p.to_str().and_then(HubDataset::parse) {
+            Some(hub) => files.extend(hub?.fetch()?),
+            None => files.push(p.clone()),
+        }
+    }
+    let paths = &files;
     let mut out = Records::default();
     let mut total = 0;
     for path in paths {
