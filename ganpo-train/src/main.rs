@@ -23,6 +23,8 @@ enum Command {
     Train(commands::train::Args),
     /// Print the DPO evaluation metrics of a model on a dataset, as TRL's evaluate() names them.
     Eval(commands::eval::Args),
+    /// Write PNG plots of a training run's metrics (losses, rewards, GANPO diagnostics).
+    Plot(commands::plot::Args),
     /// Show a checkpoint's architecture, sizes, parameter count, weight dtypes and tokenizer.
     Inspect(commands::inspect::Args),
     /// Print, as JSON, the per-token log-probabilities of a completion given a prompt.
@@ -44,6 +46,7 @@ fn main() -> Result<()> {
         Command::Toy(args) => commands::toy::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Plot(args) => commands::plot::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Logprobs(args) => commands::logprobs::run(args),
         Command::Generate(args) => commands::generate::run(args),

@@ -145,6 +145,29 @@ fn train_learns_and_writes_a_complete_run_directory() {
         "{a}"
     );
 
+    // Plots of the run: valid PNGs of the expected size, one per metric group.
+    let plot = ganpo(&["plot", run.to_str().unwrap()]);
+    assert!(
+        plot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    for name in [
+        "losses",
+        "rewards",
+        "accuracies",
+        "discriminators",
+        "latent_drift",
+    ] {
+        let png = std::fs::read(run.join(format!("plots/{name}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name}");
+        let dim = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
+        assert_eq!((dim(16), dim(20)), (900, 540), "{name}");
+        assert!(png.len() > 20_000, "{name} looks empty");
+    }
+    let nothing = ganpo(&["plot", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&nothing.stderr).contains("no metrics.jsonl"));
+
     // A second run into the same directory is refused instead of clobbering it.
     let again = ganpo(&["train", "--config", config.to_str().unwrap()]);
     assert!(!again.status.success());

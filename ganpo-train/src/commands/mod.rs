@@ -6,6 +6,7 @@ pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod logprobs;
+pub mod plot;
 pub mod toy;
 pub mod train;
 
