@@ -108,6 +108,14 @@ pub enum BackendError {
         /// The backends that are available, comma separated.
         compiled: String,
     },
+    /// The backend has no device of that index.
+    #[error("backend `{kind}` has no device {index} (the cpu backend has one device, 0)")]
+    NoSuchDevice {
+        /// The backend.
+        kind: BackendKind,
+        /// The index asked for.
+        index: usize,
+    },
 }
 
 /// Work that is generic over the backend; [`run_on`] runs it on the one chosen at run time.
@@ -120,13 +128,31 @@ pub trait BackendJob {
 
 /// Runs `job` on the default device of backend `kind`, or says why that backend is unavailable.
 pub fn run_on<J: BackendJob>(kind: BackendKind, job: J) -> Result<J::Output, BackendError> {
-    match kind {
+    run_on_device(kind, None, job)
+}
+
+/// Runs `job` on device `index` of backend `kind` (`None` = the default device): the CUDA device
+/// of that ordinal, the wgpu discrete GPU of that index; the CPU backend has only device 0.
+pub fn run_on_device<J: BackendJob>(
+    kind: BackendKind,
+    index: Option<usize>,
+    job: J,
+) -> Result<J::Output, BackendError> {
+    match (kind, index) {
         #[cfg(feature = "ndarray")]
-        BackendKind::Cpu => Ok(job.run::<CpuBackend>(Default::default())),
+        (BackendKind::Cpu, None | Some(0)) => Ok(job.run::<CpuBackend>(Default::default())),
+        (BackendKind::Cpu, Some(i)) if kind.is_compiled() => {
+            Err(BackendError::NoSuchDevice { kind, index: i })
+        }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => Ok(job.run::<WgpuBackend>(Default::default())),
+        (BackendKind::Wgpu, index) => Ok(job.run::<WgpuBackend>(match index {
+            None => Default::default(),
+            Some(i) => burn::backend::wgpu::WgpuDevice::DiscreteGpu(i),
+        })),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => Ok(job.run::<CudaBackend>(Default::default())),
+        (BackendKind::Cuda, index) => Ok(job.run::<CudaBackend>(burn::backend::cuda::CudaDevice {
+            index: index.unwrap_or(0),
+        })),
         #[allow(unreachable_patterns)]
         _ => Err(not_compiled(kind)),
     }
@@ -177,6 +203,12 @@ mod tests {
     fn runs_on_the_cpu_and_refuses_backends_not_compiled_in() {
         let name = run_on(BackendKind::Cpu, Name).unwrap();
         assert!(name.contains("ndarray"), "{name}");
+        assert!(run_on_device(BackendKind::Cpu, Some(0), Name).is_ok());
+        let err = run_on_device(BackendKind::Cpu, Some(1), Name).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "backend `cpu` has no device 1 (the cpu backend has one device, 0)"
+        );
         for kind in [BackendKind::Wgpu, BackendKind::Cuda] {
             match run_on(kind, Name) {
                 Ok(name) => assert!(kind.is_compiled(), "{name}"),

@@ -34,6 +34,7 @@ fn every_key_is_documented() {
     config.train.eval_steps = Some(1);
     config.train.save_steps = Some(1);
     config.train.disc_max_grad_norm = Some(1.0);
+    config.train.device = Some(0);
     config.model.reference = Some("r".into());
     config.data.pad_to_multiple_of = Some(8);
     let mut keys = Vec::new();

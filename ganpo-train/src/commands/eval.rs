@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::backend::{BackendJob, BackendKind, run_on};
+use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_core::loss::WeightedLoss;
 use ganpo_core::{LossKind, PreferenceLoss};
 use ganpo_models::load_model;
@@ -53,6 +53,9 @@ pub struct Args {
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// Device index on that backend (CUDA ordinal, wgpu discrete GPU).
+    #[arg(long)]
+    pub device: Option<usize>,
 }
 
 fn loss(args: &Args) -> Result<PreferenceLoss> {
@@ -161,7 +164,8 @@ pub fn run(args: Args) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be positive");
     }
-    let value = run_on(kind, Job(args, loss, truncation))??;
+    let device = args.device;
+    let value = run_on_device(kind, device, Job(args, loss, truncation))??;
     println!("{}", serde_json::to_string(&value)?);
     Ok(())
 }

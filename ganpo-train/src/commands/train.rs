@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::backend::{BackendJob, BackendKind, run_on};
+use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_models::{export::export_hf, load_model};
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
@@ -31,6 +31,9 @@ pub struct Args {
     /// Compute backend, overriding `train.backend`.
     #[arg(long)]
     pub backend: Option<String>,
+    /// Device index on that backend (CUDA ordinal, wgpu discrete GPU), overriding `train.device`.
+    #[arg(long)]
+    pub device: Option<usize>,
 }
 
 const METRICS: &str = "metrics.jsonl";
@@ -238,9 +241,13 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(b) = args.backend {
         config.train.backend = b;
     }
+    if args.device.is_some() {
+        config.train.device = args.device;
+    }
     let kind: BackendKind = config.train.backend.parse()?;
-    run_on(
+    run_on_device(
         kind,
+        config.train.device,
         Job {
             config,
             resume: args.resume,

@@ -163,6 +163,8 @@ pub struct TrainSection {
     pub max_nonfinite_steps: usize,
     /// Compute backend: `cpu`, `wgpu` or `cuda`.
     pub backend: String,
+    /// Device index on the backend; `None` = its default device.
+    pub device: Option<usize>,
 }
 
 impl Default for TrainSection {
@@ -194,6 +196,7 @@ impl Default for TrainSection {
             save_total_limit: 2,
             max_nonfinite_steps: 5,
             backend: "cpu".into(),
+            device: None,
         }
     }
 }

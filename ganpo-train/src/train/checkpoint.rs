@@ -154,7 +154,8 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
 }
 
 /// Dotted keys whose values differ between two configurations, ignoring the keys that may change
-/// on resume (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence).
+/// on resume (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence,
+/// the output directory, backend and device).
 pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String> {
     fn normalize(c: &RunConfig) -> toml::Value {
         let mut c = c.clone();
@@ -165,6 +166,8 @@ pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String>
         c.train.save_steps = None;
         c.train.save_total_limit = 1;
         c.train.output_dir = PathBuf::new();
+        c.train.backend = String::new();
+        c.train.device = None;
         toml::Value::try_from(c).expect("configs serialize")
     }
     fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
