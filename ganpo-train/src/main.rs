@@ -38,9 +38,13 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    // Log lines go to stderr: `info` by default (RUST_LOG overrides), colours only on a terminal.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Toy(args) => commands::toy::run(args),

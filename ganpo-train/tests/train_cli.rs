@@ -212,6 +212,34 @@ fn a_killed_run_leaves_whole_checkpoints_and_resumes() {
         }
     }
     let last = found.last().unwrap().0;
+    // Resuming with another configuration is refused, and the run directory is left as it was.
+    let before = (
+        std::fs::read(run.join("config.resolved.toml")).unwrap(),
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+    );
+    let refused = ganpo(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--resume",
+        run.to_str().unwrap(),
+        "--set",
+        "loss.beta=0.3",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("cannot resume: the configuration differs in: loss.beta"),
+        "{err}"
+    );
+    let after = (
+        std::fs::read(run.join("config.resolved.toml")).unwrap(),
+        std::fs::read(run.join("metrics.jsonl")).unwrap(),
+    );
+    assert!(
+        before == after,
+        "a refused resume changed the run directory"
+    );
     let out = ganpo(&[
         "train",
         "--config",

@@ -25,16 +25,16 @@ pub fn load_dataset(
         &mut records.skipped,
     )?;
     if !records.skipped.is_empty() {
-        eprintln!(
+        tracing::warn!(
             "skipped {} malformed record(s) (--skip-invalid):",
             records.skipped.len()
         );
         for e in records.skipped.iter().take(20) {
-            eprintln!("  {e}");
+            tracing::warn!("  {e}");
         }
     }
     if data.dropped_too_long > 0 {
-        eprintln!(
+        tracing::warn!(
             "dropped {} pair(s) whose prompt alone fills max_length",
             data.dropped_too_long
         );

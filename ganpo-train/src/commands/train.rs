@@ -124,17 +124,13 @@ impl BackendJob for Job {
             let (t, e) = split_indices(all.len(), d.eval_fraction, config.train.seed);
             (all.subset(&t), all.subset(&e))
         };
-        eprintln!(
+        tracing::info!(
             "{} training pairs, {} held-out pairs; model {} ({} parameters)",
             train.len(),
             eval.len(),
             config.model.path.display(),
             burn::module::Module::num_params(&policy.model)
         );
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let resolved = out.join("config.resolved.toml");
-        std::fs::write(&resolved, toml::to_string_pretty(&config)?)
-            .with_context(|| format!("writing {}", resolved.display()))?;
         let model_config = policy.config.clone();
         let mut trainer = Trainer::new(
             config.clone(),
@@ -145,11 +141,18 @@ impl BackendJob for Job {
             super::data::pad_id(&tokenizer),
             device,
         )?;
-        let metrics_path = out.join(METRICS);
+        // Nothing is written before the data, the models and the checkpoint to resume are checked.
         if let Some(dir) = &resume {
             trainer.resume(dir)?;
+        }
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        let resolved = out.join("config.resolved.toml");
+        std::fs::write(&resolved, toml::to_string_pretty(&config)?)
+            .with_context(|| format!("writing {}", resolved.display()))?;
+        let metrics_path = out.join(METRICS);
+        if let Some(dir) = &resume {
             truncate_metrics(&metrics_path, trainer.state().step)?;
-            eprintln!(
+            tracing::info!(
                 "resumed from {} at step {}",
                 dir.display(),
                 trainer.state().step
@@ -202,7 +205,7 @@ impl BackendJob for Job {
                     bar.set_position(entry.step as u64);
                     bar.set_message(summary);
                 }
-                None => eprintln!("step {}/{total} [{}] {summary}", entry.step, entry.split),
+                None => tracing::info!("step {}/{total} [{}] {summary}", entry.step, entry.split),
             }
         })?;
         if let Some(bar) = bar {
@@ -223,7 +226,7 @@ impl BackendJob for Job {
             .is_dir()
             .then_some(config.model.path.as_path());
         export_hf(&policy, &model_config, tokenizer_dir, &final_dir)?;
-        eprintln!(
+        tracing::info!(
             "wrote {} (metrics: {})",
             final_dir.display(),
             metrics_path.display()
