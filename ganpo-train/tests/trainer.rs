@@ -218,3 +218,40 @@ fn resumed_run_equals_uninterrupted_run() {
         "{e}"
     );
 }
+
+#[test]
+fn cached_reference_latents_match_live_ones_and_free_the_reference() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path, cache: bool| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.train.cache_ref_latents = cache;
+        c.train.batch_size = 4;
+        c
+    };
+    let mut live = trainer(make(&dir.path().join("live"), false));
+    let mut cached = trainer(make(&dir.path().join("cached"), true));
+    assert!(live.holds_reference());
+    assert!(
+        !cached.holds_reference(),
+        "every reference output is cached"
+    );
+    let (a, b) = (run(&mut live), run(&mut cached));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for ((name, u), (_, v)) in x.metrics.iter().zip(&y.metrics) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + u.abs()),
+                "step {} {name}: {u} vs {v}",
+                x.step
+            );
+        }
+    }
+    let mut bad = make(&dir.path().join("bad"), true);
+    bad.ganpo = None;
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.cache_ref_latents") && e.contains("[ganpo]"),
+        "{e}"
+    );
+}

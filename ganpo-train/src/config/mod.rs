@@ -150,6 +150,10 @@ pub struct TrainSection {
     /// Compute the reference log-probs once before training (GANPO still runs the reference
     /// forward for its latents).
     pub precompute_ref_logps: bool,
+    /// With GANPO: also keep the reference's last-layer hidden states of every pair from that
+    /// pass (host memory: pairs x 2 x length x hidden_size floats), so the reference model is freed
+    /// and never runs again. Needs `ganpo.pooling` = `sequence` or `completion`.
+    pub cache_ref_latents: bool,
     /// Log training metrics every this many optimizer steps.
     pub logging_steps: usize,
     /// Evaluate on the held-out split every this many steps (and at the end); `None` = only at
@@ -190,6 +194,7 @@ impl Default for TrainSection {
             disc_steps: 1,
             disc_max_grad_norm: None,
             precompute_ref_logps: false,
+            cache_ref_latents: false,
             logging_steps: 10,
             eval_steps: None,
             save_steps: None,
@@ -346,6 +351,26 @@ impl RunConfig {
             value: String::new(),
             expected: e.to_string(),
         })?;
+        if t.cache_ref_latents {
+            match &self.ganpo {
+                None => {
+                    return bad(
+                        "train.cache_ref_latents",
+                        &true,
+                        "a [ganpo] table: only GANPO uses the reference latents",
+                    );
+                }
+                Some(g) if g.pooling == ganpo_core::Pooling::None => {
+                    return bad(
+                        "train.cache_ref_latents",
+                        &true,
+                        "ganpo.pooling = \"sequence\" or \"completion\" (with \"none\" the \
+                         discriminators see padding positions, which a cache does not hold)",
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(g) = &self.ganpo {
             g.validate().map_err(|e| ConfigError::Value {
                 key: format!("ganpo.{}", e.key),

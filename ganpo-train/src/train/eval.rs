@@ -5,7 +5,8 @@ use ganpo_core::{Ganpo, LossError, Pooling, PreferenceLoss};
 use ganpo_models::CausalLm;
 
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{base_objective, halves, latent_batch, model_pass};
+use super::objective::{base_objective, latent_batch, model_pass};
+use super::reference::{RefCache, from_cache, live};
 use crate::data::{PreferenceDataset, Truncation, collate};
 
 /// How to batch and score a held-out set.
@@ -26,7 +27,7 @@ pub struct EvalSettings {
 }
 
 /// Evaluates `policy` against `reference` on `data`, in order, without gradients; `precomputed`
-/// reference log-probs (one `(chosen, rejected)` per pair) replace the reference's when given.
+/// reference outputs (one per pair) replace the reference's where they have them.
 ///
 /// Aggregation follows transformers' `Trainer.evaluate` as TRL uses it: `loss` is the mean over
 /// pairs, every other metric the mean of its per-batch values. With `ganpo`, `loss` includes
@@ -36,7 +37,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
     policy: &P,
     reference: Option<&R>,
     ganpo: Option<&Ganpo<B>>,
-    precomputed: Option<&[(f64, f64)]>,
+    precomputed: Option<&[RefCache]>,
     data: &PreferenceDataset,
     settings: &EvalSettings,
     device: &B::Device,
@@ -55,28 +56,27 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
         let batch = host.to_device::<B>(device)?;
         let n = batch.pairs;
         let pass = model_pass(policy, &batch, true);
-        let ref_pass = reference.map(|r| model_pass(r, &batch, false));
-        let ref_logps = match (precomputed, &ref_pass, needs_ref_logps) {
-            (_, _, false) => None,
-            (Some(all), _, true) => {
-                let (c, r): (Vec<f64>, Vec<f64>) =
-                    all[b * size..b * size + n].iter().copied().unzip();
-                Some((
-                    Tensor::from_data(TensorData::new(c, [n]), device),
-                    Tensor::from_data(TensorData::new(r, [n]), device),
-                ))
-            }
-            (None, Some(r), true) => Some(halves(r.logps.clone(), n)),
-            (None, None, true) => return Err(LossError::MissingReference("the base loss")),
+        let indices: Vec<usize> = (b * size..b * size + n).collect();
+        let cached =
+            precomputed.map(|c| from_cache(c, &indices, &batch, policy.hidden_size(), device));
+        let has_hidden = cached.as_ref().is_some_and(|c| c.hidden.is_some());
+        let need_live = (needs_ref_logps && cached.is_none()) || (ganpo.is_some() && !has_hidden);
+        let live_out = reference.filter(|_| need_live).map(|r| live(r, &batch));
+        let ref_logps = cached
+            .as_ref()
+            .and_then(|c| c.logps.clone())
+            .or_else(|| live_out.as_ref().and_then(|o| o.logps.clone()));
+        let ref_hidden = cached
+            .and_then(|c| c.hidden)
+            .or_else(|| live_out.and_then(|o| o.hidden));
+        let ref_logps = match (needs_ref_logps, ref_logps) {
+            (false, _) => None,
+            (true, Some(l)) => Some(l),
+            (true, None) => return Err(LossError::MissingReference("the base loss")),
         };
         let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, ref_logps, &batch)?;
-        if let (Some(g), Some(r)) = (ganpo, &ref_pass) {
-            let latents = latent_batch(
-                pass.hidden.clone(),
-                r.hidden.clone(),
-                &batch,
-                settings.pooling,
-            );
+        if let (Some(g), Some(r)) = (ganpo, ref_hidden) {
+            let latents = latent_batch(pass.hidden.clone(), r, &batch, settings.pooling);
             let d = g.evaluate(&latents);
             let generator = g.generator_loss(&latents);
             loss = loss + generator.term;

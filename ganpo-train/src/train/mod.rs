@@ -2,6 +2,7 @@
 //!
 //! - [`trainer`]: [`Trainer`], the loop and the two-phase step;
 //! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
+//! - [`reference`]: the frozen reference's outputs, live or cached before training;
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
@@ -12,6 +13,7 @@ pub mod clip;
 pub mod eval;
 pub mod metrics;
 pub mod objective;
+pub mod reference;
 pub mod schedule;
 pub mod state;
 pub mod trainer;

@@ -18,7 +18,8 @@ use super::checkpoint::{self, CheckpointError, CheckpointMeta};
 use super::clip::clip_grad_norm;
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{ModelPass, base_objective, halves, latent_batch, model_pass};
+use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
+use super::reference::{RefCache, RefOutputs, from_cache, live, precompute};
 use super::schedule::{lr_multiplier, warmup_steps};
 use super::state::TrainState;
 use crate::config::RunConfig;
@@ -90,8 +91,8 @@ where
     train: PreferenceDataset,
     eval: PreferenceDataset,
     pad_id: u32,
-    ref_logps: Option<Vec<(f64, f64)>>,
-    eval_ref_logps: Option<Vec<(f64, f64)>>,
+    ref_cache: Option<Vec<RefCache>>,
+    eval_ref_cache: Option<Vec<RefCache>>,
     state: TrainState,
     window: MetricMeans,
 }
@@ -129,8 +130,8 @@ where
 {
     /// Sets up a run: the frozen reference (`reference`, or a copy of the policy), the GANPO
     /// discriminators (seeded with `train.seed`), both optimizers, and, with
-    /// `train.precompute_ref_logps`, the reference log-probs of both splits (after which a
-    /// reference that only the log-probs needed is dropped).
+    /// `train.precompute_ref_logps` / `train.cache_ref_latents`, the reference's log-probs (and
+    /// latents) of both splits, after which a reference that nothing else needs is dropped.
     pub fn new(
         config: RunConfig,
         policy: M,
@@ -160,15 +161,31 @@ where
             train,
             eval,
             pad_id,
-            ref_logps: None,
-            eval_ref_logps: None,
+            ref_cache: None,
+            eval_ref_cache: None,
             state: TrainState::default(),
             window: MetricMeans::default(),
         };
-        if trainer.config.train.precompute_ref_logps && trainer.config.loss.needs_reference() {
-            trainer.ref_logps = Some(trainer.reference_logps(&trainer.train)?);
-            trainer.eval_ref_logps = Some(trainer.reference_logps(&trainer.eval)?);
-            if trainer.ganpo.is_none() {
+        let t = &trainer.config.train;
+        let cache_latents = t.cache_ref_latents && trainer.ganpo.is_some();
+        if t.precompute_ref_logps || cache_latents {
+            let reference = trainer.reference.as_ref().expect("reference present");
+            let truncation = trainer.config.data.truncation();
+            let run = |data: &PreferenceDataset| {
+                precompute(
+                    reference,
+                    data,
+                    &truncation,
+                    pad_id,
+                    t.eval_batch_size,
+                    cache_latents,
+                    &trainer.device,
+                )
+            };
+            let (train_cache, eval_cache) = (run(&trainer.train)?, run(&trainer.eval)?);
+            trainer.ref_cache = Some(train_cache);
+            trainer.eval_ref_cache = Some(eval_cache);
+            if trainer.ganpo.is_none() || cache_latents {
                 trainer.reference = None;
             }
         }
@@ -214,28 +231,6 @@ where
         let t = &self.config.train;
         t.max_steps
             .unwrap_or_else(|| t.epochs * self.steps_per_epoch())
-    }
-
-    fn reference_logps(&self, data: &PreferenceDataset) -> Result<Vec<(f64, f64)>, TrainError> {
-        let reference = self
-            .reference
-            .as_ref()
-            .expect("reference present before precompute");
-        let mut out = Vec::with_capacity(data.len());
-        let pairs: Vec<_> = data.pairs.iter().collect();
-        for chunk in pairs.chunks(self.config.train.eval_batch_size) {
-            let batch = inner_batch(&self.collate(chunk)?);
-            let pass = model_pass(reference, &batch, false);
-            let v = pass
-                .logps
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .expect("f64");
-            let n = chunk.len();
-            out.extend((0..n).map(|i| (v[i], v[n + i])));
-        }
-        Ok(out)
     }
 
     fn collate(&self, pairs: &[&crate::data::TokenizedPair]) -> Result<PairBatch<B>, TrainError> {
@@ -301,39 +296,43 @@ where
             batches.push(self.collate(&pairs)?);
         }
         let needs_ref_logps = self.config.loss.needs_reference();
-        // Reference passes, without autodiff.
-        let ref_passes: Vec<Option<ModelPass<B::InnerBackend>>> = batches
-            .iter()
-            .map(|b| {
-                let wanted = self.ganpo.is_some() || (needs_ref_logps && self.ref_logps.is_none());
-                self.reference
-                    .as_ref()
-                    .filter(|_| wanted)
-                    .map(|r| model_pass(r, &inner_batch(b), false))
-            })
-            .collect();
-        let ref_logps: Vec<Option<(Tensor<B, 1>, Tensor<B, 1>)>> = (0..k)
+        let d_model = self.policy.hidden_size();
+        // Reference outputs: from the cache where it has them, else a pass without autodiff.
+        let refs: Vec<RefOutputs<B>> = (0..k)
             .map(|i| {
-                if !needs_ref_logps {
-                    return None;
+                let cached = self
+                    .ref_cache
+                    .as_ref()
+                    .map(|c| from_cache(c, &indices[i], &batches[i], d_model, &self.device));
+                let has_hidden = cached.as_ref().is_some_and(|c| c.hidden.is_some());
+                let need_live =
+                    (needs_ref_logps && cached.is_none()) || (self.ganpo.is_some() && !has_hidden);
+                let live_out = self.reference.as_ref().filter(|_| need_live).map(|r| {
+                    let o = live(r, &inner_batch(&batches[i]));
+                    RefOutputs::<B> {
+                        logps: o
+                            .logps
+                            .map(|(c, r)| (Tensor::from_inner(c), Tensor::from_inner(r))),
+                        hidden: o.hidden.map(Tensor::from_inner),
+                    }
+                });
+                let (cached, live_out) = (
+                    cached.unwrap_or(RefOutputs {
+                        logps: None,
+                        hidden: None,
+                    }),
+                    live_out.unwrap_or(RefOutputs {
+                        logps: None,
+                        hidden: None,
+                    }),
+                );
+                RefOutputs {
+                    logps: cached.logps.or(live_out.logps).filter(|_| needs_ref_logps),
+                    hidden: cached
+                        .hidden
+                        .or(live_out.hidden)
+                        .filter(|_| self.ganpo.is_some()),
                 }
-                Some(match &self.ref_logps {
-                    Some(all) => {
-                        let (c, r): (Vec<f64>, Vec<f64>) =
-                            indices[i].iter().map(|&j| all[j]).unzip();
-                        (
-                            Tensor::from_data(TensorData::new(c, [indices[i].len()]), &self.device),
-                            Tensor::from_data(TensorData::new(r, [indices[i].len()]), &self.device),
-                        )
-                    }
-                    None => {
-                        let p = ref_passes[i]
-                            .as_ref()
-                            .expect("reference pass when logps are not precomputed");
-                        let (c, r) = halves(p.logps.clone(), batches[i].pairs);
-                        (Tensor::from_inner(c), Tensor::from_inner(r))
-                    }
-                })
             })
             .collect();
 
@@ -345,13 +344,7 @@ where
         if let Some(ganpo) = self.ganpo.clone() {
             let latents: Vec<LatentBatch<B>> = (0..k)
                 .map(|i| {
-                    let reference = Tensor::from_inner(
-                        ref_passes[i]
-                            .as_ref()
-                            .expect("GANPO runs the reference")
-                            .hidden
-                            .clone(),
-                    );
+                    let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
                     let policy_hidden = if k == 1 {
                         let pass = model_pass(&self.policy, &batches[0], true);
                         let h = pass.hidden.clone().detach();
@@ -410,10 +403,9 @@ where
                 _ => model_pass(&self.policy, batch, true),
             };
             let (mut loss, mut entries) =
-                base_objective(&self.config.loss, &pass, ref_logps[i].clone(), batch)?;
+                base_objective(&self.config.loss, &pass, refs[i].logps.clone(), batch)?;
             if let Some(g) = &self.ganpo {
-                let reference =
-                    Tensor::from_inner(ref_passes[i].as_ref().expect("reference").hidden.clone());
+                let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
                 let pooling = self
                     .config
                     .ganpo
@@ -494,7 +486,7 @@ where
             &policy,
             self.reference.as_ref(),
             ganpo.as_ref(),
-            self.eval_ref_logps.as_deref(),
+            self.eval_ref_cache.as_deref(),
             &self.eval,
             &settings,
             &self.device,

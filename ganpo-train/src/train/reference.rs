@@ -1,0 +1,122 @@
+//! The frozen reference's outputs on a batch: from a live forward pass, or from a cache filled
+//! once before training (`train.precompute_ref_logps`, `train.cache_ref_latents`).
+
+use burn::prelude::*;
+use ganpo_models::CausalLm;
+
+use super::objective::{halves, model_pass};
+use crate::data::{PairBatch, PreferenceDataset, Truncation, collate};
+
+/// The reference's outputs for one pair, computed before training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefCache {
+    /// Summed completion log-probs `(chosen, rejected)`.
+    pub logps: (f64, f64),
+    /// Last-layer hidden states of the (truncated) chosen and rejected sequences, row-major
+    /// `[length, d_model]`, when latents are cached.
+    pub latents: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// What the step and the evaluation need from the reference for one batch.
+#[derive(Clone, Debug)]
+pub struct RefOutputs<B: Backend> {
+    /// `(chosen, rejected)` log-probs, `[n]` each.
+    pub logps: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// Hidden states `[2n, seq, d]`, zero at padding positions when they come from the cache.
+    pub hidden: Option<Tensor<B, 3>>,
+}
+
+/// Runs `reference` over `data` (in order, `batch_size` pairs at a time) and keeps each pair's
+/// log-probs, and its latents when `with_latents`.
+pub fn precompute<B: Backend, R: CausalLm<B>>(
+    reference: &R,
+    data: &PreferenceDataset,
+    truncation: &Truncation,
+    pad_id: u32,
+    batch_size: usize,
+    with_latents: bool,
+    device: &B::Device,
+) -> Result<Vec<RefCache>, ganpo_core::LossError> {
+    let mut out = Vec::with_capacity(data.len());
+    let pairs: Vec<_> = data.pairs.iter().collect();
+    for chunk in pairs.chunks(batch_size.max(1)) {
+        let host = collate(chunk, truncation, pad_id, None);
+        let batch: PairBatch<B> = host.to_device(device)?;
+        let pass = model_pass(reference, &batch, false);
+        let n = chunk.len();
+        let logps = pass
+            .logps
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .expect("f64");
+        let hidden = with_latents.then(|| {
+            let [_, seq, d] = pass.hidden.dims();
+            let h = pass
+                .hidden
+                .into_data()
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .expect("f32");
+            (h, seq, d)
+        });
+        for i in 0..n {
+            let latents = hidden.as_ref().map(|(h, seq, d)| {
+                let row = |r: usize| {
+                    let len = host.attention[r * seq..(r + 1) * seq]
+                        .iter()
+                        .filter(|&&a| a)
+                        .count();
+                    h[r * seq * d..(r * seq + len) * d].to_vec()
+                };
+                (row(i), row(n + i))
+            });
+            out.push(RefCache {
+                logps: (logps[i], logps[n + i]),
+                latents,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The cached outputs of the pairs `indices` (in batch order) laid out like `batch`.
+pub fn from_cache<B: Backend>(
+    cache: &[RefCache],
+    indices: &[usize],
+    batch: &PairBatch<B>,
+    d_model: usize,
+    device: &B::Device,
+) -> RefOutputs<B> {
+    let n = indices.len();
+    let (c, r): (Vec<f64>, Vec<f64>) = indices.iter().map(|&j| cache[j].logps).unzip();
+    let logps = Some((
+        Tensor::from_data(TensorData::new(c, [n]), device),
+        Tensor::from_data(TensorData::new(r, [n]), device),
+    ));
+    let hidden = indices
+        .iter()
+        .all(|&j| cache[j].latents.is_some())
+        .then(|| {
+            let seq = batch.ids.dims()[1];
+            let mut h = vec![0f32; 2 * n * seq * d_model];
+            for (i, &j) in indices.iter().enumerate() {
+                let (chosen, rejected) = cache[j].latents.as_ref().expect("checked above");
+                for (row, v) in [(i, chosen), (n + i, rejected)] {
+                    let start = row * seq * d_model;
+                    h[start..start + v.len()].copy_from_slice(v);
+                }
+            }
+            Tensor::from_data(TensorData::new(h, [2 * n, seq, d_model]), device)
+        });
+    RefOutputs { logps, hidden }
+}
+
+/// The outputs of a live reference pass (on the same backend as `batch`).
+pub fn live<B: Backend, R: CausalLm<B>>(reference: &R, batch: &PairBatch<B>) -> RefOutputs<B> {
+    let pass = model_pass(reference, batch, false);
+    RefOutputs {
+        logps: Some(halves(pass.logps, batch.pairs)),
+        hidden: Some(pass.hidden),
+    }
+}
