@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::llama::{Family, LlamaConfig};
 use crate::nn::RopeScaling;
-use crate::{Lm, ModelConfig, ModelError};
+use crate::{Lm, ModelConfig, ModelError, Tokenizer};
 
 /// The HF `config.json` of a model configuration.
 pub fn hf_config(config: &ModelConfig) -> Value {
@@ -87,16 +87,27 @@ fn llama_config(c: &LlamaConfig) -> Value {
     v
 }
 
+/// Where the tokenizer files of an exported directory come from.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenizerFiles<'a> {
+    /// No tokenizer files.
+    None,
+    /// Copied from an HF model directory (`tokenizer.json` required; `tokenizer_config.json`,
+    /// `generation_config.json`, `chat_template.jinja` when present).
+    Dir(&'a Path),
+    /// Written from a loaded tokenizer (for example one built from GGUF metadata).
+    Tokenizer(&'a Tokenizer),
+}
+
 /// Writes `model` as an HF directory at `dir`: `config.json`, `model.safetensors` (f32, PyTorch
-/// layouts and names) and, when given, the files of `tokenizer_dir` (`tokenizer.json`, required,
-/// and `tokenizer_config.json`, `generation_config.json`, `chat_template.jinja` when present).
+/// layouts and names) and the tokenizer files `tokenizer` names.
 ///
 /// Everything is written to a temporary sibling directory first and renamed into place, so `dir`
 /// either holds a complete export or is untouched; an existing `dir` is an error.
 pub fn export_hf<B: Backend>(
     model: &Lm<B>,
     config: &ModelConfig,
-    tokenizer_dir: Option<&Path>,
+    tokenizer: TokenizerFiles<'_>,
     dir: &Path,
 ) -> Result<(), ModelError> {
     if dir.exists() {
@@ -115,7 +126,7 @@ pub fn export_hf<B: Backend>(
     let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(ModelError::io(&tmp))?;
-    let result = write_all(model, config, tokenizer_dir, &tmp)
+    let result = write_all(model, config, tokenizer, &tmp)
         .and_then(|()| std::fs::rename(&tmp, dir).map_err(ModelError::io(dir)));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -126,7 +137,7 @@ pub fn export_hf<B: Backend>(
 fn write_all<B: Backend>(
     model: &Lm<B>,
     config: &ModelConfig,
-    tokenizer_dir: Option<&Path>,
+    tokenizer: TokenizerFiles<'_>,
     tmp: &Path,
 ) -> Result<(), ModelError> {
     let config_path = tmp.join("config.json");
@@ -162,7 +173,10 @@ fn write_all<B: Backend>(
     safetensors::serialize_to_file(views, Some(metadata), &weights)
         .map_err(|e| bad(e.to_string()))?;
 
-    if let Some(src) = tokenizer_dir {
+    if let TokenizerFiles::Tokenizer(t) = tokenizer {
+        t.save_hf(tmp)?;
+    }
+    if let TokenizerFiles::Dir(src) = tokenizer {
         let required = src.join("tokenizer.json");
         if !required.is_file() {
             return Err(ModelError::Io {

@@ -137,6 +137,46 @@ impl Tokenizer {
         }
     }
 
+    /// Writes the HF files of this tokenizer into `dir`: `tokenizer.json`, `tokenizer_config.json`
+    /// (BOS / EOS / PAD tokens, chat template) and `generation_config.json` (EOS ids), so a
+    /// tokenizer that came from GGUF metadata can travel with an exported model.
+    pub fn save_hf(&self, dir: &Path) -> Result<(), ModelError> {
+        let json = dir.join("tokenizer.json");
+        self.inner
+            .save(&json, false)
+            .map_err(|e| ModelError::Json {
+                path: json.clone(),
+                message: format!("cannot write the tokenizer: {e}"),
+            })?;
+        let text = |id: Option<u32>| id.and_then(|i| self.id_to_token(i));
+        let mut config = serde_json::Map::new();
+        config.insert("bos_token".into(), text(self.bos_token_id).into());
+        config.insert(
+            "eos_token".into(),
+            self.eos_token
+                .clone()
+                .or_else(|| text(self.eos_token_ids.first().copied()))
+                .into(),
+        );
+        config.insert("pad_token".into(), text(self.pad_token_id).into());
+        if let Some(t) = &self.chat_template {
+            config.insert("chat_template".into(), t.clone().into());
+        }
+        let files = [
+            ("tokenizer_config.json", Value::Object(config)),
+            (
+                "generation_config.json",
+                serde_json::json!({ "eos_token_id": self.eos_token_ids }),
+            ),
+        ];
+        for (name, value) in files {
+            let path = dir.join(name);
+            let text = serde_json::to_string_pretty(&value).expect("JSON serializes");
+            std::fs::write(&path, text).map_err(ModelError::io(&path))?;
+        }
+        Ok(())
+    }
+
     /// Token ids of `text`; `add_special_tokens` applies the tokenizer's post-processor (BOS /
     /// EOS templates).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::prelude::*;
-use ganpo_models::export::export_hf;
+use ganpo_models::export::{TokenizerFiles, export_hf};
 use ganpo_models::{CausalLm, hf, load_model};
 
 type B = NdArray;
@@ -29,8 +29,13 @@ fn exported_directories_reload_to_identical_logits() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("exported");
         let loaded = load_model::<B>(&fixture(name), &Default::default()).unwrap();
-        let tokenizer = (name == "llama").then(|| fixture(name));
-        export_hf(&loaded.model, &loaded.config, tokenizer.as_deref(), &out).unwrap();
+        let dir = fixture(name);
+        let tokenizer = if name == "llama" {
+            TokenizerFiles::Dir(&dir)
+        } else {
+            TokenizerFiles::None
+        };
+        export_hf(&loaded.model, &loaded.config, tokenizer, &out).unwrap();
         let (config, reloaded) = hf::load::<B>(&out, &Default::default()).unwrap();
         assert_eq!(config, loaded.config, "{name}: config changed");
         assert_eq!(
@@ -61,9 +66,14 @@ fn export_refuses_to_overwrite_and_leaves_nothing_on_failure() {
     let loaded = load_model::<B>(&fixture("qwen3"), &Default::default()).unwrap();
     let existing = tmp.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
-    let err = export_hf(&loaded.model, &loaded.config, None, &existing)
-        .unwrap_err()
-        .to_string();
+    let err = export_hf(
+        &loaded.model,
+        &loaded.config,
+        TokenizerFiles::None,
+        &existing,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("refusing to overwrite"), "{err}");
 
     // A tokenizer directory without tokenizer.json fails the export after the weights are written.
@@ -71,9 +81,14 @@ fn export_refuses_to_overwrite_and_leaves_nothing_on_failure() {
     std::fs::create_dir_all(bad_tokenizer.join("tokenizer.json")).unwrap();
     std::fs::write(bad_tokenizer.join("tokenizer_config.json"), "{}").unwrap();
     let out = tmp.path().join("out");
-    let err = export_hf(&loaded.model, &loaded.config, Some(&bad_tokenizer), &out)
-        .unwrap_err()
-        .to_string();
+    let err = export_hf(
+        &loaded.model,
+        &loaded.config,
+        TokenizerFiles::Dir(&bad_tokenizer),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no tokenizer file to export"), "{err}");
     let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -81,4 +96,38 @@ fn export_refuses_to_overwrite_and_leaves_nothing_on_failure() {
         .collect();
     assert!(!out.exists(), "partial export left at {}", out.display());
     assert_eq!(left.len(), 2, "temporary files left behind: {left:?}");
+}
+
+#[test]
+fn a_loaded_tokenizer_is_written_and_reads_back_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loaded = load_model::<B>(&fixture("llama"), &Default::default()).unwrap();
+    let tok = loaded.tokenizer.as_ref().unwrap();
+    let out = tmp.path().join("out");
+    export_hf(
+        &loaded.model,
+        &loaded.config,
+        TokenizerFiles::Tokenizer(tok),
+        &out,
+    )
+    .unwrap();
+    let back = ganpo_models::Tokenizer::from_dir(&out).unwrap();
+    for text in [
+        "Hello world",
+        "Naïve café — 5 € 🙂",
+        "<|im_start|>user\nHi<|im_end|>\n",
+    ] {
+        for special in [false, true] {
+            assert_eq!(
+                back.encode(text, special).unwrap(),
+                tok.encode(text, special).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+    assert_eq!(back.eos_token, tok.eos_token);
+    assert_eq!(back.eos_token_ids, tok.eos_token_ids);
+    assert_eq!(back.pad_token_id, tok.pad_token_id);
+    assert_eq!(back.bos_token_id, tok.bos_token_id);
+    assert_eq!(back.chat_template, tok.chat_template);
 }

@@ -152,3 +152,32 @@ fn greedy_generation_matches_transformers() {
         assert_eq!(got, &ids(&c["new_ids"]), "{:?}", c["prompt"]);
     }
 }
+
+#[test]
+fn gguf_export_carries_its_tokenizer() {
+    let Some(m) = load() else { return };
+    let tok = m.tokenizer.as_ref().expect("the GGUF has a tokenizer");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("smollm2");
+    ganpo_models::export::export_hf(
+        &m.model,
+        &m.config,
+        ganpo_models::export::TokenizerFiles::Tokenizer(tok),
+        &out,
+    )
+    .unwrap();
+    let back = load_model::<B>(&out, &Default::default()).unwrap();
+    let back_tok = back.tokenizer.expect("the export has tokenizer.json");
+    for text in [
+        "The capital of France is Paris.",
+        "<|im_start|>user\nHi 🙂<|im_end|>\n",
+    ] {
+        assert_eq!(
+            back_tok.encode(text, true).unwrap(),
+            tok.encode(text, true).unwrap()
+        );
+    }
+    assert_eq!(back_tok.eos_token_ids, tok.eos_token_ids);
+    assert_eq!(back_tok.chat_template, tok.chat_template);
+    assert!(back_tok.chat_template.is_some());
+}

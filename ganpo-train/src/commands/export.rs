@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use burn::backend::NdArray;
-use ganpo_models::export::export_hf;
+use ganpo_models::export::{TokenizerFiles, export_hf};
 use ganpo_models::load_model;
 
 /// Options of `ganpo export`.
@@ -18,13 +18,19 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-/// Loads the model and writes it, with its tokenizer files when the source is an HF directory.
+/// Loads the model and writes it with its tokenizer: the files of an HF directory, or the
+/// tokenizer built from GGUF metadata.
 pub fn run(args: Args) -> Result<()> {
     let loaded = load_model::<NdArray>(&args.model, &Default::default())
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let tokenizer_dir = (args.model.is_dir() && args.model.join("tokenizer.json").is_file())
-        .then_some(args.model.as_path());
-    export_hf(&loaded.model, &loaded.config, tokenizer_dir, &args.out)
+    let tokenizer = match &loaded.tokenizer {
+        _ if args.model.is_dir() && args.model.join("tokenizer.json").is_file() => {
+            TokenizerFiles::Dir(&args.model)
+        }
+        Some(t) => TokenizerFiles::Tokenizer(t),
+        None => TokenizerFiles::None,
+    };
+    export_hf(&loaded.model, &loaded.config, tokenizer, &args.out)
         .with_context(|| format!("exporting to {}", args.out.display()))?;
     println!(
         "exported {} to {}",

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
-use ganpo_models::{export::export_hf, load_model};
+use ganpo_models::export::{TokenizerFiles, export_hf};
+use ganpo_models::load_model;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
 use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
@@ -220,12 +221,12 @@ impl BackendJob for Job {
                 .with_context(|| format!("replacing {}", final_dir.display()))?;
         }
         let policy = burn::module::AutodiffModule::valid(trainer.policy());
-        let tokenizer_dir = config
-            .model
-            .path
-            .is_dir()
-            .then_some(config.model.path.as_path());
-        export_hf(&policy, &model_config, tokenizer_dir, &final_dir)?;
+        let files = if config.model.path.is_dir() {
+            TokenizerFiles::Dir(&config.model.path)
+        } else {
+            TokenizerFiles::Tokenizer(&tokenizer)
+        };
+        export_hf(&policy, &model_config, files, &final_dir)?;
         tracing::info!(
             "wrote {} (metrics: {})",
             final_dir.display(),
