@@ -10,7 +10,7 @@ use ganpo_core::{LossKind, PreferenceLoss};
 use ganpo_models::{CausalLm, Lm, load_model};
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
-use ganpo_train::train::{LogEntry, Trainer};
+use ganpo_train::train::{ComputeDtype, LogEntry, Trainer};
 
 type B = Autodiff<NdArray>;
 
@@ -252,6 +252,48 @@ fn cached_reference_latents_match_live_ones_and_free_the_reference() {
     let e = bad.validate().unwrap_err().to_string();
     assert!(
         e.contains("train.cache_ref_latents") && e.contains("[ganpo]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn mixed_precision_keeps_f32_masters_and_tracks_f32_training() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path, dtype: ComputeDtype| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.train.compute_dtype = dtype;
+        c
+    };
+    let mut full = trainer(make(&dir.path().join("f32"), ComputeDtype::F32));
+    let mut mixed = trainer(make(&dir.path().join("f64"), ComputeDtype::F64));
+    let (a, b) = (run(&mut full), run(&mut mixed));
+    let get = |l: &LogEntry, k: &str| l.metrics.iter().find(|(n, _)| n == k).unwrap().1;
+    let mut differs = false;
+    for (x, y) in a.iter().zip(&b).filter(|(x, _)| x.split == "train") {
+        for key in ["loss", "rewards/margins", "gan/gen_loss", "grad_norm"] {
+            let (u, v) = (get(x, key), get(y, key));
+            assert!(
+                (u - v).abs() <= 1e-3 * (1.0 + u.abs()),
+                "step {} {key}: {u} vs {v}",
+                x.step
+            );
+            differs |= u != v;
+        }
+    }
+    assert!(differs, "the f64 compute path ran in f32");
+    // The master weights stay f32 (the optimizer never sees the compute copy).
+    let device = Default::default();
+    let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42]], &device);
+    let mask = Tensor::<B, 2, Bool>::from_data([[true; 3]], &device);
+    let logits = mixed.policy().forward(ids, mask).logits;
+    assert_eq!(logits.dtype(), burn::tensor::DType::F32);
+
+    let mut bad = make(&dir.path().join("bad"), ComputeDtype::Bf16);
+    bad.train.backend = "cpu".into();
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.compute_dtype") && e.contains("wgpu or cuda"),
         "{e}"
     );
 }

@@ -133,6 +133,13 @@ impl Rotary {
         let x1 = x.clone().slice(s![.., .., .., 0..half]);
         let x2 = x.clone().slice(s![.., .., .., half..d]);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * cos.clone() + rotated * sin.clone()
+        // The tables are built in f32; a model running in another dtype (mixed precision) uses
+        // them in its own.
+        let (cos, sin) = if cos.dtype() == x.dtype() {
+            (cos.clone(), sin.clone())
+        } else {
+            (cos.clone().cast(x.dtype()), sin.clone().cast(x.dtype()))
+        };
+        x * cos + rotated * sin
     }
 }

@@ -238,16 +238,18 @@ impl BackendJob for Job {
 
 /// Loads the configuration and runs the training on the chosen backend.
 pub fn run(args: Args) -> Result<()> {
-    let mut config = RunConfig::load(&args.config, &args.set)?;
+    // The flags are overrides like --set, applied before the configuration is checked.
+    let mut sets = args.set.clone();
     if args.skip_invalid {
-        config.data.skip_invalid = true;
+        sets.push("data.skip_invalid=true".into());
     }
-    if let Some(b) = args.backend {
-        config.train.backend = b;
+    if let Some(b) = &args.backend {
+        sets.push(format!("train.backend={b:?}"));
     }
-    if args.device.is_some() {
-        config.train.device = args.device;
+    if let Some(d) = args.device {
+        sets.push(format!("train.device={d}"));
     }
+    let config = RunConfig::load(&args.config, &sets)?;
     let kind: BackendKind = config.train.backend.parse()?;
     run_on_device(
         kind,

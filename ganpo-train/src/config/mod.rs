@@ -10,6 +10,7 @@ use ganpo_core::ganpo::GanpoConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Truncation, TruncationMode};
+use crate::train::ComputeDtype;
 pub use overrides::{ConfigError, apply_set};
 
 /// Everything a training run needs; sections mirror the TOML tables.
@@ -165,6 +166,9 @@ pub struct TrainSection {
     pub save_total_limit: usize,
     /// Stop after this many consecutive steps with a non-finite loss or gradient.
     pub max_nonfinite_steps: usize,
+    /// Dtype of the forward and backward passes (`f32`, `bf16`, `f16`; `f64` on the CPU); the
+    /// optimizer keeps f32 master weights.
+    pub compute_dtype: ComputeDtype,
     /// Compute backend: `cpu`, `wgpu` or `cuda`.
     pub backend: String,
     /// Device index on the backend; `None` = its default device.
@@ -200,6 +204,7 @@ impl Default for TrainSection {
             save_steps: None,
             save_total_limit: 2,
             max_nonfinite_steps: 5,
+            compute_dtype: ComputeDtype::F32,
             backend: "cpu".into(),
             device: None,
         }
@@ -343,8 +348,17 @@ impl RunConfig {
                 );
             }
         }
-        if let Err(e) = t.backend.parse::<ganpo_core::backend::BackendKind>() {
-            return bad("train.backend", &t.backend, &e.to_string());
+        match t.backend.parse::<ganpo_core::backend::BackendKind>() {
+            Err(e) => return bad("train.backend", &t.backend, &e.to_string()),
+            Ok(kind) if !t.compute_dtype.supported_on(kind.name()) => {
+                return bad(
+                    "train.compute_dtype",
+                    &format!("{:?}", t.compute_dtype).to_lowercase(),
+                    "f32 or f64 on the cpu backend (bf16 / f16 mixed precision needs \
+                     --backend wgpu or cuda)",
+                );
+            }
+            Ok(_) => {}
         }
         self.loss.validate().map_err(|e| ConfigError::Value {
             key: "loss".into(),

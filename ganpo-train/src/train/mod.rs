@@ -4,6 +4,7 @@
 //! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
 //! - [`reference`]: the frozen reference's outputs, live or cached before training;
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
+//! - [`precision`]: mixed precision (compute dtype, f32 master weights);
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines.
@@ -13,6 +14,7 @@ pub mod clip;
 pub mod eval;
 pub mod metrics;
 pub mod objective;
+pub mod precision;
 pub mod reference;
 pub mod schedule;
 pub mod state;
@@ -20,6 +22,7 @@ pub mod trainer;
 
 pub use clip::clip_grad_norm;
 pub use eval::{EvalSettings, evaluate};
+pub use precision::ComputeDtype;
 pub use schedule::{lr_multiplier, warmup_steps};
 pub use state::TrainState;
 pub use trainer::{LogEntry, TrainError, Trainer};

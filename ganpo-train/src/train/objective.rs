@@ -27,13 +27,19 @@ pub struct ModelPass<B: Backend> {
     pub hidden: Tensor<B, 3>,
 }
 
-/// Runs `model` on `batch`.
+/// Runs `model` on `batch`. A model computing in another dtype (mixed precision) has its logits
+/// and hidden states cast to the backend's default float dtype (f32) before they are scored.
 pub fn model_pass<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
     with_stats: bool,
 ) -> ModelPass<B> {
-    let out = model.forward(batch.ids.clone(), batch.attention.clone());
+    let mut out = model.forward(batch.ids.clone(), batch.attention.clone());
+    let float = <B::FloatElem as burn::tensor::Element>::dtype();
+    if out.logits.dtype() != float {
+        out.logits = out.logits.cast(float);
+        out.hidden = out.hidden.cast(float);
+    }
     let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
     let stats =
         with_stats.then(|| token_statistics(out.logits.clone(), labels.clone(), mask.clone()));

@@ -19,6 +19,7 @@ use super::clip::clip_grad_norm;
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::{MetricMeans, read_metrics};
 use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
+use super::precision::cast_module;
 use super::reference::{RefCache, RefOutputs, from_cache, live, precompute};
 use super::schedule::{lr_multiplier, warmup_steps};
 use super::state::TrainState;
@@ -146,6 +147,10 @@ where
         }
         B::seed(&device, config.train.seed);
         let reference = reference.unwrap_or_else(|| policy.valid());
+        let reference = match config.train.compute_dtype.cast_to() {
+            Some(dtype) => cast_module(reference, dtype),
+            None => reference,
+        };
         let ganpo = config
             .ganpo
             .as_ref()
@@ -297,6 +302,11 @@ where
         }
         let needs_ref_logps = self.config.loss.needs_reference();
         let d_model = self.policy.hidden_size();
+        // The policy in the compute dtype; its casts are tracked, gradients reach the f32 masters.
+        let compute = match t.compute_dtype.cast_to() {
+            Some(dtype) => cast_module(self.policy.clone(), dtype),
+            None => self.policy.clone(),
+        };
         // Reference outputs: from the cache where it has them, else a pass without autodiff.
         let refs: Vec<RefOutputs<B>> = (0..k)
             .map(|i| {
@@ -346,12 +356,12 @@ where
                 .map(|i| {
                     let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
                     let policy_hidden = if k == 1 {
-                        let pass = model_pass(&self.policy, &batches[0], true);
+                        let pass = model_pass(&compute, &batches[0], true);
                         let h = pass.hidden.clone().detach();
                         first_pass = Some(pass);
                         h
                     } else {
-                        let inner = self.policy.valid();
+                        let inner = compute.valid();
                         Tensor::from_inner(
                             model_pass(&inner, &inner_batch(&batches[i]), false).hidden,
                         )
@@ -400,7 +410,7 @@ where
         for (i, batch) in batches.iter().enumerate() {
             let pass = match first_pass.take() {
                 Some(p) if i == 0 => p,
-                _ => model_pass(&self.policy, batch, true),
+                _ => model_pass(&compute, batch, true),
             };
             let (mut loss, mut entries) =
                 base_objective(&self.config.loss, &pass, refs[i].logps.clone(), batch)?;
@@ -480,7 +490,10 @@ where
             pad_to_multiple_of: c.data.pad_to_multiple_of,
             batch_size: c.train.eval_batch_size,
         };
-        let policy = self.policy.valid();
+        let policy = match c.train.compute_dtype.cast_to() {
+            Some(dtype) => cast_module(self.policy.valid(), dtype),
+            None => self.policy.valid(),
+        };
         let ganpo = self.ganpo.as_ref().map(|g| g.valid());
         let metrics = evaluate(
             &policy,
