@@ -383,3 +383,37 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reference_that_does_not_fit_the_policy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // A reference checkpoint whose config promises another vocabulary than its weights hold.
+    let reference = dir.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    for f in std::fs::read_dir(fixtures().join("reference"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(f.path(), reference.join(f.file_name())).unwrap();
+    }
+    let config_path = reference.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("\"vocab_size\": 320", "\"vocab_size\": 400");
+    std::fs::write(&config_path, text).unwrap();
+    let config = write_config(dir.path(), &standard(), "");
+    let out = ganpo(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        &format!("model.reference={:?}", reference.display().to_string()),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loading the reference") && err.contains("embed_tokens"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
