@@ -7,7 +7,6 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_core::loss::WeightedLoss;
 use ganpo_core::{LossKind, PreferenceLoss};
-use ganpo_models::load_model;
 use ganpo_train::data::{Truncation, TruncationMode};
 use ganpo_train::train::{EvalSettings, evaluate};
 
@@ -103,21 +102,13 @@ impl BackendJob for Job {
         let Job(args, loss, truncation) = self;
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let (loaded, tokenizer) = super::load_with_tokenizer::<I<B>>(&args.model, &device)?;
-        let reference = match &args.ref_model {
-            Some(p) => {
-                let r = load_model::<I<B>>(p, &device)?;
-                if r.config.vocab_size() != loaded.config.vocab_size() {
-                    bail!(
-                        "{}: vocabulary of {} tokens, but the model has {}",
-                        p.display(),
-                        r.config.vocab_size(),
-                        loaded.config.vocab_size()
-                    );
-                }
-                Some(r.model)
-            }
-            None => None,
-        };
+        let reference = args
+            .ref_model
+            .as_deref()
+            .map(|p| {
+                super::load_reference::<I<B>>(p, loaded.config.vocab_size(), "--ref-model", &device)
+            })
+            .transpose()?;
         let data =
             super::data::load_dataset(&args.data, &tokenizer, &truncation, args.skip_invalid)?;
         let settings = EvalSettings {

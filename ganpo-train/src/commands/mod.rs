@@ -14,7 +14,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::Backend;
-use ganpo_models::{LoadedModel, Tokenizer, load_model};
+use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
 
 /// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
 /// which file is missing.
@@ -31,4 +31,24 @@ pub fn load_with_tokenizer<B: Backend>(
         )
     })?;
     Ok((loaded, tokenizer))
+}
+
+/// Loads a reference model for a policy with `vocab` tokens; `what` names it in errors
+/// (`--ref-model`, `model.reference`).
+pub fn load_reference<B: Backend>(
+    path: &Path,
+    vocab: usize,
+    what: &str,
+    device: &B::Device,
+) -> Result<Lm<B>> {
+    let r = load_model::<B>(path, device)
+        .with_context(|| format!("loading the reference {}", path.display()))?;
+    if r.config.vocab_size() != vocab {
+        return Err(anyhow!(
+            "{what} {}: vocabulary of {} tokens, but the policy has {vocab}",
+            path.display(),
+            r.config.vocab_size(),
+        ));
+    }
+    Ok(r.model)
 }

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_models::export::{TokenizerFiles, export_hf};
-use ganpo_models::load_model;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
 use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
@@ -99,22 +98,19 @@ impl BackendJob for Job {
             read_meta(dir)?;
         }
         let (policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
-        let reference = match &config.model.reference {
-            Some(p) => {
-                let r = load_model::<B::InnerBackend>(p, &device)
-                    .with_context(|| format!("loading the reference {}", p.display()))?;
-                if r.config.vocab_size() != policy.config.vocab_size() {
-                    bail!(
-                        "model.reference {}: vocabulary of {} tokens, but model.path has {}",
-                        p.display(),
-                        r.config.vocab_size(),
-                        policy.config.vocab_size()
-                    );
-                }
-                Some(r.model)
-            }
-            None => None,
-        };
+        let reference = config
+            .model
+            .reference
+            .as_deref()
+            .map(|p| {
+                super::load_reference::<B::InnerBackend>(
+                    p,
+                    policy.config.vocab_size(),
+                    "model.reference",
+                    &device,
+                )
+            })
+            .transpose()?;
         let d = &config.data;
         let truncation = d.truncation();
         let all = super::data::load_dataset(&d.train, &tokenizer, &truncation, d.skip_invalid)?;
