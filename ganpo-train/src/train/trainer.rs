@@ -96,6 +96,10 @@ where
     eval_ref_cache: Option<Vec<RefCache>>,
     state: TrainState,
     window: MetricMeans,
+    /// The visiting order of the current epoch, `(epoch, order)`, computed once per epoch.
+    order: Option<(usize, Vec<usize>)>,
+    /// Fingerprint of the training pairs, saved in checkpoints.
+    data_fingerprint: String,
 }
 
 fn adamw(config: &RunConfig) -> AdamWConfig {
@@ -155,6 +159,7 @@ where
             .ganpo
             .as_ref()
             .map(|g| g.init::<B>(policy.hidden_size(), &device));
+        let data_fingerprint = fingerprint(&train);
         let mut trainer = Self {
             policy_optim: adamw(&config).init(),
             ganpo_optim: adamw(&config).init(),
@@ -170,6 +175,8 @@ where
             eval_ref_cache: None,
             state: TrainState::default(),
             window: MetricMeans::default(),
+            order: None,
+            data_fingerprint,
         };
         let t = &trainer.config.train;
         let cache_latents = t.cache_ref_latents && trainer.ganpo.is_some();
@@ -249,14 +256,19 @@ where
         let t = &self.config.train;
         let d = &self.config.data;
         let per_epoch = self.micro_batches_per_epoch();
-        let order = epoch_order(
-            &self.train.lengths(),
-            t.batch_size,
-            t.seed,
-            self.state.epoch as u64,
-            d.shuffle,
-            d.group_by_length,
-        );
+        let epoch = self.state.epoch;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let order = epoch_order(
+                &self.train.lengths(),
+                t.batch_size,
+                t.seed,
+                epoch as u64,
+                d.shuffle,
+                d.group_by_length,
+            );
+            self.order = Some((epoch, order));
+        }
+        let order = &self.order.as_ref().expect("set above").1;
         let start = self.state.batch_in_epoch;
         let end = (start + t.grad_accum).min(per_epoch);
         let batches = (start..end)
@@ -352,6 +364,7 @@ where
 
         // Phase 1: the discriminators, on detached policy latents.
         if let Some(ganpo) = self.ganpo.clone() {
+            let inner = (k > 1).then(|| compute.valid());
             let latents: Vec<LatentBatch<B>> = (0..k)
                 .map(|i| {
                     let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
@@ -361,9 +374,9 @@ where
                         first_pass = Some(pass);
                         h
                     } else {
-                        let inner = compute.valid();
+                        let inner = inner.as_ref().expect("built when k > 1");
                         Tensor::from_inner(
-                            model_pass(&inner, &inner_batch(&batches[i]), false).hidden,
+                            model_pass(inner, &inner_batch(&batches[i]), false).hidden,
                         )
                     };
                     latent_batch(
@@ -561,7 +574,7 @@ where
             format: checkpoint::FORMAT,
             state: self.state.clone(),
             config: self.config.clone(),
-            data_fingerprint: fingerprint(&self.train),
+            data_fingerprint: self.data_fingerprint.clone(),
             train_pairs: self.train.len(),
         };
         let t = &self.config.train;
@@ -623,15 +636,14 @@ where
             ))
             .into());
         }
-        if meta.data_fingerprint != fingerprint(&self.train) || meta.train_pairs != self.train.len()
-        {
+        if meta.data_fingerprint != self.data_fingerprint || meta.train_pairs != self.train.len() {
             return Err(mismatch(format!(
                 "the training data differs ({} pairs, fingerprint {} in the checkpoint; {} pairs, \
                  fingerprint {} now)",
                 meta.train_pairs,
                 meta.data_fingerprint,
                 self.train.len(),
-                fingerprint(&self.train)
+                self.data_fingerprint
             ))
             .into());
         }
