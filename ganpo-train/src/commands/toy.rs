@@ -33,8 +33,8 @@ pub struct Args {
 struct Job(ToyConfig);
 
 impl BackendJob for Job {
-    type Output = ToyReport;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> ToyReport {
+    type Output = Result<ToyReport, ganpo_train::train::TrainError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         toy::run::<B>(&self.0, &device, print_step)
     }
 }
@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
         ..ToyConfig::default()
     };
     config.ganpo.adv_weight = args.adv_weight;
-    let report = run_on(kind, Job(config))?;
+    let report = run_on(kind, Job(config))??;
     print_summary(&report);
     if let Some(path) = args.json {
         let text = serde_json::to_string_pretty(&report)?;
