@@ -1,14 +1,10 @@
 //! `ganpo eval` against TRL 1.16's `DPOTrainer.evaluate()` on the same tiny models and data
 //! (fixtures: tools/fixtures/train_fixtures.py).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{fixtures, ganpo};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 #[test]
 fn eval_metrics_match_trl_evaluate() {
@@ -49,10 +45,8 @@ fn eval_metrics_match_trl_evaluate() {
         if let Some(m) = s["truncation_mode"].as_str() {
             args.extend(["--truncation-mode".into(), m.into()]);
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
-            .args(&args)
-            .output()
-            .unwrap();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ganpo(&args);
         assert!(
             out.status.success(),
             "{name}: {}",

@@ -4,15 +4,12 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod common;
+use common::{fixtures, ganpo_with_env};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 /// Serves `routes` (path -> body) on 127.0.0.1; counts requests per path; 404 otherwise.
 fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
@@ -56,24 +53,21 @@ fn serve(routes: HashMap<String, Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) 
 }
 
 fn eval(data: &str, envs: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
-        .args([
+    let (policy, reference) = (fixtures().join("policy"), fixtures().join("reference"));
+    let out = ganpo_with_env(
+        &[
             "eval",
             "--model",
-            fixtures().join("policy").to_str().unwrap(),
-        ])
-        .args([
+            policy.to_str().unwrap(),
             "--ref-model",
-            fixtures().join("reference").to_str().unwrap(),
+            reference.to_str().unwrap(),
             "--batch-size",
             "4",
             "--data",
             data,
-        ])
-        .envs(envs.iter().copied())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
+        ],
+        envs,
+    );
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),

@@ -2,21 +2,13 @@
 //! leave only whole checkpoints and resume, bad input stops the run before anything is written.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+use std::process::Output;
+
+mod common;
+use common::{fixtures, ganpo};
 
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn ganpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ganpo"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
 
 /// A run config in `dir` (GANPO with a small MLP discriminator) plus `extra` TOML lines in `[train]`.
 fn write_config(dir: &Path, data: &[PathBuf], extra: &str) -> PathBuf {
@@ -35,6 +27,13 @@ fn write_config(dir: &Path, data: &[PathBuf], extra: &str) -> PathBuf {
     let path = dir.join("run.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `ganpo train --config CONFIG` plus `extra` arguments.
+fn ganpo_train(config: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ganpo(&args)
 }
 
 fn standard() -> Vec<PathBuf> {
@@ -56,7 +55,7 @@ fn lines(path: &Path) -> Vec<Value> {
 fn train_learns_and_writes_a_complete_run_directory() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &standard(), "eval_steps = 8\nsave_steps = 8");
-    let out = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    let out = ganpo_train(&config, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -169,7 +168,7 @@ fn train_learns_and_writes_a_complete_run_directory() {
     assert!(String::from_utf8_lossy(&nothing.stderr).contains("no metrics.jsonl"));
 
     // A second run into the same directory is refused instead of clobbering it.
-    let again = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    let again = ganpo_train(&config, &[]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds checkpoints"));
 }
@@ -217,15 +216,10 @@ fn a_killed_run_leaves_whole_checkpoints_and_resumes() {
         std::fs::read(run.join("config.resolved.toml")).unwrap(),
         std::fs::read(run.join("metrics.jsonl")).unwrap(),
     );
-    let refused = ganpo(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--resume",
-        run.to_str().unwrap(),
-        "--set",
-        "loss.beta=0.3",
-    ]);
+    let refused = ganpo_train(
+        &config,
+        &["--resume", run.to_str().unwrap(), "--set", "loss.beta=0.3"],
+    );
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -240,15 +234,15 @@ fn a_killed_run_leaves_whole_checkpoints_and_resumes() {
         before == after,
         "a refused resume changed the run directory"
     );
-    let out = ganpo(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--resume",
-        run.to_str().unwrap(),
-        "--set",
-        "train.max_steps=420",
-    ]);
+    let out = ganpo_train(
+        &config,
+        &[
+            "--resume",
+            run.to_str().unwrap(),
+            "--set",
+            "train.max_steps=420",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -285,7 +279,7 @@ fn malformed_records_stop_the_run_before_anything_is_written() {
     )
     .unwrap();
     let config = write_config(dir.path(), std::slice::from_ref(&bad), "");
-    let out = ganpo(&["train", "--config", config.to_str().unwrap()]);
+    let out = ganpo_train(&config, &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let name = bad.display().to_string();
@@ -307,16 +301,16 @@ fn malformed_records_stop_the_run_before_anything_is_written() {
         "the run directory was created"
     );
 
-    let out = ganpo(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--skip-invalid",
-        "--set",
-        "train.max_steps=2",
-        "--set",
-        "data.eval_fraction=0",
-    ]);
+    let out = ganpo_train(
+        &config,
+        &[
+            "--skip-invalid",
+            "--set",
+            "train.max_steps=2",
+            "--set",
+            "data.eval_fraction=0",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -349,9 +343,7 @@ fn bad_configuration_names_the_key() {
         (&["--set", "oops"], "--set \"oops\": expected key=value"),
     ];
     for (extra, message) in cases {
-        let mut args = vec!["train", "--config", config.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let out = ganpo(&args);
+        let out = ganpo_train(&config, extra);
         assert!(!out.status.success(), "{extra:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(message), "{extra:?}: {err}");
@@ -367,15 +359,10 @@ fn non_finite_steps_are_skipped_then_stop_the_run() {
         &standard(),
         "max_nonfinite_steps = 2\nmax_grad_norm = 1e300",
     );
-    let out = ganpo(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        "train.lr=1e30",
-        "--set",
-        "train.weight_decay=0",
-    ]);
+    let out = ganpo_train(
+        &config,
+        &["--set", "train.lr=1e30", "--set", "train.weight_decay=0"],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -402,13 +389,13 @@ fn a_reference_that_does_not_fit_the_policy_is_refused() {
         .replace("\"vocab_size\": 320", "\"vocab_size\": 400");
     std::fs::write(&config_path, text).unwrap();
     let config = write_config(dir.path(), &standard(), "");
-    let out = ganpo(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--set",
-        &format!("model.reference={:?}", reference.display().to_string()),
-    ]);
+    let out = ganpo_train(
+        &config,
+        &[
+            "--set",
+            &format!("model.reference={:?}", reference.display().to_string()),
+        ],
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

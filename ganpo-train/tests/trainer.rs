@@ -1,7 +1,10 @@
 //! The trainer as a library: GANPO with adv_weight 0 is plain DPO, SimPO + GANPO runs, an
 //! interrupted and resumed run equals an uninterrupted one, mismatched checkpoints are refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::fixtures;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
@@ -13,10 +16,6 @@ use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
 use ganpo_train::train::{ComputeDtype, LogEntry, Trainer};
 
 type B = Autodiff<NdArray>;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
 
 fn config(out: &Path, ganpo: Option<GanpoConfig>) -> RunConfig {
     let mut c = RunConfig::default();
