@@ -5,10 +5,16 @@
 //!   TRL 1.x tokenization, truncation, batching;
 //! - [`config`]: the run configuration (`run.toml` + `--set key=value`);
 //! - [`train`]: the GANPO trainer, evaluation, checkpoints;
+//! - [`rollout`]: sampling completions, rewards, pairs from scored samples, the sampled KL;
+//! - [`task`]: built-in tasks with an exact reward (the quickstart's synthetic sentiment language);
+//! - [`io`]: atomic file writes;
 //! - [`toy`]: the smallest end-to-end GANPO run, a tiny causal LM preference-trained with DPO and
 //!   with DPO + GANPO from the same start, on a synthetic task, on any compiled-in backend.
 
 pub mod config;
 pub mod data;
+pub mod io;
+pub mod rollout;
+pub mod task;
 pub mod toy;
 pub mod train;

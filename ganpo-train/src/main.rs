@@ -19,6 +19,22 @@ enum Command {
     /// Train a tiny causal LM with DPO and with DPO + GANPO from the same start on a synthetic
     /// task, then compare them on held-out pairs (seconds on 2 CPU cores).
     Toy(commands::toy::Args),
+    /// The whole job in a few minutes on a CPU: SFT a tiny model on a synthetic task with an
+    /// exact reward, sample and label pairs, train DPO / SimPO with and without GANPO, evaluate
+    /// (oracle reward, KL, held-out accuracy), write tables and plots.
+    Quickstart(commands::quickstart::Args),
+    /// Write a built-in task's files: an untrained model, SFT text, prompts (`ganpo task`).
+    Task(commands::task::Args),
+    /// Supervised fine-tuning on text or prompt/completion rows.
+    Sft(commands::sft::Args),
+    /// Sample completions of a prompt file (several per prompt) to JSONL.
+    Sample(commands::sample::Args),
+    /// Score generations with a reward function (adds a `reward` field; prints the mean).
+    Score(commands::score::Args),
+    /// Make preference pairs (best vs worst completion per prompt) from scored samples.
+    Pairs(commands::pairs::Args),
+    /// Sampled sequence-level KL divergence of a model from a reference, with its standard error.
+    Kl(commands::kl::Args),
     /// Preference-train a model (DPO, SimPO, ... plus GANPO) from a TOML run configuration.
     Train(commands::train::Args),
     /// Print the DPO evaluation metrics of a model on a dataset, as TRL's evaluate() names them.
@@ -48,6 +64,13 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Toy(args) => commands::toy::run(args),
+        Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Task(args) => commands::task::run(args),
+        Command::Sft(args) => commands::sft::run(args),
+        Command::Sample(args) => commands::sample::run(args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Pairs(args) => commands::pairs::run(args),
+        Command::Kl(args) => commands::kl::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Plot(args) => commands::plot::run(args),

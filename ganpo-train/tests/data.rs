@@ -57,5 +57,5 @@ fn unreadable_files_are_named() {
     let e = load_records(std::slice::from_ref(&empty), false)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("empty.jsonl: no valid preference record"), "{e}");
+    assert!(e.contains("empty.jsonl: no valid record"), "{e}");
 }

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
-use ganpo_models::generate::{GenerationConfig, generate};
+use ganpo_models::generate::generate;
 
 /// Options of `ganpo generate`.
 #[derive(clap::Args)]
@@ -17,21 +17,11 @@ pub struct Args {
     /// Prompt text; repeat the flag to generate for several prompts in one batch.
     #[arg(long, required = true)]
     pub prompt: Vec<String>,
-    /// Most new tokens per prompt.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
     /// Sampling temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
-    /// Sample among the k most likely tokens only (0 = all).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Sample among the most likely tokens holding this much probability (1 = all).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub decoding: super::sample::Decoding,
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
@@ -51,18 +41,7 @@ impl BackendJob for Job {
             .iter()
             .map(|p| tok.encode(p, true))
             .collect::<Result<Vec<_>, _>>()?;
-        let config = GenerationConfig {
-            max_new_tokens: a.max_new_tokens,
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            seed: a.seed,
-            eos_token_ids: tok.eos_token_ids.clone(),
-            pad_token_id: tok
-                .pad_token_id
-                .or(tok.eos_token_ids.first().copied())
-                .unwrap_or(0),
-        };
+        let config = a.decoding.generation(a.temperature, tok);
         let start = Instant::now();
         let outputs = generate(&loaded.model, &prompts, &config, &device);
         let seconds = start.elapsed().as_secs_f64();
@@ -87,9 +66,7 @@ impl BackendJob for Job {
 /// Prints the generations and the decoding speed as JSON.
 pub fn run(args: Args) -> Result<()> {
     let kind: BackendKind = args.backend.parse()?;
-    if !(args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(anyhow!("--temperature must be >= 0 and --top-p in (0, 1]"));
-    }
+    args.decoding.check(args.temperature)?;
     let value = run_on(kind, Job(args))??;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())

@@ -5,8 +5,15 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod inspect;
+pub mod kl;
 pub mod logprobs;
+pub mod pairs;
 pub mod plot;
+pub mod quickstart;
+pub mod sample;
+pub mod score;
+pub mod sft;
+pub mod task;
 pub mod toy;
 pub mod train;
 
@@ -15,6 +22,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::Backend;
 use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
 /// which file is missing.
@@ -51,4 +59,20 @@ pub fn load_reference<B: Backend>(
         ));
     }
     Ok(r.model)
+}
+
+/// A progress bar of `len` steps labelled `prefix`, with ETA, on a terminal only (`None`
+/// otherwise: log lines then report progress).
+pub fn progress_bar(len: u64, prefix: &str) -> Option<ProgressBar> {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = ProgressBar::new(len);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} {bar:30} {pos}/{len}  {elapsed_precise} (ETA {eta_precise})  {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar
+    })
 }

@@ -56,7 +56,13 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// Registers a TrueType font for the labels; false when none is found.
-fn register_font() -> bool {
+/// Registers a TrueType font for plot labels (once per process); false when none is found.
+pub fn register_font() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(find_font)
+}
+
+fn find_font() -> bool {
     let candidates = std::env::var_os("GANPO_FONT")
         .map(PathBuf::from)
         .into_iter()
@@ -73,9 +79,11 @@ fn register_font() -> bool {
 }
 
 /// `(step, value)` series of `metric` in the train and eval lines of `metrics.jsonl`.
-type Series = (Vec<(f64, f64)>, Vec<(f64, f64)>);
+/// A metric's training points and eval points, `(step, value)`.
+pub type Series = (Vec<(f64, f64)>, Vec<(f64, f64)>);
 
-fn read_series(path: &Path, metric: &str) -> Result<Series> {
+/// The series of `metric` in a `metrics.jsonl` file.
+pub fn read_series(path: &Path, metric: &str) -> Result<Series> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut series: Series = (Vec::new(), Vec::new());
@@ -98,7 +106,41 @@ fn read_series(path: &Path, metric: &str) -> Result<Series> {
     Ok(series)
 }
 
-fn draw(path: &Path, title: &str, lines: &[(&str, Series)], text: bool) -> Result<()> {
+type Chart<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A chart builder with margins, and with the title and axis-label room when `text`.
+fn chart_builder<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    title: &str,
+    text: bool,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.margin(15);
+    if text {
+        builder
+            .caption(title, ("sans-serif", 24))
+            .x_label_area_size(40)
+            .y_label_area_size(60);
+    }
+    builder
+}
+
+/// The series legend, top right.
+fn legend(chart: &mut Chart<'_>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Draws `lines` (training curves, eval points as dots) against the step.
+pub fn draw(path: &Path, title: &str, lines: &[(&str, Series)], text: bool) -> Result<()> {
     let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
     root.fill(&WHITE)?;
     let points = lines.iter().flat_map(|(_, (t, e))| t.iter().chain(e));
@@ -107,14 +149,7 @@ fn draw(path: &Path, title: &str, lines: &[(&str, Series)], text: bool) -> Resul
         (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
     }
     let pad = ((y1 - y0) * 0.05).max(1e-6);
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(15);
-    if text {
-        builder
-            .caption(title, ("sans-serif", 24))
-            .x_label_area_size(40)
-            .y_label_area_size(60);
-    }
+    let mut builder = chart_builder(&root, title, text);
     let mut chart = builder.build_cartesian_2d(x0..x1.max(x0 + 1.0), (y0 - pad)..(y1 + pad))?;
     let mut mesh = chart.configure_mesh();
     if text {
@@ -143,11 +178,7 @@ fn draw(path: &Path, title: &str, lines: &[(&str, Series)], text: bool) -> Resul
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
     }
     root.present()?;
     Ok(())
@@ -190,5 +221,62 @@ pub fn run(args: Args) -> Result<()> {
     if written == 0 {
         bail!("{}: no plottable metrics", metrics.display());
     }
+    Ok(())
+}
+
+/// One labelled point with a vertical error bar (`y ± err`).
+pub struct Point {
+    /// Legend label.
+    pub label: String,
+    /// Horizontal position.
+    pub x: f64,
+    /// Vertical position.
+    pub y: f64,
+    /// Half-height of the error bar.
+    pub err: f64,
+}
+
+/// Draws labelled points with error bars (for example reward against KL).
+pub fn draw_points(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    points: &[Point],
+    text: bool,
+) -> Result<()> {
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for p in points.iter().filter(|p| p.x.is_finite() && p.y.is_finite()) {
+        let e = if p.err.is_finite() { p.err } else { 0.0 };
+        (x0, x1, y0, y1) = (x0.min(p.x), x1.max(p.x), y0.min(p.y - e), y1.max(p.y + e));
+    }
+    let (xp, yp) = (((x1 - x0) * 0.08).max(1e-3), ((y1 - y0) * 0.08).max(1e-3));
+    let mut builder = chart_builder(&root, title, text);
+    let mut chart = builder.build_cartesian_2d((x0 - xp)..(x1 + xp), (y0 - yp)..(y1 + yp))?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc(x_desc).y_desc(y_desc);
+    }
+    mesh.draw()?;
+    for (i, p) in points.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let e = if p.err.is_finite() { p.err } else { 0.0 };
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(p.x, p.y - e), (p.x, p.y + e)],
+            color.stroke_width(2),
+        )))?;
+        let series =
+            chart.draw_series(std::iter::once(Circle::new((p.x, p.y), 6, color.filled())))?;
+        if text {
+            series
+                .label(p.label.clone())
+                .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
+        }
+    }
+    if text {
+        legend(&mut chart)?;
+    }
+    root.present()?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `ganpo train`: preference-train a model with the base loss and, when configured, GANPO.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +11,6 @@ use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
 use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
 use ganpo_train::train::{LogEntry, Trainer};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Options of `ganpo train`.
 #[derive(clap::Args)]
@@ -83,153 +82,160 @@ impl BackendJob for Job {
     type Output = Result<()>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        let Job { config, resume } = self;
-        let out = config.train.output_dir.clone();
-        let resume = resume.as_deref().map(resume_dir).transpose()?;
-        if resume.is_none() && !list_checkpoints(&out).is_empty() {
-            bail!(
-                "{} already holds checkpoints: pass --resume {} to continue that run, or choose \
-                 another train.output_dir",
-                out.display(),
-                out.display()
-            );
-        }
-        if let Some(dir) = &resume {
-            read_meta(dir)?;
-        }
-        let (policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
-        let reference = config
-            .model
-            .reference
-            .as_deref()
-            .map(|p| {
-                super::load_reference::<B::InnerBackend>(
-                    p,
-                    policy.config.vocab_size(),
-                    "model.reference",
-                    &device,
-                )
-            })
-            .transpose()?;
-        let d = &config.data;
-        let truncation = d.truncation();
-        let all = super::data::load_dataset(&d.train, &tokenizer, &truncation, d.skip_invalid)?;
-        let (train, eval) = if !d.eval.is_empty() {
-            let eval = super::data::load_dataset(&d.eval, &tokenizer, &truncation, d.skip_invalid)?;
-            (all, eval)
-        } else {
-            let (t, e) = split_indices(all.len(), d.eval_fraction, config.train.seed);
-            (all.subset(&t), all.subset(&e))
-        };
-        tracing::info!(
-            "{} training pairs, {} held-out pairs; model {} ({} parameters)",
-            train.len(),
-            eval.len(),
-            config.model.path.display(),
-            burn::module::Module::num_params(&policy.model)
-        );
-        let model_config = policy.config.clone();
-        let mut trainer = Trainer::new(
-            config.clone(),
-            policy.model,
-            reference,
-            train,
-            eval,
-            super::data::pad_id(&tokenizer),
-            device,
-        )?;
-        // Nothing is written before the data, the models and the checkpoint to resume are checked.
-        if let Some(dir) = &resume {
-            trainer.resume(dir)?;
-        }
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let resolved = out.join("config.resolved.toml");
-        std::fs::write(&resolved, toml::to_string_pretty(&config)?)
-            .with_context(|| format!("writing {}", resolved.display()))?;
-        let metrics_path = out.join(METRICS);
-        if let Some(dir) = &resume {
-            truncate_metrics(&metrics_path, trainer.state().step)?;
-            tracing::info!(
-                "resumed from {} at step {}",
-                dir.display(),
-                trainer.state().step
-            );
-        } else {
-            std::fs::write(&metrics_path, "")
-                .with_context(|| format!("writing {}", metrics_path.display()))?;
-        }
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&metrics_path)
-            .with_context(|| format!("opening {}", metrics_path.display()))?;
-        let total = trainer.total_steps() as u64;
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {elapsed_precise} (ETA {eta_precise})  {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar.set_position(trainer.state().step as u64);
-            bar
-        });
-        let mut write_error = None;
-        trainer.fit(|entry: &LogEntry| {
-            let mut line = serde_json::Map::new();
-            line.insert("step".into(), entry.step.into());
-            line.insert("epoch".into(), serde_json::json!(entry.epoch));
-            line.insert("split".into(), entry.split.into());
-            for (k, v) in &entry.metrics {
-                line.insert(k.clone(), serde_json::json!(v));
-            }
-            if let Err(e) = writeln!(log, "{}", serde_json::Value::Object(line)) {
-                write_error.get_or_insert(e);
-            }
-            let get = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-            let summary = format!(
-                "loss {:.4}  acc {:.3}  margin {:.4}",
-                get("loss").or(get("eval_loss")).unwrap_or(f64::NAN),
-                get("rewards/accuracies")
-                    .or(get("eval_rewards/accuracies"))
-                    .unwrap_or(f64::NAN),
-                get("rewards/margins")
-                    .or(get("eval_rewards/margins"))
-                    .unwrap_or(f64::NAN),
-            );
-            match &bar {
-                Some(bar) => {
-                    bar.set_position(entry.step as u64);
-                    bar.set_message(summary);
-                }
-                None => tracing::info!("step {}/{total} [{}] {summary}", entry.step, entry.split),
-            }
-        })?;
-        if let Some(bar) = bar {
-            bar.finish();
-        }
-        if let Some(e) = write_error {
-            return Err(e).with_context(|| format!("writing {}", metrics_path.display()));
-        }
-        let final_dir = out.join("final");
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)
-                .with_context(|| format!("replacing {}", final_dir.display()))?;
-        }
-        let policy = burn::module::AutodiffModule::valid(trainer.policy());
-        let files = if config.model.path.is_dir() {
-            TokenizerFiles::Dir(&config.model.path)
-        } else {
-            TokenizerFiles::Tokenizer(&tokenizer)
-        };
-        export_hf(&policy, &model_config, files, &final_dir)?;
-        tracing::info!(
-            "wrote {} (metrics: {})",
-            final_dir.display(),
-            metrics_path.display()
-        );
-        Ok(())
+        train_run::<B>(self.config, self.resume.as_deref(), device).map(|_| ())
     }
+}
+
+/// What `ganpo train` does once the configuration is loaded: checks, trains (resuming from
+/// `resume`), logs metrics and checkpoints, and exports the final policy, whose directory it
+/// returns.
+pub fn train_run<B: AutodiffBackend>(
+    config: RunConfig,
+    resume: Option<&Path>,
+    device: B::Device,
+) -> Result<PathBuf> {
+    let out = config.train.output_dir.clone();
+    let resume = resume.map(resume_dir).transpose()?;
+    if resume.is_none() && !list_checkpoints(&out).is_empty() {
+        bail!(
+            "{} already holds checkpoints: pass --resume {} to continue that run, or choose \
+             another train.output_dir",
+            out.display(),
+            out.display()
+        );
+    }
+    if let Some(dir) = &resume {
+        read_meta(dir)?;
+    }
+    let (policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
+    let reference = config
+        .model
+        .reference
+        .as_deref()
+        .map(|p| {
+            super::load_reference::<B::InnerBackend>(
+                p,
+                policy.config.vocab_size(),
+                "model.reference",
+                &device,
+            )
+        })
+        .transpose()?;
+    let d = &config.data;
+    let truncation = d.truncation();
+    let all = super::data::load_dataset(&d.train, &tokenizer, &truncation, d.skip_invalid)?;
+    let (train, eval) = if !d.eval.is_empty() {
+        let eval = super::data::load_dataset(&d.eval, &tokenizer, &truncation, d.skip_invalid)?;
+        (all, eval)
+    } else {
+        let (t, e) = split_indices(all.len(), d.eval_fraction, config.train.seed);
+        (all.subset(&t), all.subset(&e))
+    };
+    tracing::info!(
+        "{} training pairs, {} held-out pairs; model {} ({} parameters)",
+        train.len(),
+        eval.len(),
+        config.model.path.display(),
+        burn::module::Module::num_params(&policy.model)
+    );
+    let model_config = policy.config.clone();
+    let mut trainer = Trainer::new(
+        config.clone(),
+        policy.model,
+        reference,
+        train,
+        eval,
+        super::data::pad_id(&tokenizer),
+        device,
+    )?;
+    // Nothing is written before the data, the models and the checkpoint to resume are checked.
+    if let Some(dir) = &resume {
+        trainer.resume(dir)?;
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let resolved = out.join("config.resolved.toml");
+    std::fs::write(&resolved, toml::to_string_pretty(&config)?)
+        .with_context(|| format!("writing {}", resolved.display()))?;
+    let metrics_path = out.join(METRICS);
+    if let Some(dir) = &resume {
+        truncate_metrics(&metrics_path, trainer.state().step)?;
+        tracing::info!(
+            "resumed from {} at step {}",
+            dir.display(),
+            trainer.state().step
+        );
+    } else {
+        std::fs::write(&metrics_path, "")
+            .with_context(|| format!("writing {}", metrics_path.display()))?;
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let total = trainer.total_steps() as u64;
+    let label = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "train".into());
+    let bar = super::progress_bar(total, &label);
+    if let Some(bar) = &bar {
+        bar.set_position(trainer.state().step as u64);
+    }
+    let mut write_error = None;
+    trainer.fit(|entry: &LogEntry| {
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), entry.step.into());
+        line.insert("epoch".into(), serde_json::json!(entry.epoch));
+        line.insert("split".into(), entry.split.into());
+        for (k, v) in &entry.metrics {
+            line.insert(k.clone(), serde_json::json!(v));
+        }
+        if let Err(e) = writeln!(log, "{}", serde_json::Value::Object(line)) {
+            write_error.get_or_insert(e);
+        }
+        let get = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let summary = format!(
+            "loss {:.4}  acc {:.3}  margin {:.4}",
+            get("loss").or(get("eval_loss")).unwrap_or(f64::NAN),
+            get("rewards/accuracies")
+                .or(get("eval_rewards/accuracies"))
+                .unwrap_or(f64::NAN),
+            get("rewards/margins")
+                .or(get("eval_rewards/margins"))
+                .unwrap_or(f64::NAN),
+        );
+        match &bar {
+            Some(bar) => {
+                bar.set_position(entry.step as u64);
+                bar.set_message(summary);
+            }
+            None => tracing::info!("step {}/{total} [{}] {summary}", entry.step, entry.split),
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    if let Some(e) = write_error {
+        return Err(e).with_context(|| format!("writing {}", metrics_path.display()));
+    }
+    let final_dir = out.join("final");
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir)
+            .with_context(|| format!("replacing {}", final_dir.display()))?;
+    }
+    let policy = burn::module::AutodiffModule::valid(trainer.policy());
+    let files = if config.model.path.is_dir() {
+        TokenizerFiles::Dir(&config.model.path)
+    } else {
+        TokenizerFiles::Tokenizer(&tokenizer)
+    };
+    export_hf(&policy, &model_config, files, &final_dir)?;
+    tracing::info!(
+        "wrote {} (metrics: {})",
+        final_dir.display(),
+        metrics_path.display()
+    );
+    Ok(final_dir)
 }
 
 /// Loads the configuration and runs the training on the chosen backend.

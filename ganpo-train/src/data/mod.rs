@@ -25,8 +25,8 @@ pub use batch::{
 pub use chat::ChatTemplate;
 pub use dataset::PreferenceDataset;
 pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
-pub use source::{RecordError, Records, SourcedRecord, load_records};
-pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair};
+pub use source::{RecordError, Records, SourcedRecord, load_records, read_rows};
+pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair, tokenize_prompt_completion};
 
 /// Errors of the data pipeline; each names the file (and line) it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,7 @@ pub enum DataError {
         message: String,
     },
     /// The file holds no valid record.
-    #[error("{}: no valid preference record", path.display())]
+    #[error("{}: no valid record", path.display())]
     Empty {
         /// The file.
         path: PathBuf,
@@ -84,8 +84,8 @@ pub enum DataError {
 fn invalid_summary(errors: &[RecordError], total: usize) -> String {
     const SHOWN: usize = 20;
     let mut s = format!(
-        "{} of {total} records are malformed; nothing was trained. Fix them, or pass \
-         --skip-invalid to drop and count them:",
+        "{} of {total} records are malformed; nothing was written. Fix them (or, for preference \
+         data, pass --skip-invalid to drop and count them):",
         errors.len()
     );
     for e in errors.iter().take(SHOWN) {

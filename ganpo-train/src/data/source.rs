@@ -110,6 +110,46 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
         .collect())
 }
 
+/// Reads the rows of a `.jsonl` or `.parquet` file.
+pub fn read_file(path: &Path) -> Result<Vec<Row>, DataError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("jsonl" | "json" | "ndjson") => read_jsonl(path),
+        Some("parquet") => read_parquet(path),
+        _ => Err(DataError::UnsupportedFormat {
+            path: path.to_path_buf(),
+        }),
+    }
+}
+
+/// Reads every row of a `.jsonl` or `.parquet` file as a `T` (fields `T` does not name are
+/// ignored). Rows that do not fit are all reported together, with their line and the field
+/// serde names; an empty file is an error.
+pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, DataError> {
+    let rows = read_file(path)?;
+    let total = rows.len();
+    let (mut out, mut errors) = (Vec::new(), Vec::new());
+    for (line, row) in rows {
+        match row.and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string())) {
+            Ok(t) => out.push(t),
+            Err(problem) => errors.push(RecordError {
+                file: path.to_path_buf(),
+                line,
+                field: String::new(),
+                problem,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(DataError::Invalid { errors, total });
+    }
+    if out.is_empty() {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
 /// Reads and checks every row of `paths` (`.jsonl` or `.parquet` files, or
 /// `hf://datasets/...` references, see [`super::hub`]).
 ///
@@ -128,13 +168,7 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
     let mut out = Records::default();
     let mut total = 0;
     for path in paths {
-        let rows = match path.extension().and_then(|e| e.to_str()) {
-            Some("jsonl" | "json" | "ndjson") => read_jsonl(path)?,
-            Some("parquet") => read_parquet(path)?,
-            _ => {
-                return Err(DataError::UnsupportedFormat { path: path.clone() });
-            }
-        };
+        let rows = read_file(path)?;
         let before = out.records.len();
         total += rows.len();
         for (line, row) in rows {

@@ -6,6 +6,7 @@
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
+//! - [`sft`]: supervised fine-tuning (next-token cross-entropy), the step before preferences;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines.
 
@@ -17,6 +18,7 @@ pub mod objective;
 pub mod precision;
 pub mod reference;
 pub mod schedule;
+pub mod sft;
 pub mod state;
 pub mod trainer;
 
@@ -24,5 +26,6 @@ pub use clip::clip_grad_norm;
 pub use eval::{EvalSettings, evaluate};
 pub use precision::ComputeDtype;
 pub use schedule::{lr_multiplier, warmup_steps};
+pub use sft::{SftConfig, SftExample, SftStep, sft};
 pub use state::TrainState;
 pub use trainer::{LogEntry, TrainError, Trainer};
