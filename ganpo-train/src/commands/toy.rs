@@ -88,10 +88,8 @@ pub fn run(args: Args) -> Result<()> {
     let report = run_on(kind, Job(config))??;
     print_summary(&report);
     if let Some(path) = args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        ganpo_train::io::write_json(&path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
     Ok(())

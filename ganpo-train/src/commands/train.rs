@@ -68,8 +68,7 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    let tmp = path.with_extension("jsonl.tmp");
-    std::fs::write(&tmp, kept).and_then(|()| std::fs::rename(&tmp, path))?;
+    ganpo_train::io::write_atomic(path, kept.as_bytes())?;
     Ok(())
 }
 
