@@ -118,8 +118,8 @@ fn method_config(method: &str, args: &Args, root: &Path) -> Result<RunConfig> {
         _ => bail!("unknown method `{method}`: expected dpo, dpo+ganpo, simpo or simpo+ganpo"),
     };
     // The cheaper `mlp` discriminator on the completion tokens, learning 5x faster than the
-    // reference's 0.5: at this scale the reference's transformer discriminator stays at chance
-    // and its generator term then acts as noise (docs/quickstart.md shows the sweep).
+    // reference's 0.5: with the reference's transformer discriminator DPO + GANPO collapses on
+    // some seeds at this scale (docs/quickstart.md has the comparison over six seeds).
     c.ganpo = ganpo.then(|| GanpoConfig {
         discriminator: DiscriminatorConfig::Mlp(MlpDiscriminatorConfig {
             hidden: 32,
