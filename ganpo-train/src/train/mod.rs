@@ -5,6 +5,7 @@
 //! - [`reference`]: the frozen reference's outputs, live or cached before training;
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
+//! - [`profile`]: per-phase wall time of steps, for benchmarks;
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
 //! - [`sft`]: supervised fine-tuning (next-token cross-entropy), the step before preferences;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
@@ -16,6 +17,7 @@ pub mod eval;
 pub mod metrics;
 pub mod objective;
 pub mod precision;
+pub mod profile;
 pub mod reference;
 pub mod schedule;
 pub mod sft;

@@ -20,6 +20,7 @@ use super::eval::{EvalSettings, evaluate};
 use super::metrics::{MetricMeans, read_metrics};
 use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
 use super::precision::cast_module;
+use super::profile::PhaseTimes;
 use super::reference::{RefCache, RefOutputs, from_cache, live, precompute};
 use super::schedule::{lr_multiplier, warmup_steps};
 use super::state::TrainState;
@@ -100,6 +101,8 @@ where
     order: Option<(usize, Vec<usize>)>,
     /// Fingerprint of the training pairs, saved in checkpoints.
     data_fingerprint: String,
+    /// Per-phase timing, when enabled ([`Trainer::profile_phases`]).
+    profile: Option<PhaseTimes>,
 }
 
 fn adamw(config: &RunConfig) -> AdamWConfig {
@@ -177,6 +180,7 @@ where
             window: MetricMeans::default(),
             order: None,
             data_fingerprint,
+            profile: None,
         };
         let t = &trainer.config.train;
         let cache_latents = t.cache_ref_latents && trainer.ganpo.is_some();
@@ -285,6 +289,23 @@ where
         batches
     }
 
+    /// Starts (or stops) accumulating per-phase wall time of the following steps; each phase
+    /// boundary then waits for the device.
+    pub fn profile_phases(&mut self, on: bool) {
+        self.profile = on.then(PhaseTimes::default);
+    }
+
+    /// The accumulated per-phase times, when profiling.
+    pub fn phase_times(&self) -> Option<&PhaseTimes> {
+        self.profile.as_ref()
+    }
+
+    fn lap(&mut self, phase: &str) {
+        if let Some(p) = &mut self.profile {
+            p.lap::<B>(phase, &self.device);
+        }
+    }
+
     /// Runs one optimizer step (see the method doc's order) and returns its metrics.
     pub fn step(&mut self) -> Result<Vec<(String, f64)>, TrainError> {
         let t = self.config.train.clone();
@@ -311,6 +332,9 @@ where
                 .map(|p| (2 * p.prompt.len() + p.chosen.len() + p.rejected.len()) as u64)
                 .sum::<u64>();
             batches.push(self.collate(&pairs)?);
+        }
+        if let Some(p) = &mut self.profile {
+            p.start::<B>(&self.device);
         }
         let needs_ref_logps = self.config.loss.needs_reference();
         let d_model = self.policy.hidden_size();
@@ -357,6 +381,7 @@ where
                 }
             })
             .collect();
+        self.lap("reference_forward");
 
         let mut metrics = MetricMeans::default();
         let mut first_pass: Option<ModelPass<B>> = None;
@@ -391,6 +416,7 @@ where
                     )
                 })
                 .collect();
+            self.lap("policy_forward");
             let mut ganpo = ganpo;
             for _ in 0..t.disc_steps {
                 let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
@@ -416,6 +442,7 @@ where
                 metrics.add("gan/d_grad_norm", norm, 1.0);
             }
             self.ganpo = Some(ganpo);
+            self.lap("discriminator_step");
         }
 
         // Phase 2: the policy, on the base loss plus the generator term.
@@ -425,6 +452,7 @@ where
                 Some(p) if i == 0 => p,
                 _ => model_pass(&compute, batch, true),
             };
+            self.lap("policy_forward");
             let (mut loss, mut entries) =
                 base_objective(&self.config.loss, &pass, refs[i].logps.clone(), batch)?;
             if let Some(g) = &self.ganpo {
@@ -461,6 +489,7 @@ where
         let mut grads = acc.grads();
         let norm = clip_grad_norm(&self.policy, &mut grads, t.max_grad_norm);
         nonfinite |= !norm.is_finite();
+        self.lap("policy_backward");
         self.state.step += 1;
         if nonfinite {
             self.state.nonfinite_consecutive += 1;
@@ -479,6 +508,7 @@ where
         } else {
             self.state.nonfinite_consecutive = 0;
             self.policy = self.policy_optim.step(lr, self.policy.clone(), grads);
+            self.lap("optimizer");
         }
         metrics.add("grad_norm", norm, 1.0);
         metrics.add("learning_rate", lr, 1.0);
