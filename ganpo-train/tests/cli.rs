@@ -186,6 +186,11 @@ fn bench_reports_the_step_and_its_phases() {
                 .all(|(_, t)| *t > 0.0)
         );
     }
+    let (ok, _, stderr) = ganpo(&["bench", "--dtype", "bf16", "--backend", "cpu"]);
+    assert!(
+        !ok && stderr.contains("--dtype bf16 is not supported on the cpu backend"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = ganpo(&["bench", "--model-config", "gpt5"]);
     assert!(
         !ok && stderr.contains("unknown --model-config `gpt5`"),

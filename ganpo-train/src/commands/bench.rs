@@ -70,6 +70,11 @@ pub fn run(args: Args) -> Result<()> {
             )
         })?;
     let kind: BackendKind = args.backend.parse()?;
+    anyhow::ensure!(
+        dtype.supported_on(kind.name()),
+        "--dtype {} is not supported on the {kind} backend (bf16 / f16 need wgpu or cuda)",
+        args.dtype
+    );
     let config = BenchConfig {
         shape: args.model_config,
         seq: args.seq,
