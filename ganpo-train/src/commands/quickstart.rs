@@ -333,15 +333,18 @@ fn quickstart<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Repo
             BATCH_ROWS,
         );
         let (policy, _) = super::load_with_tokenizer::<B::InnerBackend>(&dir, &device)?;
-        let mut at_t1 = ganpo_train::rollout::sample_completions(
-            &policy.model,
-            &tokenizer,
-            &prompts,
-            kl_sampling.num_samples,
-            &kl_sampling.generation(&tokenizer),
-            BATCH_ROWS,
-            &device,
-        )?;
+        let draw = |s: &Sampling| {
+            ganpo_train::rollout::sample_completions(
+                &policy.model,
+                &tokenizer,
+                &prompts,
+                s.num_samples,
+                &s.generation(&tokenizer),
+                BATCH_ROWS,
+                &device,
+            )
+        };
+        let mut at_t1 = draw(&kl_sampling)?;
         let reward_t1 = MeanEstimate::of(&score(&mut at_t1));
         let invalid_t1 = at_t1
             .iter()
@@ -352,19 +355,10 @@ fn quickstart<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Repo
         let q = sample_logps(&sft.model, &tokenizer, &at_t1, BATCH_ROWS, &device)?;
         let kl = sampled_kl(&p, &q);
         write_rows(&root.join(format!("eval/{file}-t1.jsonl")), &at_t1)?;
-        let hot = Sampling {
+        let mut at_high = draw(&Sampling {
             temperature: args.high_temperature,
             ..kl_sampling
-        };
-        let mut at_high = ganpo_train::rollout::sample_completions(
-            &policy.model,
-            &tokenizer,
-            &prompts,
-            hot.num_samples,
-            &hot.generation(&tokenizer),
-            BATCH_ROWS,
-            &device,
-        )?;
+        })?;
         let reward_high = MeanEstimate::of(&score(&mut at_high));
         write_rows(
             &root.join(format!("eval/{file}-t{}.jsonl", args.high_temperature)),
