@@ -101,9 +101,39 @@ fn shortened_quickstart_improves_the_oracle_reward_and_writes_everything() {
 
     // Running it again replaces the earlier output; a directory that is not a quickstart's is
     // refused untouched.
+    assert!(out.join(".ganpo-quickstart").is_file());
+    let o = ganpo(&[
+        "quickstart",
+        "--out",
+        out_s,
+        "--methods",
+        "dpo",
+        "--steps",
+        "1",
+        "--sft-steps",
+        "50",
+        "--sft-examples",
+        "400",
+        "--train-prompts",
+        "32",
+        "--eval-prompts",
+        "4",
+        "--eval-samples",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(again["steps"], 1);
+    assert!(
+        !out.join("runs/dpo-ganpo").exists(),
+        "the earlier run is gone"
+    );
+    // A directory without the marker is refused untouched, even one that looks like an output.
     let other = dir.path().join("mine");
-    std::fs::create_dir_all(&other).unwrap();
+    std::fs::create_dir_all(other.join("task")).unwrap();
     std::fs::write(other.join("notes.txt"), "keep").unwrap();
+    std::fs::write(other.join("results.json"), "{}").unwrap();
     let o = ganpo(&[
         "quickstart",
         "--out",
@@ -117,6 +147,7 @@ fn shortened_quickstart_improves_the_oracle_reward_and_writes_everything() {
         std::fs::read_to_string(other.join("notes.txt")).unwrap(),
         "keep"
     );
+    assert!(other.join("task").is_dir() && other.join("results.json").is_file());
 }
 
 #[test]

@@ -191,14 +191,18 @@ fn write_rows<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     write_jsonl(path, rows).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Clears `out` when it is empty or an earlier quickstart's (it then holds `results.json`).
+/// The file that marks a directory as a quickstart's output, written before anything else.
+const MARKER: &str = ".ganpo-quickstart";
+
+/// Clears `out` when it is empty or an earlier (possibly interrupted) quickstart's, which
+/// [`MARKER`] identifies; any other directory is refused untouched.
 fn prepare(out: &Path) -> Result<()> {
     if out.exists() {
         let empty = std::fs::read_dir(out)
             .with_context(|| format!("reading {}", out.display()))?
             .next()
             .is_none();
-        if !empty && !out.join("results.json").is_file() && !out.join("task").is_dir() {
+        if !empty && !out.join(MARKER).is_file() {
             bail!(
                 "{} exists and is not a quickstart output; choose another --out",
                 out.display()
@@ -206,7 +210,12 @@ fn prepare(out: &Path) -> Result<()> {
         }
         std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(
+        out.join(MARKER),
+        "written by `ganpo quickstart`; safe to replace\n",
+    )
+    .with_context(|| format!("writing {}", out.join(MARKER).display()))
 }
 
 struct Stages {
