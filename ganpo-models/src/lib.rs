@@ -8,7 +8,9 @@
 //! - [`gpt2`]: GPT-2, with its `Conv1D` weight layout;
 //! - [`hf::load`]: any of them from an HF directory, as an [`Lm`]; [`gguf::load_gguf`]: the
 //!   Llama family from a GGUF file (quantized weights dequantized to f32);
-//! - [`load_model`]: either, with its [`Tokenizer`] (from `tokenizer.json` or GGUF metadata);
+//! - [`onnx::load_onnx`]: any of them from an ONNX export (`model.onnx` next to `config.json`);
+//! - [`load_model`]: any of these, with its [`Tokenizer`] (from `tokenizer.json` or GGUF
+//!   metadata);
 //! - [`generate::generate`]: KV-cached batched generation; [`export::export_hf`]: back to an HF
 //!   directory;
 //! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
@@ -24,6 +26,7 @@ pub mod hf;
 pub mod llama;
 mod load;
 pub mod nn;
+pub mod onnx;
 mod tiny;
 mod tokenizer;
 pub mod weights;

@@ -19,18 +19,33 @@ pub struct LoadedModel<B: Backend> {
     pub source: PathBuf,
 }
 
+/// Whether `path` is a file with extension `ext` (case-insensitive).
+fn has_extension(path: &Path, ext: &str) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
 /// Loads the model at `path`: an HF directory (`config.json`, safetensors weights, optional
-/// `tokenizer.json`) or a `.gguf` file. A tokenizer whose ids exceed the model's vocabulary is an
-/// error.
+/// `tokenizer.json`), a `.gguf` file, or an `.onnx` file with `config.json` (and optionally
+/// `tokenizer.json`) next to it. A tokenizer whose ids exceed the model's vocabulary is an error.
 pub fn load_model<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<LoadedModel<B>, ModelError> {
-    if path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
+    if has_extension(path, "onnx") {
+        let (config, model) = crate::onnx::load_onnx::<B>(path, device)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tokenizer = tokenizer_in(dir, &config)?;
+        return Ok(LoadedModel {
+            config,
+            model,
+            tokenizer,
+            source: path.to_path_buf(),
+        });
+    }
+    if has_extension(path, "gguf") {
         let (config, model, tokenizer) = crate::gguf::load_gguf::<B>(path, device)?;
         if let Some(tok) = &tokenizer {
             tok.check_vocab(config.vocab_size())?;
@@ -52,13 +67,7 @@ pub fn load_model<B: Backend>(
         });
     }
     let (config, model) = hf::load::<B>(path, device)?;
-    let tokenizer = if path.join("tokenizer.json").is_file() {
-        let tok = Tokenizer::from_dir(path)?;
-        tok.check_vocab(config.vocab_size())?;
-        Some(tok)
-    } else {
-        None
-    };
+    let tokenizer = tokenizer_in(path, &config)?;
     Ok(LoadedModel {
         config,
         model,
@@ -67,8 +76,22 @@ pub fn load_model<B: Backend>(
     })
 }
 
-/// How many tensors of each stored dtype the checkpoint at `path` holds (HF directory or GGUF).
+/// The tokenizer of `dir` when it has a `tokenizer.json`, checked against the model's vocabulary.
+fn tokenizer_in(dir: &Path, config: &ModelConfig) -> Result<Option<Tokenizer>, ModelError> {
+    if !dir.join("tokenizer.json").is_file() {
+        return Ok(None);
+    }
+    let tok = Tokenizer::from_dir(dir)?;
+    tok.check_vocab(config.vocab_size())?;
+    Ok(Some(tok))
+}
+
+/// How many tensors of each stored dtype the checkpoint at `path` holds (HF directory, GGUF or
+/// ONNX).
 pub fn weight_dtypes(path: &Path) -> Result<std::collections::BTreeMap<String, usize>, ModelError> {
+    if has_extension(path, "onnx") {
+        return crate::onnx::weight_dtypes(path);
+    }
     if path.is_file() {
         let file = crate::gguf::GgufFile::open(path)?;
         let mut counts = std::collections::BTreeMap::new();
