@@ -62,7 +62,7 @@ pub fn load_model<B: Backend>(
             path: path.to_path_buf(),
             reason: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "expected an HF model directory (config.json + model.safetensors) or a .gguf file",
+                "expected an HF model directory (config.json + model.safetensors), a .gguf file or an .onnx file",
             ),
         });
     }

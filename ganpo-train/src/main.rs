@@ -47,7 +47,7 @@ enum Command {
     Logprobs(commands::logprobs::Args),
     /// Continue one or more prompts (greedy or sampled, KV-cached, batched); prints JSON.
     Generate(commands::generate::Args),
-    /// Write a model (HF directory or GGUF) as an HF directory with f32 safetensors.
+    /// Write a model (HF directory, GGUF or ONNX export) as an HF directory with f32 safetensors.
     Export(commands::export::Args),
     /// Time the training step (DPO / SimPO, with or without GANPO) of a named model shape with
     /// random weights and tokens; prints JSON (ms/step, tokens/s, per-phase breakdown, memory).

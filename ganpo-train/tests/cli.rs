@@ -29,36 +29,39 @@ fn logprobs_match_trl_tokenization_and_transformers() {
         &std::fs::read_to_string(llama().join("logprobs_expected.json")).unwrap(),
     )
     .unwrap();
-    let model = llama().display().to_string();
-    for case in expected["cases"].as_array().unwrap() {
-        let completion = case["completion"].as_str().unwrap();
-        // The fixture's completion already ends with EOS (TRL's add_eos); ganpo must not add another.
-        let (ok, stdout, stderr) = ganpo(&[
-            "logprobs",
-            "--model",
-            &model,
-            "--prompt",
-            case["prompt"].as_str().unwrap(),
-            "--completion",
-            completion,
-        ]);
-        assert!(ok, "{stderr}");
-        let got: Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(got["prompt_ids"], case["prompt_ids"]);
-        assert_eq!(got["completion_ids"], case["completion_ids"]);
-        let (g, w) = (
-            got["token_logps"].as_array().unwrap(),
-            case["token_logps"].as_array().unwrap(),
-        );
-        assert_eq!(g.len(), w.len());
-        for (g, w) in g.iter().zip(w) {
-            assert!(
-                (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-4,
-                "{g} vs {w}"
+    // The same model as an HF directory and as an ONNX export (weights read from the graph).
+    let onnx = llama().join("../onnx/llama/model.onnx");
+    for model in [llama().display().to_string(), onnx.display().to_string()] {
+        for case in expected["cases"].as_array().unwrap() {
+            let completion = case["completion"].as_str().unwrap();
+            // The fixture's completion already ends with EOS (TRL's add_eos); ganpo must not add another.
+            let (ok, stdout, stderr) = ganpo(&[
+                "logprobs",
+                "--model",
+                &model,
+                "--prompt",
+                case["prompt"].as_str().unwrap(),
+                "--completion",
+                completion,
+            ]);
+            assert!(ok, "{stderr}");
+            let got: Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(got["prompt_ids"], case["prompt_ids"]);
+            assert_eq!(got["completion_ids"], case["completion_ids"]);
+            let (g, w) = (
+                got["token_logps"].as_array().unwrap(),
+                case["token_logps"].as_array().unwrap(),
             );
+            assert_eq!(g.len(), w.len());
+            for (g, w) in g.iter().zip(w) {
+                assert!(
+                    (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-4,
+                    "{g} vs {w}"
+                );
+            }
+            let sum: f64 = w.iter().map(|v| v.as_f64().unwrap()).sum();
+            assert!((got["sum_logp"].as_f64().unwrap() - sum).abs() < 1e-3);
         }
-        let sum: f64 = w.iter().map(|v| v.as_f64().unwrap()).sum();
-        assert!((got["sum_logp"].as_f64().unwrap() - sum).abs() < 1e-3);
     }
 }
 
@@ -91,7 +94,7 @@ fn bad_paths_and_backends_fail_with_a_clear_message() {
     ]);
     assert!(!ok);
     assert!(
-        stderr.contains("cannot read /nonexistent: expected an HF model directory (config.json + model.safetensors) or a .gguf file"),
+        stderr.contains("cannot read /nonexistent: expected an HF model directory (config.json + model.safetensors), a .gguf file or an .onnx file"),
         "{stderr}"
     );
     let (ok, _, stderr) = ganpo(&["toy", "--backend", "tpu"]);

@@ -13,7 +13,7 @@ use ganpo_train::train::{EvalSettings, evaluate};
 /// Options of `ganpo eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The model to evaluate: an HF directory or a .gguf file (with a tokenizer).
+    /// The model to evaluate: an HF directory, a .gguf file or an .onnx export (config.json beside it) (with a tokenizer).
     #[arg(long)]
     pub model: PathBuf,
     /// The reference model; default: the model itself (rewards are then 0).

@@ -11,7 +11,7 @@ use ganpo_models::generate::generate;
 /// Options of `ganpo generate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory with a tokenizer.json, or a .gguf file with an embedded tokenizer.
+    /// Model: an HF directory with a tokenizer.json, a .gguf file with an embedded tokenizer, or an .onnx export with config.json and tokenizer.json beside it.
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt text; repeat the flag to generate for several prompts in one batch.

@@ -10,7 +10,7 @@ use ganpo_models::{ModelConfig, load_model};
 /// Options of `ganpo inspect`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory or a .gguf file.
+    /// Model: an HF directory, a .gguf file or an .onnx export (config.json beside it).
     #[arg(long)]
     pub model: PathBuf,
 }

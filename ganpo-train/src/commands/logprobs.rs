@@ -13,7 +13,7 @@ use ganpo_train::data::tokenize::tokenize_prompt_completion;
 /// Options of `ganpo logprobs`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory with a tokenizer.json, or a .gguf file with an embedded tokenizer.
+    /// Model: an HF directory with a tokenizer.json, a .gguf file with an embedded tokenizer, or an .onnx export with config.json and tokenizer.json beside it.
     #[arg(long)]
     pub model: PathBuf,
     /// Prompt text.

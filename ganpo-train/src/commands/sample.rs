@@ -109,7 +109,7 @@ impl Sampling {
 /// Options of `ganpo sample`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model: an HF directory or a .gguf file, with its tokenizer.
+    /// Model: an HF directory, a .gguf file or an .onnx export (config.json beside it), with its tokenizer.
     #[arg(long)]
     pub model: PathBuf,
     /// Prompts: a .jsonl or .parquet file with a `prompt` text field.

@@ -15,7 +15,7 @@ use ganpo_train::train::{SftConfig, SftExample, SftStep, sft};
 /// Options of `ganpo sft`.
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Starting model: an HF directory or a .gguf file, with its tokenizer.
+    /// Starting model: an HF directory, a .gguf file or an .onnx export (config.json beside it), with its tokenizer.
     #[arg(long)]
     pub model: PathBuf,
     /// Start from random weights: `--model` is then a directory with `config.json` and the

@@ -274,7 +274,7 @@ impl RunConfig {
             return bad(
                 "model.path",
                 &"(empty)",
-                "a model: an HF directory or a .gguf file",
+                "a model: an HF directory, a .gguf file or an .onnx export",
             );
         }
         if self.data.train.is_empty() {
