@@ -83,6 +83,10 @@ fn llama_config(c: &LlamaConfig) -> Value {
                 "original_max_position_embeddings": *original_max_position_embeddings as u64,
             })
         }
+        // Not a transformers rope type: `export_hf` refuses such a model before writing.
+        RopeScaling::Factors { factors } => {
+            v["rope_scaling"] = json!({"rope_type": "ganpo_factors", "factors": factors})
+        }
     }
     v
 }
@@ -117,6 +121,19 @@ pub fn export_hf<B: Backend>(
                 std::io::ErrorKind::AlreadyExists,
                 "refusing to overwrite an existing path",
             ),
+        });
+    }
+    if let ModelConfig::Llama(LlamaConfig {
+        rope_scaling: RopeScaling::Factors { .. },
+        ..
+    }) = config
+    {
+        return Err(ModelError::InvalidConfig {
+            path: dir.to_path_buf(),
+            key: "rope_freqs.weight".into(),
+            message: "these per-frequency RoPE factors are not Llama 3 scaling (low/high freq \
+                      factor 1/4), so no transformers config.json can describe them"
+                .into(),
         });
     }
     let name = dir

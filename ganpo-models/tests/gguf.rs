@@ -58,6 +58,60 @@ fn llama_gguf_matches_transformers_loading_the_same_file() {
     assert!(max < 1e-4, "logits differ by {max}");
 }
 
+/// Llama 3.1+ in llama.cpp's layout: the rope scaling is a `rope_freqs.weight` tensor, not
+/// metadata. The model must compute what transformers computes from the source checkpoint (with
+/// its `llama3` rope_scaling), and export the same scaling back into config.json.
+#[test]
+fn llama3_rope_freqs_tensor_matches_transformers_and_exports_as_llama3_scaling() {
+    let gguf = dir().join("tiny_llama3_rope.gguf");
+    let loaded = load_model::<B>(&gguf, &Default::default()).unwrap();
+    let source = dir().join("../llama3_rope");
+    let e = expected(&source.join("expected.safetensors"));
+    let max = e.max_diff(e.run(&loaded.model).logits, &e.logits);
+    assert!(max < 1e-4, "logits differ by {max}");
+    // Without the factors (plain RoPE), the logits would be far off: the test can fail.
+    let (mut config, _, _) = load_gguf::<B>(&gguf, &Default::default()).unwrap();
+    let ganpo_models::ModelConfig::Llama(c) = &mut config else {
+        panic!("a llama")
+    };
+    c.rope_scaling = ganpo_models::nn::RopeScaling::Default;
+    let mut plain = config.init::<B>(&Default::default());
+    plain = burn::module::Module::load_record(
+        plain,
+        burn::module::Module::into_record(loaded.model.clone()),
+    );
+    let off = e.max_diff(e.run(&plain).logits, &e.logits);
+    assert!(off > 1e-2, "plain RoPE differs by only {off}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("hf");
+    ganpo_models::export::export_hf(
+        &loaded.model,
+        &loaded.config,
+        ganpo_models::export::TokenizerFiles::None,
+        &out,
+    )
+    .unwrap();
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    let exported = read(out.join("config.json"))["rope_scaling"].clone();
+    let original = read(source.join("config.json"))["rope_parameters"].clone();
+    for key in [
+        "factor",
+        "low_freq_factor",
+        "high_freq_factor",
+        "original_max_position_embeddings",
+    ] {
+        assert_eq!(
+            exported[key].as_f64(),
+            original[key].as_f64(),
+            "{key}: {exported} vs {original}"
+        );
+    }
+    assert_eq!(exported["rope_type"], "llama3");
+}
+
 #[test]
 fn unpermute_inverts_llama_cpp_permutation() {
     // convert_hf_to_gguf.py: w.reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2)

@@ -139,12 +139,6 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
     let required = |k: &str| size(k)?.ok_or_else(|| invalid(&key(k), "missing"));
     let float =
         |k: &str, default: f64| file.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
-    if file.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
-        return Err(invalid(
-            "rope_freqs.weight",
-            "per-frequency RoPE factors (Llama 3.1+ GGUF) are not supported yet",
-        ));
-    }
     let tensor = |name: &str| file.tensors.iter().find(|t| t.name == name);
     let embed = tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensors {
         path: file.path.clone(),
@@ -152,7 +146,29 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
     })?;
     let hidden_size = required("embedding_length")?;
     let heads = required("attention.head_count")?;
+    let head_dim = size("attention.key_length")?.unwrap_or(hidden_size / heads);
+    let rope_theta = float("rope.freq_base", 10000.0);
     let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        // Llama 3.1+: the scaling is a tensor of per-frequency divisors, not metadata.
+        _ if tensor("rope_freqs.weight").is_some() => {
+            let info = tensor("rope_freqs.weight").expect("checked");
+            let factors: Vec<f64> = read_tensor(file, info)?
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            if factors.len() != head_dim / 2 {
+                return Err(invalid(
+                    "rope_freqs.weight",
+                    &format!(
+                        "{} values, but head_dim / 2 = {} frequencies",
+                        factors.len(),
+                        head_dim / 2
+                    ),
+                ));
+            }
+            RopeScaling::llama3_from_factors(&factors, rope_theta, head_dim)
+                .unwrap_or(RopeScaling::Factors { factors })
+        }
         None | Some("none") => RopeScaling::Default,
         Some("linear") => RopeScaling::Linear {
             factor: float("rope.scaling.factor", 1.0),
@@ -172,9 +188,9 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
         num_hidden_layers: required("block_count")?,
         num_attention_heads: heads,
         num_key_value_heads: size("attention.head_count_kv")?.unwrap_or(heads),
-        head_dim: size("attention.key_length")?.unwrap_or(hidden_size / heads),
+        head_dim,
         rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-6),
-        rope_theta: float("rope.freq_base", 10000.0),
+        rope_theta,
         rope_scaling,
         tie_word_embeddings: tensor("output.weight").is_none(),
         qkv_bias: family == Family::Qwen2,
@@ -197,6 +213,9 @@ pub fn load_gguf<B: Backend>(
     let config = gguf_config(&file)?;
     let mut snapshots = Vec::new();
     for (index, info) in file.tensors.iter().enumerate() {
+        if info.name == "rope_freqs.weight" {
+            continue; // part of the config (rope scaling), not a parameter
+        }
         let Some(name) = hf_name(&info.name) else {
             tracing::warn!(checkpoint = %path.display(), tensor = %info.name, "GGUF tensor not used by the model");
             continue;

@@ -26,6 +26,73 @@ pub enum RopeScaling {
         /// Context length of pre-training.
         original_max_position_embeddings: f64,
     },
+    /// Per-frequency divisors of the base frequencies, as llama.cpp stores Llama 3.1+ scaling in
+    /// a GGUF (`rope_freqs.weight`, one value per frequency, no scaling metadata).
+    Factors {
+        /// `factors[i]` divides the `i`-th base frequency.
+        factors: Vec<f64>,
+    },
+}
+
+impl RopeScaling {
+    /// The Llama 3 parameters that produce `factors` (a GGUF's `rope_freqs.weight`) for this
+    /// `theta` and `head_dim`, so the model can be described in an HF `config.json`.
+    ///
+    /// llama.cpp's converter computes the factors from `factor`, `low_freq_factor`,
+    /// `high_freq_factor` and the original context length, but the factors alone do not
+    /// determine all four: this assumes Meta's `low_freq_factor = 1`, `high_freq_factor = 4`
+    /// (every Llama 3.x release), recovers the rest, and returns `None` unless the recovered
+    /// scaling reproduces every factor (relative error 1e-5).
+    pub fn llama3_from_factors(factors: &[f64], theta: f64, head_dim: usize) -> Option<Self> {
+        let (low, high) = (1.0, 4.0);
+        let factor = factors.iter().cloned().fold(f64::NAN, f64::max);
+        if factor.is_nan() || factor < 1.0 || factors.len() != head_dim / 2 {
+            return None;
+        }
+        let wavelen =
+            |i: usize| 2.0 * std::f64::consts::PI * theta.powf((2 * i) as f64 / head_dim as f64);
+        // In the blended band, 1/d = (1 - s)/factor + s with s = (old/wavelen - low)/(high - low).
+        let blended: Vec<f64> = factors
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d > 1.0 + 1e-6 && **d < factor - 1e-6)
+            .map(|(i, d)| {
+                let s = (1.0 / d - 1.0 / factor) / (1.0 - 1.0 / factor);
+                wavelen(i) * (low + s * (high - low))
+            })
+            .collect();
+        let old = if blended.is_empty() {
+            // Only the band edges constrain it: the longest wavelength left unscaled sets a lower
+            // bound (old > high * wavelen), the shortest scaled one an upper bound.
+            let scaled_min = (0..factors.len())
+                .filter(|&i| factors[i] >= factor - 1e-6)
+                .map(wavelen)
+                .fold(f64::INFINITY, f64::min);
+            (scaled_min * low).floor()
+        } else {
+            (blended.iter().sum::<f64>() / blended.len() as f64).round()
+        };
+        let candidate = Self::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_max_position_embeddings: old,
+        };
+        let exact = Rotary::new(
+            head_dim,
+            theta,
+            &Self::Factors {
+                factors: factors.to_vec(),
+            },
+        );
+        let fitted = Rotary::new(head_dim, theta, &candidate);
+        let agrees = exact
+            .inv_freq
+            .iter()
+            .zip(&fitted.inv_freq)
+            .all(|(a, b)| ((a - b) / a).abs() < 1e-5);
+        agrees.then_some(candidate)
+    }
 }
 
 /// Inverse frequencies of a rotary embedding, computed once per model in f64.
@@ -79,6 +146,10 @@ impl Rotary {
                     position_scale: 1.0,
                 }
             }
+            RopeScaling::Factors { factors } => Self {
+                inv_freq: base.iter().zip(factors).map(|(f, d)| f / d).collect(),
+                position_scale: 1.0,
+            },
         }
     }
 
@@ -141,5 +212,48 @@ impl Rotary {
             (cos.clone().cast(x.dtype()), sin.clone().cast(x.dtype()))
         };
         x * cos + rotated * sin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3.1 8B's scaling: the per-frequency divisors it implies (what llama.cpp stores as
+    /// `rope_freqs.weight`) give the parameters back.
+    #[test]
+    fn llama3_parameters_are_recovered_from_their_factors() {
+        let (theta, head_dim) = (500000.0, 128);
+        let llama31 = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        let base = Rotary::new(head_dim, theta, &RopeScaling::Default);
+        let scaled = Rotary::new(head_dim, theta, &llama31);
+        let factors: Vec<f64> = base
+            .inv_freq
+            .iter()
+            .zip(&scaled.inv_freq)
+            .map(|(b, s)| ((b / s) as f32) as f64) // stored as f32 in the GGUF
+            .collect();
+        assert!(
+            factors.iter().any(|&d| d > 1.01 && d < 7.99),
+            "a blended band"
+        );
+        assert_eq!(
+            RopeScaling::llama3_from_factors(&factors, theta, head_dim),
+            Some(llama31)
+        );
+        // Factors no Llama 3 scaling produces are kept as they are.
+        let mut odd = factors.clone();
+        odd[3] = 1.5;
+        assert_eq!(
+            RopeScaling::llama3_from_factors(&odd, theta, head_dim),
+            None
+        );
+        let exact = Rotary::new(head_dim, theta, &RopeScaling::Factors { factors: odd });
+        assert!((exact.inv_freq[3] - base.inv_freq[3] / 1.5).abs() < 1e-15);
     }
 }
