@@ -60,6 +60,105 @@ fn exported_directories_reload_to_identical_logits() {
     }
 }
 
+/// The tensors of the safetensors files `files`, as f32 values by name (with shapes).
+fn tensors(files: &[PathBuf]) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut out = std::collections::BTreeMap::new();
+    for file in files {
+        let bytes = std::fs::read(file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in st.tensors() {
+            let dtype = match view.dtype() {
+                safetensors::Dtype::F32 => burn::tensor::DType::F32,
+                safetensors::Dtype::F16 => burn::tensor::DType::F16,
+                safetensors::Dtype::BF16 => burn::tensor::DType::BF16,
+                other => panic!("{name}: {other:?}"),
+            };
+            let data =
+                TensorData::from_bytes_vec(view.data().to_vec(), view.shape().to_vec(), dtype)
+                    .convert_dtype(burn::tensor::DType::F32);
+            out.insert(name, (view.shape().to_vec(), data.to_vec::<f32>().unwrap()));
+        }
+    }
+    out
+}
+
+/// The transformers half of the round trip, without PyTorch at test time: every fixture
+/// directory was written by transformers' `save_pretrained`, and its `expected.safetensors` holds
+/// what transformers computes from it. An export that holds the same tensors (names, shapes,
+/// values) and a config.json that agrees with the original on every key both files state is one
+/// transformers builds the same model from, so the same logits. (`tools/fixtures/check_export.py`
+/// also loads the exports in transformers itself, where PyTorch is installed:
+/// `cargo xtask check-export`.)
+#[test]
+fn exports_hold_what_transformers_wrote() {
+    for name in ["llama", "llama3_rope", "mistral", "qwen2", "qwen3", "gpt2"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("exported");
+        let loaded = load_model::<B>(&fixture(name), &Default::default()).unwrap();
+        export_hf(&loaded.model, &loaded.config, TokenizerFiles::None, &out).unwrap();
+
+        let original = tensors(&hf::weight_files(&fixture(name)).unwrap());
+        let exported = tensors(&[out.join("model.safetensors")]);
+        let parameters: Vec<&String> = original
+            .keys()
+            .filter(|n| !n.ends_with(".attn.bias") && !n.ends_with(".attn.masked_bias"))
+            .collect();
+        assert_eq!(
+            parameters,
+            exported.keys().collect::<Vec<_>>(),
+            "{name}: tensor names"
+        );
+        for n in parameters {
+            assert_eq!(original[n], exported[n], "{name}: {n}");
+        }
+
+        let read = |p: PathBuf| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let (want, got) = (
+            read(fixture(name).join("config.json")),
+            read(out.join("config.json")),
+        );
+        let mut compared = 0;
+        for (key, value) in got.as_object().unwrap() {
+            if matches!(key.as_str(), "torch_dtype" | "rope_theta" | "rope_scaling") {
+                continue;
+            }
+            // GPT-2's `n_inner: null` means 4 * n_embd.
+            let default_inner = serde_json::json!(4 * want["n_embd"].as_u64().unwrap_or(0));
+            let w = match want.get(key) {
+                Some(serde_json::Value::Null) if key == "n_inner" => Some(&default_inner),
+                w => w,
+            };
+            if let Some(w) = w {
+                match (w.as_f64(), value.as_f64()) {
+                    (Some(a), Some(b)) => assert_eq!(a, b, "{name}: {key}"),
+                    _ => assert_eq!(w, value, "{name}: {key}"),
+                }
+                compared += 1;
+            }
+        }
+        assert!(compared >= 8, "{name}: only {compared} keys in common");
+        // RoPE: transformers 5 writes `rope_parameters`; ganpo writes the transformers 4 keys, which
+        // transformers 5 still reads.
+        if let Some(rope) = want.get("rope_parameters") {
+            assert_eq!(
+                rope["rope_theta"].as_f64(),
+                got["rope_theta"].as_f64(),
+                "{name}"
+            );
+            if rope["rope_type"] != "default" {
+                for (key, value) in got["rope_scaling"].as_object().unwrap() {
+                    match value.as_f64() {
+                        Some(v) => assert_eq!(rope[key].as_f64(), Some(v), "{name}: {key}"),
+                        None => assert_eq!(&rope[key], value, "{name}: {key}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn export_refuses_to_overwrite_and_leaves_nothing_on_failure() {
     let tmp = tempfile::tempdir().unwrap();

