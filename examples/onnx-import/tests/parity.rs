@@ -19,42 +19,25 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn check<M: CausalLm<B>>(name: &str, model: &M) -> (Vec<f32>, Vec<f32>) {
-    let e = expected(&fixture(&format!("onnx/{name}/expected.safetensors")));
-    let out = e.run(model);
-    let logits = out.logits.clone().into_data().to_vec::<f32>().unwrap();
-    let hidden = out.hidden.clone().into_data().to_vec::<f32>().unwrap();
-    let dl = e.max_diff(out.logits, &e.logits);
-    let dh = e.max_diff(out.hidden, e.hidden.as_ref().unwrap());
-    assert!(dl < 1e-4, "{name}: logits differ by {dl}");
-    assert!(dh < 1e-4, "{name}: hidden states differ by {dh}");
-    assert!(e.logits.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.5);
-    (logits, hidden)
+fn expected_of(name: &str) -> common::Expected {
+    expected(&fixture(&format!("onnx/{name}/expected.safetensors")))
 }
 
 #[test]
 fn gpt_neox_generated_code_matches_transformers() {
     let model = GptNeoX::<B>::pretrained(&Default::default());
     assert_eq!((model.hidden_size(), model.vocab_size()), (32, 320));
-    check("gpt_neox", &model);
+    expected_of("gpt_neox").assert_matches(&model, "gpt_neox");
 }
 
 #[test]
 fn llama_by_both_onnx_paths_matches_transformers_and_itself() {
-    let generated = check("llama", &LlamaGraph::<B>::pretrained(&Default::default()));
+    let e = expected_of("llama");
+    let generated = e.assert_matches(&LlamaGraph::<B>::pretrained(&Default::default()), "llama");
     let loaded = load_model::<B>(&fixture("onnx/llama/model.onnx"), &Default::default()).unwrap();
-    let built_in = check("llama", &loaded.model);
-    let e = expected(&fixture("onnx/llama/expected.safetensors"));
-    // Compare only where the token is real (padded positions are not defined by either path).
-    let vocab = 320;
-    let mut worst = 0f32;
-    for (pos, &m) in e.mask.iter().enumerate() {
-        if m == 1 {
-            for v in 0..vocab {
-                let i = pos * vocab + v;
-                worst = worst.max((generated.0[i] - built_in.0[i]).abs());
-            }
-        }
-    }
+    let built_in = e.assert_matches(&loaded.model, "llama");
+    // Compared where the token is real (padded positions are defined by neither path).
+    let built_in: Vec<f32> = built_in.logits.into_data().to_vec().unwrap();
+    let worst = e.max_diff(generated.logits, &built_in);
     assert!(worst < 1e-5, "the two ONNX paths differ by {worst}");
 }

@@ -168,20 +168,28 @@ fn byte_level(
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab_of(tokens), merges)
-        .build()
-        .map_err(|e| {
-            invalid(
-                file,
-                "tokenizer.ggml.tokens",
-                &format!("cannot build a BPE model: {e}"),
-            )
-        })?;
+    let bpe = build_bpe(
+        file,
+        BPE::builder().vocab_and_merges(vocab_of(tokens), merges),
+    )?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     inner.with_pre_tokenizer(Some(Sequence::new(pre_tokenizers)));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
     Ok(inner)
+}
+
+/// The BPE model `builder` describes, or an error naming the GGUF's vocabulary.
+fn build_bpe(
+    file: &GgufFile,
+    builder: tokenizers::models::bpe::BpeBuilder,
+) -> Result<BPE, ModelError> {
+    builder.build().map_err(|e| {
+        invalid(
+            file,
+            "tokenizer.ggml.tokens",
+            &format!("cannot build a BPE model: {e}"),
+        )
+    })
 }
 
 /// Token -> id (a repeated token keeps its last id, as a Python dict built in order does).
@@ -231,19 +239,14 @@ fn sentencepiece(file: &GgufFile, tokens: &[String]) -> Result<tokenizers::Token
         .and_then(|i| tokens.get(i as usize))
         .cloned()
         .unwrap_or_else(|| "<unk>".into());
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .unk_token(unk)
-        .fuse_unk(true)
-        .byte_fallback(true)
-        .build()
-        .map_err(|e| {
-            invalid(
-                file,
-                "tokenizer.ggml.tokens",
-                &format!("cannot build a BPE model: {e}"),
-            )
-        })?;
+    let bpe = build_bpe(
+        file,
+        BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .unk_token(unk)
+            .fuse_unk(true)
+            .byte_fallback(true),
+    )?;
     let mut inner = tokenizers::Tokenizer::new(bpe);
     // SentencePiece's `add_dummy_prefix` and space escaping, as the original Llama 2
     // tokenizer.json spells them: " Hello" is "▁▁Hello", the same as llama.cpp and the

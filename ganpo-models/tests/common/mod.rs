@@ -84,6 +84,18 @@ impl Expected {
         )
     }
 
+    /// Runs `model` and asserts its logits and last hidden states are within 1e-4 of the
+    /// reference over real tokens (and that the reference logits are not trivially small).
+    pub fn assert_matches<M: CausalLm<B>>(&self, model: &M, name: &str) -> LmOutput<B> {
+        let out = self.run(model);
+        let dl = self.max_diff(out.logits.clone(), &self.logits);
+        let dh = self.max_diff(out.hidden.clone(), self.hidden.as_ref().expect("hidden"));
+        assert!(dl < 1e-4, "{name}: logits differ by {dl}");
+        assert!(dh < 1e-4, "{name}: hidden states differ by {dh}");
+        assert!(self.logits.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.5);
+        out
+    }
+
     /// Max abs difference between `got` (`[batch, seq, width]`) and `want` over real tokens.
     pub fn max_diff(&self, got: Tensor<B, 3>, want: &[f32]) -> f32 {
         let width = got.dims()[2];
