@@ -3,6 +3,7 @@
 //! The GANPO objective for preference optimization of causal language models, generic over the
 //! burn backend and free of I/O:
 //!
+//! - [`affine`]: linear layers as one 2-D matmul (faster than burn's broadcasting `Linear` on CPU);
 //! - [`logprobs`]: summed completion log-probabilities from logits, the quantity every preference
 //!   loss is built on;
 //! - [`loss`]: offline preference losses with TRL's definitions and metric names (DPO `sigmoid`,
@@ -18,6 +19,7 @@
 //! pieces meet in one training step.
 
 pub mod activation;
+pub mod affine;
 pub mod backend;
 pub mod discriminator;
 pub mod ganpo;

@@ -100,11 +100,7 @@ impl<B: Backend> SnLinear<B> {
 
     /// Applies the layer to `x` of shape `[..., d_input]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: Mode) -> Tensor<B, D> {
-        let w = self.normalized_weight(mode).transpose().unsqueeze::<D>();
-        let y = x.matmul(w);
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<D>(),
-            None => y,
-        }
+        let w = self.normalized_weight(mode).transpose();
+        crate::affine::affine(x, w, self.bias.as_ref().map(|b| b.val()))
     }
 }

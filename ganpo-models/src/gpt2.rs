@@ -11,6 +11,7 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use ganpo_core::activation::{gelu, gelu_tanh};
+use ganpo_core::affine::affine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -157,7 +158,7 @@ impl<B: Backend> Conv1D<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x.matmul(self.weight.val().unsqueeze()) + self.bias.val().unsqueeze()
+        affine(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 

@@ -3,6 +3,7 @@
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
+use ganpo_core::affine::linear;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::tied_head;
@@ -71,7 +72,7 @@ impl<B: Backend> CausalLm<B> for TinyLm<B> {
         let causal = tril.unsqueeze::<3>() * attention_mask.float().reshape([batch, 1, seq]);
         let causal = causal.clone() / causal.sum_dim(2).clamp_min(1.0);
         let h = causal.matmul(emb);
-        let hidden = h.clone() + tanh(self.mix.forward(h));
+        let hidden = h.clone() + tanh(linear(&self.mix, h));
         let logits = tied_head(hidden.clone(), self.embed_tokens.weight.val());
         LmOutput { logits, hidden }
     }

@@ -6,6 +6,7 @@
 //! dropout also on the attention weights. Burn's own encoder applies dropout whenever autodiff is
 //! on, which would make GANPO's eval-mode generator pass random; this one follows [`Mode`].
 
+use crate::affine::{affine, linear};
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -57,8 +58,11 @@ impl<B: Backend> SelfAttention<B> {
     ) -> Tensor<B, 3> {
         let [n, seq, d] = x.dims();
         let (h, dh) = (self.n_heads, d / self.n_heads);
-        let qkv = x.matmul(self.in_proj_weight.val().transpose().unsqueeze())
-            + self.in_proj_bias.val().unsqueeze::<3>();
+        let qkv = affine(
+            x,
+            self.in_proj_weight.val().transpose(),
+            Some(self.in_proj_bias.val()),
+        );
         let heads = |i: usize| {
             qkv.clone()
                 .slice(s![.., .., i * d..(i + 1) * d])
@@ -76,7 +80,7 @@ impl<B: Backend> SelfAttention<B> {
         }
         let weights = dropout(softmax(scores, 3), self.dropout, mode);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([n, seq, d]);
-        self.out_proj.forward(context)
+        linear(&self.out_proj, context)
     }
 }
 
@@ -120,8 +124,8 @@ impl<B: Backend> EncoderLayer<B> {
             .self_attn
             .forward(self.norm1.forward(x.clone()), key_mask, mode);
         let x = x + dropout(attn, self.dropout, mode);
-        let ff = gelu(self.linear1.forward(self.norm2.forward(x.clone())));
-        let ff = self.linear2.forward(dropout(ff, self.dropout, mode));
+        let ff = gelu(linear(&self.linear1, self.norm2.forward(x.clone())));
+        let ff = linear(&self.linear2, dropout(ff, self.dropout, mode));
         x + dropout(ff, self.dropout, mode)
     }
 }

@@ -4,6 +4,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use ganpo_core::affine::linear;
 
 use super::LlamaConfig;
 use crate::nn::{LayerCache, RmsNorm, Rotary};
@@ -71,11 +72,9 @@ impl<B: Backend> Attention<B> {
             };
             Rotary::apply(t.swap_dims(1, 2), cos, sin)
         };
-        let q = heads(self.q_proj.forward(x.clone()), h, &self.q_norm);
-        let k = heads(self.k_proj.forward(x.clone()), kv, &self.k_norm);
-        let v = self
-            .v_proj
-            .forward(x)
+        let q = heads(linear(&self.q_proj, x.clone()), h, &self.q_norm);
+        let k = heads(linear(&self.k_proj, x.clone()), kv, &self.k_norm);
+        let v = linear(&self.v_proj, x)
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
         let (k, v) = match cache {
@@ -97,6 +96,6 @@ impl<B: Backend> Attention<B> {
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
         let weights = softmax(scores.mask_fill(masked, MASKED), 3);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([b, s, h * d]);
-        self.o_proj.forward(context)
+        linear(&self.o_proj, context)
     }
 }

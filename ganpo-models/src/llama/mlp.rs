@@ -3,6 +3,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use ganpo_core::affine::linear;
 
 use super::LlamaConfig;
 
@@ -30,7 +31,7 @@ impl<B: Backend> Mlp<B> {
 
     /// `x`: `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let gated = silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x);
+        linear(&self.down_proj, gated)
     }
 }

@@ -9,6 +9,7 @@ mod mlp;
 
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use ganpo_core::affine::linear;
 
 pub use attention::Attention;
 pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
@@ -102,7 +103,7 @@ impl<B: Backend> Llama<B> {
         }
         let hidden = self.model.norm.forward(x);
         let logits = match &self.lm_head {
-            Some(head) => head.forward(hidden.clone()),
+            Some(head) => linear(head, hidden.clone()),
             None => tied_head(hidden.clone(), self.model.embed_tokens.weight.val()),
         };
         LmOutput { logits, hidden }
