@@ -154,7 +154,20 @@ fn byte_level(
     tokens: &[String],
     pre_tokenizers: Vec<PreTokenizerWrapper>,
 ) -> Result<tokenizers::Tokenizer, ModelError> {
-    let merges = strings(file, "tokenizer.ggml.merges")?
+    let merges = merges_of(file)?;
+    let bpe = build_bpe(
+        file,
+        BPE::builder().vocab_and_merges(vocab_of(tokens), merges),
+    )?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    inner.with_pre_tokenizer(Some(Sequence::new(pre_tokenizers)));
+    inner.with_decoder(Some(ByteLevelDecoder::default()));
+    Ok(inner)
+}
+
+/// The `tokenizer.ggml.merges` pairs (`"a b"`); a merge without a space is an error naming it.
+fn merges_of(file: &GgufFile) -> Result<Vec<(String, String)>, ModelError> {
+    strings(file, "tokenizer.ggml.merges")?
         .into_iter()
         .map(|m| {
             m.split_once(' ')
@@ -167,15 +180,7 @@ fn byte_level(
                     )
                 })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bpe = build_bpe(
-        file,
-        BPE::builder().vocab_and_merges(vocab_of(tokens), merges),
-    )?;
-    let mut inner = tokenizers::Tokenizer::new(bpe);
-    inner.with_pre_tokenizer(Some(Sequence::new(pre_tokenizers)));
-    inner.with_decoder(Some(ByteLevelDecoder::default()));
-    Ok(inner)
+        .collect()
 }
 
 /// The BPE model `builder` describes, or an error naming the GGUF's vocabulary.
@@ -209,13 +214,7 @@ fn vocab_of(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
 fn sentencepiece(file: &GgufFile, tokens: &[String]) -> Result<tokenizers::Tokenizer, ModelError> {
     let vocab = vocab_of(tokens);
     let merges = if file.get("tokenizer.ggml.merges").is_some() {
-        strings(file, "tokenizer.ggml.merges")?
-            .into_iter()
-            .filter_map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-            })
-            .collect()
+        merges_of(file)?
     } else {
         let scores: Vec<f64> = file
             .get("tokenizer.ggml.scores")

@@ -24,7 +24,7 @@ use std::rc::Rc;
 use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
 
-pub use reader::{Initializer, OnnxFile, Use, module_path};
+pub use reader::{Initializer, OnnxFile, Use, dtype_name, module_path};
 
 use crate::weights::{apply, f32_snapshot};
 use crate::{Lm, ModelConfig, ModelError};
@@ -140,7 +140,7 @@ pub fn load_onnx<B: Backend>(
     for (name, f) in found {
         let init = &file.initializers[f.initializer];
         // Fail on unsupported dtypes now, naming the initializer.
-        if !matches!(init.data_type, 1 | 10 | 11 | 16) {
+        if !dtype_name(init.data_type).1 {
             file.read(init)?;
         }
         let stored = init.shape.clone();
@@ -185,15 +185,7 @@ pub fn weight_dtypes(path: &Path) -> Result<std::collections::BTreeMap<String, u
     let file = OnnxFile::open(path)?;
     let mut counts = std::collections::BTreeMap::new();
     for init in &file.initializers {
-        let name = match init.data_type {
-            1 => "F32".to_string(),
-            10 => "F16".to_string(),
-            11 => "F64".to_string(),
-            16 => "BF16".to_string(),
-            7 => "I64".to_string(),
-            other => format!("ONNX type {other}"),
-        };
-        *counts.entry(name).or_insert(0) += 1;
+        *counts.entry(dtype_name(init.data_type).0).or_insert(0) += 1;
     }
     Ok(counts)
 }

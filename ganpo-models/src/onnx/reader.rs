@@ -13,6 +13,18 @@ const FLOAT16: i32 = 10;
 const DOUBLE: i32 = 11;
 const BFLOAT16: i32 = 16;
 
+/// The name of an ONNX data type code (`F32`, `BF16`, ...), and whether ganpo reads it.
+pub fn dtype_name(code: i32) -> (String, bool) {
+    match code {
+        FLOAT => ("F32".into(), true),
+        FLOAT16 => ("F16".into(), true),
+        DOUBLE => ("F64".into(), true),
+        BFLOAT16 => ("BF16".into(), true),
+        7 => ("I64".into(), false),
+        other => (format!("ONNX type {other}"), false),
+    }
+}
+
 /// How a node uses one of its inputs, for recovering a weight's module path.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Use {
