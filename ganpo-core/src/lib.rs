@@ -13,6 +13,8 @@
 //!   score a sequence of last-layer hidden states;
 //! - [`ganpo`]: the latent adversarial regularizer: two discriminators (chosen / rejected), the
 //!   relativistic-average "quad" losses with running means, the generator term and diagnostics;
+//! - [`reward_loss`]: reward-model losses (Bradley-Terry, cross-entropy) as TRL's `RewardTrainer`
+//!   defines them;
 //! - [`backend`]: run-time choice among the compiled-in backends (`cpu`, `wgpu`, `cuda`).
 //!
 //! `docs/ganpo.md` states the objective and its settings; `docs/architecture.md` shows how the
@@ -28,6 +30,7 @@ pub mod logprobs;
 pub mod loss;
 pub mod metrics;
 pub mod mode;
+pub mod reward_loss;
 pub mod spectral_norm;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig};

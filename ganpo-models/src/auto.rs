@@ -95,6 +95,17 @@ impl<B: Backend> CausalLm<B> for Lm<B> {
         }
     }
 
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
+        match self {
+            Lm::Llama(m) => m.hidden_states(input_ids, attention_mask),
+            Lm::Gpt2(m) => m.hidden_states(input_ids, attention_mask),
+        }
+    }
+
     fn hidden_size(&self) -> usize {
         match self {
             Lm::Llama(m) => m.hidden_size(),

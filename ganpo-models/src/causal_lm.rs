@@ -21,6 +21,16 @@ pub trait CausalLm<B: Backend> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Bool>,
     ) -> LmOutput<B>;
+    /// Only the last-layer hidden states, `[batch, seq, hidden]`, skipping the LM head where the
+    /// model can: what a reward head or a discriminator needs, without the `[batch, seq, vocab]`
+    /// logits.
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
+        self.forward(input_ids, attention_mask).hidden
+    }
     /// Width of [`LmOutput::hidden`].
     fn hidden_size(&self) -> usize;
     /// Width of [`LmOutput::logits`].

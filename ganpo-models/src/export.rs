@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
+use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, TensorSnapshot};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::{Value, json};
@@ -114,6 +114,20 @@ pub fn export_hf<B: Backend>(
     tokenizer: TokenizerFiles<'_>,
     dir: &Path,
 ) -> Result<(), ModelError> {
+    let tensors = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
+    write_export(config, hf_config(config), tensors, tokenizer, dir)
+}
+
+/// Writes `json` as `config.json`, `tensors` (PyTorch layouts, checkpoint names) as
+/// `model.safetensors` and the tokenizer files into a temporary sibling of `dir`, then renames it
+/// to `dir`; refuses an existing `dir` and a `config` no transformers config can describe.
+pub(crate) fn write_export(
+    config: &ModelConfig,
+    json: Value,
+    tensors: Vec<TensorSnapshot>,
+    tokenizer: TokenizerFiles<'_>,
+    dir: &Path,
+) -> Result<(), ModelError> {
     if dir.exists() {
         return Err(ModelError::Io {
             path: dir.to_path_buf(),
@@ -143,7 +157,7 @@ pub fn export_hf<B: Backend>(
     let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(ModelError::io(&tmp))?;
-    let result = write_all(model, config, tokenizer, &tmp)
+    let result = write_all(&json, tensors, tokenizer, &tmp)
         .and_then(|()| std::fs::rename(&tmp, dir).map_err(ModelError::io(dir)));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -151,14 +165,14 @@ pub fn export_hf<B: Backend>(
     result
 }
 
-fn write_all<B: Backend>(
-    model: &Lm<B>,
-    config: &ModelConfig,
+fn write_all(
+    json: &Value,
+    snapshots: Vec<TensorSnapshot>,
     tokenizer: TokenizerFiles<'_>,
     tmp: &Path,
 ) -> Result<(), ModelError> {
     let config_path = tmp.join("config.json");
-    let text = serde_json::to_string_pretty(&hf_config(config)).expect("a JSON value serializes");
+    let text = serde_json::to_string_pretty(json).expect("a JSON value serializes");
     std::fs::write(&config_path, text).map_err(ModelError::io(&config_path))?;
 
     let weights = tmp.join("model.safetensors");
@@ -167,7 +181,7 @@ fn write_all<B: Backend>(
         message,
     };
     let mut tensors = Vec::new();
-    for snapshot in model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true) {
+    for snapshot in snapshots {
         let data = snapshot
             .to_data()
             .map_err(|e| bad(format!("{}: {e}", snapshot.full_path())))?;

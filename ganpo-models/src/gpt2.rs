@@ -263,8 +263,23 @@ impl<B: Backend> Gpt2<B> {
         input_ids: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         masked: Tensor<B, 4, Bool>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> LmOutput<B> {
+        let hidden = self.hidden_at(input_ids, positions, masked, cache);
+        LmOutput {
+            logits: tied_head(hidden.clone(), self.transformer.wte.weight.val()),
+            hidden,
+        }
+    }
+
+    /// [`Self::forward_at`] without the LM head: the last hidden states.
+    pub fn hidden_at(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        masked: Tensor<B, 4, Bool>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let t = &self.transformer;
         let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
         for (i, block) in t.h.iter().enumerate() {
@@ -275,9 +290,7 @@ impl<B: Backend> Gpt2<B> {
                     .forward(block.ln_1.forward(x), masked.clone(), layer_cache);
             x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
         }
-        let hidden = t.ln_f.forward(x);
-        let logits = tied_head(hidden.clone(), t.wte.weight.val());
-        LmOutput { logits, hidden }
+        t.ln_f.forward(x)
     }
 
     /// Number of blocks (the length of a [`KvCache`] for this model).
@@ -292,12 +305,23 @@ impl<B: Backend> CausalLm<B> for Gpt2<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask_2d: Tensor<B, 2, Bool>,
     ) -> LmOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask_2d);
+        LmOutput {
+            logits: tied_head(hidden.clone(), self.transformer.wte.weight.val()),
+            hidden,
+        }
+    }
+
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, s] = input_ids.dims();
-        let device = input_ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
+        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &input_ids.device())
             .reshape([1, s])
             .expand([b, s]);
-        self.forward_at(
+        self.hidden_at(
             input_ids,
             positions,
             attention_mask(attention_mask_2d, None),

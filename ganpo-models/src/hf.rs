@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use crate::ModelError;
 use crate::auto::{Lm, ModelConfig};
+use burn_store::TensorSnapshot;
+
 use crate::weights::{apply, read_safetensors};
 
 /// Reads and parses a JSON file.
@@ -74,7 +76,7 @@ pub fn weight_dtypes(dir: &Path) -> Result<std::collections::BTreeMap<String, us
 }
 
 /// Checkpoint tensors that are buffers of the original implementation, not parameters.
-fn is_buffer(name: &str) -> bool {
+pub(crate) fn is_buffer(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq")
         || name.ends_with(".attn.bias")
         || name.ends_with(".attn.masked_bias")
@@ -89,13 +91,20 @@ pub fn load<B: Backend>(
     let config_path = dir.join("config.json");
     let config = ModelConfig::from_hf(&read_json(&config_path)?, &config_path)?;
     let mut model = config.init::<B>(device);
-    let mut tensors = Vec::new();
-    for file in weight_files(dir)? {
-        tensors.extend(read_safetensors(&file)?);
-    }
+    let tensors = read_checkpoint(dir)?;
     let tied = config.tied_embeddings();
     apply(&mut model, tensors, dir, |name| {
         is_buffer(name) || (tied && name == "lm_head.weight")
     })?;
     Ok((config, model))
+}
+
+/// Every tensor of the safetensors checkpoint in `dir` (single file or shards), as snapshots
+/// named like the checkpoint.
+pub(crate) fn read_checkpoint(dir: &Path) -> Result<Vec<TensorSnapshot>, ModelError> {
+    let mut tensors = Vec::new();
+    for file in weight_files(dir)? {
+        tensors.extend(read_safetensors(&file)?);
+    }
+    Ok(tensors)
 }

@@ -13,10 +13,13 @@
 //!   metadata);
 //! - [`generate::generate`]: KV-cached batched generation; [`export::export_hf`]: back to an HF
 //!   directory;
+//! - [`classifier`]: sequence classifiers and reward models (a backbone and a `score` head), HF's
+//!   `*ForSequenceClassification`;
 //! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
 
 mod auto;
 mod causal_lm;
+pub mod classifier;
 mod error;
 pub mod export;
 pub mod generate;

@@ -77,7 +77,10 @@ pub fn load_model<B: Backend>(
 }
 
 /// The tokenizer of `dir` when it has a `tokenizer.json`, checked against the model's vocabulary.
-fn tokenizer_in(dir: &Path, config: &ModelConfig) -> Result<Option<Tokenizer>, ModelError> {
+pub(crate) fn tokenizer_in(
+    dir: &Path,
+    config: &ModelConfig,
+) -> Result<Option<Tokenizer>, ModelError> {
     if !dir.join("tokenizer.json").is_file() {
         return Ok(None);
     }

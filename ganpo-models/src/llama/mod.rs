@@ -89,8 +89,24 @@ impl<B: Backend> Llama<B> {
         positions: Tensor<B, 2, Int>,
         max_position: usize,
         masked: Tensor<B, 4, Bool>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> LmOutput<B> {
+        let hidden = self.hidden_at(input_ids, positions, max_position, masked, cache);
+        LmOutput {
+            logits: self.head(hidden.clone()),
+            hidden,
+        }
+    }
+
+    /// [`Self::forward_at`] without the LM head: the last hidden states.
+    pub fn hidden_at(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        max_position: usize,
+        masked: Tensor<B, 4, Bool>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         let (cos, sin) = self.rotary.tables_at(positions, max_position);
         let mut x = self.model.embed_tokens.forward(input_ids);
         for (i, layer) in self.model.layers.iter().enumerate() {
@@ -101,12 +117,15 @@ impl<B: Backend> Llama<B> {
                 .forward(normed, masked.clone(), &cos, &sin, layer_cache);
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
-        let hidden = self.model.norm.forward(x);
-        let logits = match &self.lm_head {
-            Some(head) => linear(head, hidden.clone()),
-            None => tied_head(hidden.clone(), self.model.embed_tokens.weight.val()),
-        };
-        LmOutput { logits, hidden }
+        self.model.norm.forward(x)
+    }
+
+    /// The LM head: logits of `hidden` (`[batch, seq, hidden]`).
+    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => linear(head, hidden),
+            None => tied_head(hidden, self.model.embed_tokens.weight.val()),
+        }
     }
 
     /// Number of decoder layers (the length of a [`KvCache`] for this model).
@@ -126,13 +145,24 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask_2d: Tensor<B, 2, Bool>,
     ) -> LmOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask_2d);
+        LmOutput {
+            logits: self.head(hidden.clone()),
+            hidden,
+        }
+    }
+
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, s] = input_ids.dims();
-        let device = input_ids.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
+        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &input_ids.device())
             .reshape([1, s])
             .expand([b, s]);
         let masked = attention_mask(attention_mask_2d, self.sliding_window);
-        self.forward_at(input_ids, positions, s.max(1), masked, None)
+        self.hidden_at(input_ids, positions, s.max(1), masked, None)
     }
 
     fn hidden_size(&self) -> usize {

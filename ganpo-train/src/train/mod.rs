@@ -7,6 +7,7 @@
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
 //! - [`profile`]: per-phase wall time of steps, for benchmarks;
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
+//! - [`reward`]: reward-model training (TRL's `RewardTrainer`), whole or head-only;
 //! - [`sft`]: supervised fine-tuning (next-token cross-entropy), the step before preferences;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines.
@@ -19,6 +20,7 @@ pub mod objective;
 pub mod precision;
 pub mod profile;
 pub mod reference;
+pub mod reward;
 pub mod schedule;
 pub mod sft;
 pub mod state;

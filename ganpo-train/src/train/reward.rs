@@ -1,0 +1,531 @@
+//! Reward-model training (TRL's `RewardTrainer`): a [`SequenceClassifier`] fitted to labelled
+//! texts (cross-entropy; the reward is then the log-odds of the last label) or to preference pairs
+//! (Bradley-Terry on a scalar score), either whole or head-only on a frozen backbone.
+
+use burn::module::AutodiffModule;
+use burn::nn::Linear;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::reward_loss::{bradley_terry, cross_entropy};
+use ganpo_models::Tokenizer;
+use ganpo_models::classifier::{SequenceClassifier, reward_of};
+use serde::{Deserialize, Serialize};
+
+use super::clip_grad_norm;
+use super::schedule::{lr_multiplier, warmup_steps};
+use crate::config::Scheduler;
+use crate::data::epoch_order;
+
+/// Token ids a reward model reads for `text` (a prompt and its completion, concatenated): the
+/// tokenizer's encoding with its special tokens, no EOS appended (transformers reads the last
+/// token that is not padding, and padding is often EOS), the first `max_length` tokens kept.
+pub fn reward_ids(
+    tokenizer: &Tokenizer,
+    text: &str,
+    max_length: usize,
+) -> Result<Vec<u32>, ganpo_models::ModelError> {
+    let mut ids = tokenizer.encode(text, true)?;
+    ids.truncate(max_length.max(1));
+    Ok(ids)
+}
+
+/// What a reward model is fitted to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RewardData {
+    /// Texts with a class index each: cross-entropy over the classifier's labels.
+    Labelled(Vec<(Vec<u32>, usize)>),
+    /// Preference pairs: Bradley-Terry on the reward of chosen against rejected.
+    Pairs(Vec<RewardPair>),
+}
+
+/// One preference pair of token sequences (prompt included in both).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewardPair {
+    /// The preferred text's ids.
+    pub chosen: Vec<u32>,
+    /// The dispreferred text's ids.
+    pub rejected: Vec<u32>,
+    /// How much the chosen reward should exceed the rejected one (TRL's `margin` column).
+    pub margin: Option<f32>,
+}
+
+impl RewardData {
+    /// Number of examples (texts or pairs).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Labelled(v) => v.len(),
+            Self::Pairs(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tokens of each example (both texts of a pair), for length-grouped batches.
+    fn lengths(&self) -> Vec<usize> {
+        match self {
+            Self::Labelled(v) => v.iter().map(|(ids, _)| ids.len()).collect(),
+            Self::Pairs(v) => v
+                .iter()
+                .map(|p| p.chosen.len() + p.rejected.len())
+                .collect(),
+        }
+    }
+
+    /// The sequences of examples `idx`, in the order the scores come back: each text, or every
+    /// chosen text then every rejected one.
+    fn sequences(&self, idx: &[usize]) -> Vec<&[u32]> {
+        match self {
+            Self::Labelled(v) => idx.iter().map(|&i| v[i].0.as_slice()).collect(),
+            Self::Pairs(v) => idx
+                .iter()
+                .map(|&i| v[i].chosen.as_slice())
+                .chain(idx.iter().map(|&i| v[i].rejected.as_slice()))
+                .collect(),
+        }
+    }
+}
+
+/// Which parameters training updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    /// The head only: the backbone is frozen, so each text's pooled hidden state is computed
+    /// once and the epochs cost almost nothing (a linear probe).
+    Head,
+    /// Every parameter (full fine-tuning).
+    All,
+}
+
+/// Settings of a reward-model run (AdamW with PyTorch's defaults, warm-up then cosine decay).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Passes over the training data.
+    pub epochs: usize,
+    /// Examples (texts or pairs) per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Fraction of the steps spent warming up.
+    pub warmup_ratio: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping.
+    pub max_grad_norm: Option<f64>,
+    /// TRL's `center_rewards_coefficient` (pairs only): pulls rewards towards zero mean.
+    pub center_rewards_coefficient: Option<f64>,
+    /// What is trained.
+    pub trainable: Trainable,
+    /// Seed of the data order.
+    pub seed: u64,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            batch_size: 16,
+            lr: 1e-4,
+            warmup_ratio: 0.05,
+            weight_decay: 0.01,
+            max_grad_norm: Some(1.0),
+            center_rewards_coefficient: None,
+            trainable: Trainable::All,
+            seed: 0,
+        }
+    }
+}
+
+/// What one step reports (TRL's names where TRL has them).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RewardStep {
+    /// 1-based step.
+    pub step: usize,
+    /// Steps of the whole run.
+    pub total: usize,
+    /// The loss of the batch.
+    pub loss: f64,
+    /// Share of the batch ranked or classified correctly.
+    pub accuracy: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub learning_rate: f64,
+}
+
+/// Held-out metrics: loss and accuracy (pairs ranked, or texts classified, correctly), the mean
+/// reward, and for pairs the mean reward margin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RewardEval {
+    /// Mean loss.
+    pub loss: f64,
+    /// Share correct.
+    pub accuracy: f64,
+    /// Mean reward of every text scored.
+    pub mean_reward: f64,
+    /// Mean `reward(chosen) - reward(rejected)` (0 for labelled texts).
+    pub margin: f64,
+    /// Examples evaluated.
+    pub n: usize,
+}
+
+/// Right-padded ids and attention mask of `rows`.
+fn collate<B: Backend>(
+    rows: &[&[u32]],
+    pad: u32,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+    let len = rows.iter().map(|r| r.len()).max().unwrap_or(1).max(1);
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for r in rows {
+        for j in 0..len {
+            ids.push(r.get(j).copied().unwrap_or(pad) as i64);
+            mask.push(j < r.len());
+        }
+    }
+    let shape = [rows.len(), len];
+    (
+        Tensor::from_data(TensorData::new(ids, shape), device),
+        Tensor::from_data(TensorData::new(mask, shape), device),
+    )
+}
+
+/// The loss of `scores` (`[sequences, labels]`, in [`RewardData::sequences`] order) on examples
+/// `idx`, with how many of them came out right.
+fn loss_of<B: Backend>(
+    data: &RewardData,
+    idx: &[usize],
+    scores: Tensor<B, 2>,
+    center: Option<f64>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let device = scores.device();
+    match data {
+        RewardData::Labelled(v) => {
+            let labels: Vec<i64> = idx.iter().map(|&i| v[i].1 as i64).collect();
+            let labels =
+                Tensor::<B, 1, Int>::from_data(TensorData::from(labels.as_slice()), &device);
+            let correct = scores
+                .clone()
+                .argmax(1)
+                .squeeze_dim::<1>(1)
+                .equal(labels.clone())
+                .float()
+                .sum();
+            (cross_entropy(scores, labels), correct)
+        }
+        RewardData::Pairs(v) => {
+            let n = idx.len();
+            let r = reward_of(scores);
+            let (c, rj) = (r.clone().slice(0..n), r.slice(n..2 * n));
+            let margin = v[idx[0]].margin.is_some().then(|| {
+                let m: Vec<f32> = idx.iter().map(|&i| v[i].margin.unwrap_or(0.0)).collect();
+                Tensor::<B, 1>::from_data(TensorData::from(m.as_slice()), &device)
+            });
+            let correct = c.clone().greater(rj.clone()).float().sum();
+            (bradley_terry(c, rj, margin, center), correct)
+        }
+    }
+}
+
+/// Fits `model` to `data` as `config` says, calling `on_step` after each step; returns the
+/// fitted model. `pad` fills short rows (never read: the head reads the last real token).
+pub fn train_reward_model<B: AutodiffBackend>(
+    model: SequenceClassifier<B>,
+    data: &RewardData,
+    config: &RewardConfig,
+    pad: u32,
+    device: &B::Device,
+    on_step: impl FnMut(&RewardStep),
+) -> SequenceClassifier<B> {
+    if data.is_empty() || config.epochs == 0 {
+        return model;
+    }
+    match config.trainable {
+        Trainable::All => fit(model, data, config, on_step, |m, idx| {
+            let (ids, mask) = collate(&data.sequences(idx), pad, device);
+            m.forward(ids, mask)
+        }),
+        Trainable::Head => {
+            let pooled = pooled_states(&model.valid(), data, pad, config.batch_size, device);
+            let pooled = Tensor::<B, 2>::from_inner(pooled);
+            let n = data.len() as i64;
+            let head = fit(model.score.clone(), data, config, on_step, |head, idx| {
+                let rows: Vec<i64> = match data {
+                    RewardData::Labelled(_) => idx.iter().map(|&i| i as i64).collect(),
+                    // Pooled states hold every chosen text, then every rejected one.
+                    RewardData::Pairs(_) => idx
+                        .iter()
+                        .map(|&i| i as i64)
+                        .chain(idx.iter().map(|&i| i as i64 + n))
+                        .collect(),
+                };
+                let rows = Tensor::from_data(TensorData::from(rows.as_slice()), device);
+                head_scores(head, pooled.clone().select(0, rows))
+            });
+            let mut model = model;
+            model.score = head;
+            model
+        }
+    }
+}
+
+/// The head on pooled states (`[rows, hidden]`).
+fn head_scores<B: Backend>(head: &Linear<B>, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
+    ganpo_core::affine::linear(head, pooled.unsqueeze_dim::<3>(1)).squeeze_dim(1)
+}
+
+/// The pooled last-token hidden states of every sequence of `data` (for pairs: all chosen texts,
+/// then all rejected ones), computed without gradients in batches of `batch` sequences.
+fn pooled_states<B: Backend>(
+    model: &SequenceClassifier<B>,
+    data: &RewardData,
+    pad: u32,
+    batch: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    let sequences = data.sequences(&all);
+    let parts: Vec<Tensor<B, 2>> = sequences
+        .chunks(batch.max(1))
+        .map(|rows| {
+            let (ids, mask) = collate(rows, pad, device);
+            model.pool(ids, mask)
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// The training loop over any trainable module `M` (the whole classifier, or its head on cached
+/// states): `scores(m, idx)` gives the scores of examples `idx` in [`RewardData::sequences`]
+/// order.
+fn fit<B: AutodiffBackend, M: AutodiffModule<B>>(
+    mut module: M,
+    data: &RewardData,
+    config: &RewardConfig,
+    mut on_step: impl FnMut(&RewardStep),
+    scores: impl Fn(&M, &[usize]) -> Tensor<B, 2>,
+) -> M {
+    let mut optim = AdamWConfig::new()
+        .with_epsilon(1e-8)
+        .with_weight_decay(config.weight_decay as f32)
+        .init::<B, M>();
+    let batch = config.batch_size.max(1);
+    let per_epoch = data.len().div_ceil(batch);
+    let total = per_epoch * config.epochs;
+    let warmup = warmup_steps(None, config.warmup_ratio, total);
+    let lengths = data.lengths();
+    for epoch in 0..config.epochs {
+        let order = epoch_order(&lengths, batch, config.seed, epoch as u64, true, true);
+        for (k, idx) in order.chunks(batch).enumerate() {
+            let step = epoch * per_epoch + k;
+            let (loss, correct) = loss_of(
+                data,
+                idx,
+                scores(&module, idx),
+                config.center_rewards_coefficient,
+            );
+            let loss_value = loss.clone().into_scalar().elem::<f64>();
+            let accuracy = correct.into_scalar().elem::<f64>() / idx.len() as f64;
+            let mut grads = GradientsParams::from_grads(loss.backward(), &module);
+            let grad_norm = clip_grad_norm(&module, &mut grads, config.max_grad_norm);
+            let lr = config.lr * lr_multiplier(Scheduler::Cosine, step, total, warmup);
+            if loss_value.is_finite() && grad_norm.is_finite() {
+                module = optim.step(lr, module, grads);
+            }
+            on_step(&RewardStep {
+                step: step + 1,
+                total,
+                loss: loss_value,
+                accuracy,
+                grad_norm,
+                learning_rate: lr,
+            });
+        }
+    }
+    module
+}
+
+/// Held-out metrics of `model` on `data`, in batches of `batch` examples, without gradients.
+pub fn evaluate_reward_model<B: Backend>(
+    model: &SequenceClassifier<B>,
+    data: &RewardData,
+    pad: u32,
+    batch: usize,
+    device: &B::Device,
+) -> RewardEval {
+    let n = data.len();
+    if n == 0 {
+        return RewardEval::default();
+    }
+    let (mut loss, mut correct, mut reward_sum, mut margin_sum, mut texts) =
+        (0.0, 0.0, 0.0, 0.0, 0usize);
+    let all: Vec<usize> = (0..n).collect();
+    for idx in all.chunks(batch.max(1)) {
+        let (ids, mask) = collate(&data.sequences(idx), pad, device);
+        let scores = model.forward(ids, mask);
+        let rewards: Vec<f32> = reward_of(scores.clone())
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        let (l, c) = loss_of(data, idx, scores, None);
+        loss += l.into_scalar().elem::<f64>() * idx.len() as f64;
+        correct += c.into_scalar().elem::<f64>();
+        reward_sum += rewards.iter().map(|&r| r as f64).sum::<f64>();
+        texts += rewards.len();
+        if let RewardData::Pairs(_) = data {
+            let (c, r) = rewards.split_at(idx.len());
+            margin_sum += c.iter().zip(r).map(|(a, b)| (a - b) as f64).sum::<f64>();
+        }
+    }
+    RewardEval {
+        loss: loss / n as f64,
+        accuracy: correct / n as f64,
+        mean_reward: reward_sum / texts.max(1) as f64,
+        margin: margin_sum / n as f64,
+        n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+    use ganpo_models::ModelConfig;
+    use serde_json::json;
+
+    type B = Autodiff<NdArray>;
+
+    fn classifier(labels: &[&str], seed: u64) -> SequenceClassifier<B> {
+        let json = json!({"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                          "num_hidden_layers": 1, "num_attention_heads": 4,
+                          "num_key_value_heads": 4, "vocab_size": 16, "rms_norm_eps": 1e-5,
+                          "tie_word_embeddings": true, "max_position_embeddings": 64});
+        let config = ModelConfig::from_hf(&json, std::path::Path::new("test")).unwrap();
+        let device = Default::default();
+        B::seed(&device, seed);
+        let labels = labels.iter().map(|s| s.to_string()).collect();
+        SequenceClassifier::new(config.init(&device), labels, &device)
+    }
+
+    /// Texts of tokens 2..10; positive when token 7 occurs (anywhere).
+    fn texts(n: usize, seed: u64) -> Vec<(Vec<u32>, usize)> {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let len = rng.random_range(3..9);
+                let mut ids: Vec<u32> = (0..len).map(|_| rng.random_range(2..7)).collect();
+                if i % 2 == 0 {
+                    let at = rng.random_range(0..len);
+                    ids[at] = 7;
+                }
+                let label = usize::from(ids.contains(&7));
+                (ids, label)
+            })
+            .collect()
+    }
+
+    fn pairs(n: usize, seed: u64) -> Vec<RewardPair> {
+        let t = texts(2 * n, seed);
+        t.chunks(2)
+            .map(|c| RewardPair {
+                chosen: c[0].0.clone(),
+                rejected: c[1].0.clone(),
+                margin: None,
+            })
+            .collect()
+    }
+
+    fn run(data: &RewardData, labels: &[&str], trainable: Trainable) -> (f64, RewardEval) {
+        let config = RewardConfig {
+            epochs: 30,
+            batch_size: 16,
+            lr: 1e-2,
+            trainable,
+            ..RewardConfig::default()
+        };
+        let device = Default::default();
+        let model = classifier(labels, 0);
+        let before = evaluate_reward_model(&model.valid(), data, 0, 32, &device);
+        let mut steps = 0;
+        let model = train_reward_model(model, data, &config, 0, &device, |s| {
+            steps = s.step;
+            assert_eq!(s.total, 30 * data.len().div_ceil(16));
+        });
+        assert_eq!(steps, 30 * data.len().div_ceil(16));
+        (
+            before.accuracy,
+            evaluate_reward_model(&model.valid(), data, 0, 32, &device),
+        )
+    }
+
+    #[test]
+    fn full_training_learns_labels_and_preferences() {
+        let labelled = RewardData::Labelled(texts(64, 1));
+        let (before, after) = run(&labelled, &["neg", "pos"], Trainable::All);
+        assert!(
+            after.accuracy > 0.95 && after.loss < 0.15,
+            "{before} -> {after:?}"
+        );
+        let prefs = RewardData::Pairs(pairs(48, 2));
+        let (before, after) = run(&prefs, &["reward"], Trainable::All);
+        assert!(
+            after.accuracy > 0.95 && after.margin > 1.0,
+            "{before} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn head_training_leaves_the_backbone_and_fits_the_head() {
+        let data = RewardData::Labelled(texts(64, 3));
+        let device = Default::default();
+        let model = classifier(&["neg", "pos"], 0);
+        let emb = |m: &ganpo_models::Lm<B>| match m {
+            ganpo_models::Lm::Llama(l) => l.model.embed_tokens.weight.val().into_data(),
+            _ => unreachable!(),
+        };
+        let emb_before = emb(&model.backbone);
+        let before = evaluate_reward_model(&model.valid(), &data, 0, 32, &device);
+        let config = RewardConfig {
+            epochs: 40,
+            lr: 5e-2,
+            trainable: Trainable::Head,
+            ..RewardConfig::default()
+        };
+        let model = train_reward_model(model, &data, &config, 0, &device, |_| {});
+        let after = evaluate_reward_model(&model.valid(), &data, 0, 32, &device);
+        assert!(after.loss < before.loss - 0.1, "{before:?} -> {after:?}");
+        assert!(after.accuracy > 0.8, "{before:?} -> {after:?}");
+        emb_before.assert_eq(&emb(&model.backbone), true);
+    }
+
+    #[test]
+    fn evaluation_counts_and_margins_are_exact() {
+        // A classifier is what its scores say: check accuracy and margin against the scores
+        // computed one text at a time.
+        let device = Default::default();
+        let model = classifier(&["reward"], 5).valid();
+        let data = RewardData::Pairs(pairs(10, 4));
+        let e = evaluate_reward_model(&model, &data, 0, 3, &device);
+        let RewardData::Pairs(p) = &data else {
+            unreachable!()
+        };
+        let one = |ids: &[u32]| -> f64 {
+            let (i, m) = collate::<NdArray>(&[ids], 0, &device);
+            model.reward(i, m).into_scalar().into()
+        };
+        let margins: Vec<f64> = p
+            .iter()
+            .map(|p| one(&p.chosen) - one(&p.rejected))
+            .collect();
+        let acc = margins.iter().filter(|m| **m > 0.0).count() as f64 / 10.0;
+        let mean = margins.iter().sum::<f64>() / 10.0;
+        assert_eq!(e.n, 10);
+        assert!((e.accuracy - acc).abs() < 1e-12, "{} vs {acc}", e.accuracy);
+        assert!((e.margin - mean).abs() < 1e-5, "{} vs {mean}", e.margin);
+    }
+}
