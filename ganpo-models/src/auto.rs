@@ -63,6 +63,27 @@ impl ModelConfig {
         }
     }
 
+    /// This configuration with `n` decoder layers; `n` must be between 1 and the current count.
+    pub fn with_layers(&self, n: usize) -> Result<Self, ModelError> {
+        let have = match self {
+            Self::Llama(c) => c.num_hidden_layers,
+            Self::Gpt2(c) => c.n_layer,
+        };
+        if n == 0 || n > have {
+            return Err(ModelError::InvalidConfig {
+                path: "config.json".into(),
+                key: "num_hidden_layers".into(),
+                message: format!("cannot keep {n} layers of {have}: expected 1 to {have}"),
+            });
+        }
+        let mut c = self.clone();
+        match &mut c {
+            Self::Llama(c) => c.num_hidden_layers = n,
+            Self::Gpt2(c) => c.n_layer = n,
+        }
+        Ok(c)
+    }
+
     /// Whether the LM head is the embedding matrix.
     pub fn tied_embeddings(&self) -> bool {
         match self {
@@ -81,6 +102,24 @@ pub enum Lm<B: Backend> {
     Llama(Llama<B>),
     /// GPT-2.
     Gpt2(Gpt2<B>),
+}
+
+impl<B: Backend> Lm<B> {
+    /// Keeps the first `n` decoder layers (the final norm and head stay): a shallower, faster
+    /// model for tasks that need less depth, such as a small reward model. `config` is the
+    /// model's configuration; the result describes the truncated model.
+    pub fn truncate_layers(
+        &mut self,
+        config: &ModelConfig,
+        n: usize,
+    ) -> Result<ModelConfig, ModelError> {
+        let config = config.with_layers(n)?;
+        match self {
+            Lm::Llama(m) => m.model.layers.truncate(n),
+            Lm::Gpt2(m) => m.transformer.h.truncate(n),
+        }
+        Ok(config)
+    }
 }
 
 impl<B: Backend> CausalLm<B> for Lm<B> {

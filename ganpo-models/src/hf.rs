@@ -13,7 +13,7 @@ use burn_store::TensorSnapshot;
 use crate::weights::{apply, read_safetensors};
 
 /// Reads and parses a JSON file.
-pub(crate) fn read_json(path: &Path) -> Result<Value, ModelError> {
+pub fn read_json(path: &Path) -> Result<Value, ModelError> {
     let text = std::fs::read_to_string(path).map_err(ModelError::io(path))?;
     serde_json::from_str(&text).map_err(|e| ModelError::Json {
         path: path.to_path_buf(),

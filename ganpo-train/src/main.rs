@@ -29,6 +29,9 @@ enum Command {
     Sft(commands::sft::Args),
     /// Sample completions of a prompt file (several per prompt) to JSONL.
     Sample(commands::sample::Args),
+    /// Reward models: train one on labelled texts or preference pairs, evaluate one.
+    #[command(subcommand)]
+    Reward(commands::reward::Command),
     /// Score generations with a reward function (adds a `reward` field; prints the mean).
     Score(commands::score::Args),
     /// Make preference pairs (best vs worst completion per prompt) from scored samples.
@@ -71,6 +74,7 @@ fn main() -> Result<()> {
         Command::Task(args) => commands::task::run(args),
         Command::Sft(args) => commands::sft::run(args),
         Command::Sample(args) => commands::sample::run(args),
+        Command::Reward(command) => commands::reward::run(command),
         Command::Score(args) => commands::score::run(args),
         Command::Pairs(args) => commands::pairs::run(args),
         Command::Kl(args) => commands::kl::run(args),

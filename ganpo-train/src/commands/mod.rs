@@ -11,6 +11,7 @@ pub mod logprobs;
 pub mod pairs;
 pub mod plot;
 pub mod quickstart;
+pub mod reward;
 pub mod sample;
 pub mod score;
 pub mod sft;

@@ -7,6 +7,7 @@
 //! - [`chat`]: chat templates rendered as transformers renders them;
 //! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
 //! - [`dataset`]: tokenized pairs with their sources;
+//! - [`reward_rows`]: reward-model files (labelled texts or pairs), tokenized;
 //! - [`batch`]: truncation, padding, seeded ordering, train / eval split.
 
 pub mod batch;
@@ -14,6 +15,7 @@ pub mod chat;
 pub mod dataset;
 pub mod hub;
 pub mod record;
+pub mod reward_rows;
 pub mod source;
 pub mod tokenize;
 
@@ -25,6 +27,7 @@ pub use batch::{
 pub use chat::ChatTemplate;
 pub use dataset::PreferenceDataset;
 pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
+pub use reward_rows::{LabelNames, load_reward_data};
 pub use source::{RecordError, Records, SourcedRecord, load_records, read_rows};
 pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair, tokenize_prompt_completion};
 

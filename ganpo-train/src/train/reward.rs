@@ -174,7 +174,7 @@ pub struct RewardEval {
 }
 
 /// Right-padded ids and attention mask of `rows`.
-fn collate<B: Backend>(
+pub(crate) fn collate<B: Backend>(
     rows: &[&[u32]],
     pad: u32,
     device: &B::Device,

@@ -1,0 +1,282 @@
+//! `ganpo reward train / eval` and `ganpo score --reward model:DIR` end to end, on the synthetic
+//! review language whose sentiment the task's oracle computes exactly.
+
+use std::path::Path;
+use std::process::Command;
+
+use ganpo_train::task::sentiment::oracle_reward;
+use serde_json::{Value, json};
+
+fn ganpo(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn write_jsonl(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The task's reviews with their oracle sentiment as a label name (neutral ones dropped).
+fn labelled(task: &Path) -> Vec<Value> {
+    std::fs::read_to_string(task.join("sft.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let text = serde_json::from_str::<Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let r = oracle_reward("", &text);
+            (r != 0.0).then(|| {
+                let label = if r > 0.0 { "positive" } else { "negative" };
+                json!({"text": text, "label": label})
+            })
+        })
+        .collect()
+}
+
+fn task(dir: &Path, examples: usize) -> std::path::PathBuf {
+    let t = dir.join("task");
+    let (ok, _, err) = ganpo(&[
+        "task",
+        "--out",
+        t.to_str().unwrap(),
+        "--sft-examples",
+        &examples.to_string(),
+        "--hidden-size",
+        "32",
+        "--layers",
+        "2",
+    ]);
+    assert!(ok, "{err}");
+    t
+}
+
+#[test]
+fn a_reward_model_learns_sentiment_and_scores_generations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = task(tmp.path(), 1500);
+    let rows = labelled(&t);
+    let (train, held) = rows.split_at(rows.len() - 200);
+    let (data, heldout) = (
+        tmp.path().join("train.jsonl"),
+        tmp.path().join("held.jsonl"),
+    );
+    write_jsonl(&data, train);
+    write_jsonl(&heldout, held);
+    let rm = tmp.path().join("rm");
+    let (ok, out, err) = ganpo(&[
+        "reward",
+        "train",
+        "--model",
+        t.join("model").to_str().unwrap(),
+        "--init",
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        "negative,positive",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "32",
+        "--lr",
+        "1e-2",
+        "--out",
+        rm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let split_accuracy = report["eval_accuracy"].as_f64().unwrap();
+    assert!(split_accuracy > 0.9, "{report}");
+    // What was written: a transformers classifier directory with its tokenizer, the step log and
+    // the held-out metrics.
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlamaForSequenceClassification");
+    assert_eq!(config["id2label"]["1"], "positive");
+    assert!(rm.join("tokenizer.json").is_file());
+    let steps = std::fs::read_to_string(rm.join("metrics.jsonl")).unwrap();
+    let n_train = train.len() - (train.len() as f64 * 0.1).round() as usize;
+    assert_eq!(steps.lines().count(), 12 * n_train.div_ceil(32));
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("eval_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["eval_accuracy"], report["eval_accuracy"]);
+
+    // A held-out file the model never saw.
+    let (ok, out, err) = ganpo(&[
+        "reward",
+        "eval",
+        "--model",
+        rm.to_str().unwrap(),
+        "--data",
+        heldout.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let eval: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(eval["eval_samples"], 200);
+    assert!(eval["eval_accuracy"].as_f64().unwrap() > 0.9, "{eval}");
+
+    // As a reward: completions the oracle calls positive score above negative ones.
+    let samples = tmp.path().join("samples.jsonl");
+    let gens = [
+        ("the film was", " great and the cast was fun", 1.0),
+        ("the plot was", " brilliant", 1.0),
+        ("the acting was", " lovely and the story was good", 1.0),
+        ("the film was", " awful and the cast was dull", -1.0),
+        ("the plot was", " boring", -1.0),
+        ("the acting was", " poor and the story was bad", -1.0),
+    ];
+    let rows: Vec<Value> = gens
+        .iter()
+        .map(|(p, c, _)| json!({"prompt": p, "completion": c}))
+        .collect();
+    write_jsonl(&samples, &rows);
+    let scored = tmp.path().join("scored.jsonl");
+    let reward = format!("model:{}", rm.display());
+    let (ok, out, err) = ganpo(&[
+        "score",
+        "--reward",
+        &reward,
+        "--samples",
+        samples.to_str().unwrap(),
+        "--out",
+        scored.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["n"], 6);
+    let rewards: Vec<f64> = std::fs::read_to_string(&scored)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["reward"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    for (i, (_, _, sign)) in gens.iter().enumerate() {
+        assert!(rewards[i] * sign > 0.0, "{i}: {rewards:?}");
+    }
+}
+
+#[test]
+fn pairs_train_a_scalar_reward_model_head_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = task(tmp.path(), 1500);
+    // A plain causal LM to start from: SFT a few steps so the backbone has weights on disk.
+    let lm = tmp.path().join("lm");
+    let (ok, _, err) = ganpo(&[
+        "sft",
+        "--model",
+        t.join("model").to_str().unwrap(),
+        "--init",
+        "--data",
+        t.join("sft.jsonl").to_str().unwrap(),
+        "--steps",
+        "100",
+        "--out",
+        lm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let rows = labelled(&t);
+    let (pos, neg): (Vec<&Value>, Vec<&Value>) =
+        rows.iter().partition(|r| r["label"] == "positive");
+    let pairs: Vec<Value> = pos
+        .iter()
+        .zip(&neg)
+        .map(|(p, n)| json!({"chosen": p["text"], "rejected": n["text"]}))
+        .collect();
+    let data = tmp.path().join("pairs.jsonl");
+    write_jsonl(&data, &pairs);
+    let rm = tmp.path().join("rm");
+    let (ok, out, err) = ganpo(&[
+        "reward",
+        "train",
+        "--model",
+        lm.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--trainable",
+        "head",
+        "--epochs",
+        "20",
+        "--lr",
+        "1e-2",
+        "--out",
+        rm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(rm.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_labels"], 1);
+    // A linear head on the frozen SFT model's last hidden state ranks most held-out pairs
+    // (about 60 of them; chance is 0.5, measured 0.72).
+    assert_eq!(report["eval_samples"], 60);
+    assert!(report["eval_accuracy"].as_f64().unwrap() > 0.65, "{report}");
+    assert!(report["eval_margin"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn bad_reward_data_is_reported_by_line_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = task(tmp.path(), 10);
+    let model = t.join("model");
+    let data = tmp.path().join("bad.jsonl");
+    let run = |rows: &[Value], extra: &[&str]| {
+        write_jsonl(&data, rows);
+        let out = tmp.path().join("never");
+        let mut args = vec![
+            "reward",
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--init",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let (ok, _, err) = ganpo(&args);
+        assert!(!ok);
+        assert!(!out.exists(), "nothing is written on bad input");
+        err
+    };
+    let err = run(
+        &[
+            json!({"text": "the film was good", "label": "positive"}),
+            json!({"text": "the film was bad", "label": "meh"}),
+        ],
+        &["--labels", "negative,positive"],
+    );
+    assert!(err.contains("bad.jsonl:2:") && err.contains("meh"), "{err}");
+    let err = run(
+        &[
+            json!({"text": "the film was good", "label": 1}),
+            json!({"chosen": "good", "rejected": "bad"}),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("bad.jsonl:2:") && err.contains("pair"),
+        "{err}"
+    );
+    let err = run(
+        &[json!({"text": "the film was good", "label": "positive"})],
+        &[],
+    );
+    assert!(err.contains("--labels"), "{err}");
+    let err = run(&[json!({"text": "the film was good"})], &[]);
+    assert!(err.contains("label"), "{err}");
+}
