@@ -7,6 +7,7 @@
 //! - [`train`]: the GANPO trainer, evaluation, checkpoints;
 //! - [`bench`]: the timed training step of a named model shape (`ganpo bench`);
 //! - [`rollout`]: sampling completions, rewards, pairs from scored samples, the sampled KL;
+//! - [`experiment`]: the IMDb evidence experiment's configuration and data;
 //! - [`task`]: built-in tasks with an exact reward (the quickstart's synthetic sentiment language);
 //! - [`io`]: atomic file writes;
 //! - [`toy`]: the smallest end-to-end GANPO run, a tiny causal LM preference-trained with DPO and
@@ -15,6 +16,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod experiment;
 pub mod io;
 pub mod rollout;
 pub mod task;
