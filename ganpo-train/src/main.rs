@@ -32,6 +32,9 @@ enum Command {
     /// Reward models: train one on labelled texts or preference pairs, evaluate one.
     #[command(subcommand)]
     Reward(commands::reward::Command),
+    /// Experiments: `ganpo experiment run configs/experiments/imdb.toml [--quick]`.
+    #[command(subcommand)]
+    Experiment(commands::experiment::Command),
     /// Score generations with a reward function (adds a `reward` field; prints the mean).
     Score(commands::score::Args),
     /// Make preference pairs (best vs worst completion per prompt) from scored samples.
@@ -75,6 +78,7 @@ fn main() -> Result<()> {
         Command::Sft(args) => commands::sft::run(args),
         Command::Sample(args) => commands::sample::run(args),
         Command::Reward(command) => commands::reward::run(command),
+        Command::Experiment(command) => commands::experiment::run(command),
         Command::Score(args) => commands::score::run(args),
         Command::Pairs(args) => commands::pairs::run(args),
         Command::Kl(args) => commands::kl::run(args),

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use ganpo_core::discriminator::{DiscriminatorConfig, MlpDiscriminatorConfig};
+use ganpo_core::{GanpoConfig, Pooling};
 use serde::{Deserialize, Serialize};
 
 /// A whole experiment.
@@ -111,6 +113,11 @@ pub struct TrainSpec {
     pub batch_size: usize,
     /// Peak learning rate (warm-up 10%, cosine decay).
     pub lr: f64,
+    /// Discriminator learning rate relative to `lr`.
+    pub disc_lr_ratio: f64,
+    /// The GANPO regularizer of the +ganpo methods (`adv_weight` is swept over
+    /// [`Self::adv_weight`]).
+    pub ganpo: GanpoConfig,
 }
 
 /// How each trained policy is evaluated.
@@ -202,6 +209,17 @@ impl Default for TrainSpec {
             epochs: 1,
             batch_size: 8,
             lr: 5e-6,
+            disc_lr_ratio: 5.0,
+            // The cheaper `mlp` discriminator on completion tokens: the stable choice at small
+            // scale (docs/quickstart.md compares it with the reference's transformer).
+            ganpo: GanpoConfig {
+                discriminator: DiscriminatorConfig::Mlp(MlpDiscriminatorConfig {
+                    hidden: 64,
+                    ..Default::default()
+                }),
+                pooling: Pooling::Completion,
+                ..GanpoConfig::default()
+            },
         }
     }
 }
