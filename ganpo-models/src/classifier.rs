@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::export::{TokenizerFiles, hf_config, write_export};
 use crate::hf::{read_checkpoint, read_json};
+use crate::nn::positions;
 use crate::weights::apply;
 use crate::{CausalLm, Lm, ModelConfig, ModelError, Tokenizer};
 
@@ -77,10 +78,7 @@ impl<B: Backend> SequenceClassifier<B> {
             .backbone
             .hidden_states(input_ids, attention_mask.clone());
         let h = hidden.dims()[2];
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &device)
-            .reshape([1, s])
-            .expand([b, s]);
-        let last = (positions * attention_mask.int()).argmax(1);
+        let last = (positions::<B>(b, s, &device) * attention_mask.int()).argmax(1);
         hidden
             .gather(1, last.reshape([b, 1, 1]).expand([b, 1, h]))
             .reshape([b, h])

@@ -15,7 +15,7 @@ use ganpo_core::affine::affine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::nn::{KvCache, LayerCache, attention_mask, tied_head};
+use crate::nn::{KvCache, LayerCache, attention_mask, positions, tied_head};
 use crate::{CausalLm, LmOutput, ModelError};
 
 /// Fill value of masked attention scores.
@@ -318,9 +318,7 @@ impl<B: Backend> CausalLm<B> for Gpt2<B> {
         attention_mask_2d: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 3> {
         let [b, s] = input_ids.dims();
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &input_ids.device())
-            .reshape([1, s])
-            .expand([b, s]);
+        let positions = positions::<B>(b, s, &input_ids.device());
         self.hidden_at(
             input_ids,
             positions,

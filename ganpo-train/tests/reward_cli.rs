@@ -1,29 +1,14 @@
 //! `ganpo reward train / eval` and `ganpo score --reward model:DIR` end to end, on the synthetic
 //! review language whose sentiment the task's oracle computes exactly.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use ganpo_train::task::sentiment::oracle_reward;
 use serde_json::{Value, json};
 
-fn ganpo(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn write_jsonl(path: &Path, rows: &[Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
-}
+use common::{ganpo_text as ganpo, tiny_sft, tiny_task, write_jsonl};
 
 /// The task's reviews with their oracle sentiment as a label name (neutral ones dropped).
 fn labelled(task: &Path) -> Vec<Value> {
@@ -44,27 +29,10 @@ fn labelled(task: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn task(dir: &Path, examples: usize) -> std::path::PathBuf {
-    let t = dir.join("task");
-    let (ok, _, err) = ganpo(&[
-        "task",
-        "--out",
-        t.to_str().unwrap(),
-        "--sft-examples",
-        &examples.to_string(),
-        "--hidden-size",
-        "32",
-        "--layers",
-        "2",
-    ]);
-    assert!(ok, "{err}");
-    t
-}
-
 #[test]
 fn a_reward_model_learns_sentiment_and_scores_generations() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = task(tmp.path(), 1500);
+    let t = tiny_task(tmp.path(), 1500, 2);
     let rows = labelled(&t);
     let (train, held) = rows.split_at(rows.len() - 200);
     let (data, heldout) = (
@@ -172,22 +140,10 @@ fn a_reward_model_learns_sentiment_and_scores_generations() {
 #[test]
 fn pairs_train_a_scalar_reward_model_head_only() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = task(tmp.path(), 1500);
+    let t = tiny_task(tmp.path(), 1500, 2);
     // A plain causal LM to start from: SFT a few steps so the backbone has weights on disk.
     let lm = tmp.path().join("lm");
-    let (ok, _, err) = ganpo(&[
-        "sft",
-        "--model",
-        t.join("model").to_str().unwrap(),
-        "--init",
-        "--data",
-        t.join("sft.jsonl").to_str().unwrap(),
-        "--steps",
-        "100",
-        "--out",
-        lm.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    tiny_sft(&t, 100, &lm);
     let rows = labelled(&t);
     let (pos, neg): (Vec<&Value>, Vec<&Value>) =
         rows.iter().partition(|r| r["label"] == "positive");
@@ -230,7 +186,7 @@ fn pairs_train_a_scalar_reward_model_head_only() {
 #[test]
 fn bad_reward_data_is_reported_by_line_and_field() {
     let tmp = tempfile::tempdir().unwrap();
-    let t = task(tmp.path(), 10);
+    let t = tiny_task(tmp.path(), 10, 2);
     let model = t.join("model");
     let data = tmp.path().join("bad.jsonl");
     let run = |rows: &[Value], extra: &[&str]| {

@@ -15,7 +15,7 @@ pub use attention::Attention;
 pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
 pub use mlp::Mlp;
 
-use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, tied_head};
+use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, positions, tied_head};
 use crate::{CausalLm, LmOutput};
 
 /// One pre-norm decoder layer.
@@ -158,9 +158,7 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         attention_mask_2d: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 3> {
         let [b, s] = input_ids.dims();
-        let positions = Tensor::<B, 1, Int>::arange(0..s as i64, &input_ids.device())
-            .reshape([1, s])
-            .expand([b, s]);
+        let positions = positions::<B>(b, s, &input_ids.device());
         let masked = attention_mask(attention_mask_2d, self.sliding_window);
         self.hidden_at(input_ids, positions, s.max(1), masked, None)
     }

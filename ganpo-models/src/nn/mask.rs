@@ -2,6 +2,13 @@
 
 use burn::prelude::*;
 
+/// Positions `0..seq` of every row, `[batch, seq]`: a whole sequence run from its start.
+pub fn positions<B: Backend>(batch: usize, seq: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::<B, 1, Int>::arange(0..seq as i64, device)
+        .reshape([1, seq])
+        .expand([batch, seq])
+}
+
 /// `[batch, 1, seq, seq]`, true where query `t` may not attend to key `j`: future keys, keys
 /// outside the sliding window (`t - j >= window`), and padding keys (`attention_mask` false).
 /// A query always sees itself, so no row is fully masked, even at padding positions.

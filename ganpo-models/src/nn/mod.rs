@@ -7,7 +7,7 @@ mod rope;
 mod tied_head;
 
 pub use cache::{KvCache, LayerCache};
-pub use mask::{attention_mask, step_mask};
+pub use mask::{attention_mask, positions, step_mask};
 pub use rms_norm::RmsNorm;
 pub use rope::{RopeScaling, Rotary};
 pub use tied_head::tied_head;

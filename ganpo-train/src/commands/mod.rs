@@ -79,3 +79,18 @@ pub fn progress_bar(len: u64, prefix: &str) -> Option<ProgressBar> {
         bar
     })
 }
+
+/// Shows step `step` of `total` with `msg`: on `bar` when there is one (a terminal), else as a
+/// log line every 50 steps and at the last, prefixed with `what`.
+pub fn report_step(bar: &Option<ProgressBar>, what: &str, step: usize, total: usize, msg: &str) {
+    match bar {
+        Some(bar) => {
+            bar.set_position(step as u64);
+            bar.set_message(msg.to_string());
+        }
+        None if step.is_multiple_of(50) || step == total => {
+            tracing::info!("{what} step {step}/{total} {msg}")
+        }
+        None => {}
+    }
+}

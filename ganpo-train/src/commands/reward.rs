@@ -246,16 +246,7 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
     let model = train_reward_model(model, &data, &reward_config, pad, device, |s| {
         log.push(serde_json::to_value(s).expect("a step serializes"));
         let msg = format!("loss {:.4} acc {:.3}", s.loss, s.accuracy);
-        match &bar {
-            Some(bar) => {
-                bar.set_position(s.step as u64);
-                bar.set_message(msg);
-            }
-            None if s.step % 50 == 0 || s.step == s.total => {
-                tracing::info!("reward step {}/{} {msg}", s.step, s.total)
-            }
-            None => {}
-        }
+        super::report_step(&bar, "reward", s.step, s.total, &msg);
     });
     if let Some(bar) = bar {
         bar.finish_and_clear();

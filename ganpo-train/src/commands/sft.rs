@@ -143,16 +143,7 @@ pub fn fine_tune<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Result<
         |s| {
             last = Some(*s);
             let msg = format!("loss {:.4}", s.loss);
-            match &bar {
-                Some(bar) => {
-                    bar.set_position(s.step as u64);
-                    bar.set_message(msg);
-                }
-                None if s.step % 50 == 0 || s.step == args.steps => {
-                    tracing::info!("sft step {}/{} {msg}", s.step, args.steps)
-                }
-                None => {}
-            }
+            super::report_step(&bar, "sft", s.step, args.steps, &msg);
         },
     );
     if let Some(bar) = bar {
