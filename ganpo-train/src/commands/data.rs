@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ganpo_models::Tokenizer;
+pub use ganpo_train::data::pad_id;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, Truncation, load_records};
 
 /// Reads, checks and tokenizes `files`; malformed rows stop the load (listing all of them) unless
@@ -40,12 +41,4 @@ pub fn load_dataset(
         );
     }
     Ok(data)
-}
-
-/// The padding id: the tokenizer's pad token, else its first EOS token, else 0 (TRL's rule).
-pub fn pad_id(tokenizer: &Tokenizer) -> u32 {
-    tokenizer
-        .pad_token_id
-        .or_else(|| tokenizer.eos_token_ids.first().copied())
-        .unwrap_or(0)
 }

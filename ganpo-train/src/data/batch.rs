@@ -228,6 +228,14 @@ pub fn split_indices(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Ve
     (train, eval)
 }
 
+/// The padding id: the tokenizer's pad token, else its first EOS token, else 0 (TRL's rule).
+pub fn pad_id(tokenizer: &ganpo_models::Tokenizer) -> u32 {
+    tokenizer
+        .pad_token_id
+        .or_else(|| tokenizer.eos_token_ids.first().copied())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

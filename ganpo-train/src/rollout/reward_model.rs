@@ -50,11 +50,7 @@ impl<B: Backend> RewardModel<B> {
             .iter()
             .map(|t| reward_ids(&self.tokenizer, t, self.max_length))
             .collect::<Result<Vec<_>, _>>()?;
-        let pad = self
-            .tokenizer
-            .pad_token_id
-            .or_else(|| self.tokenizer.eos_token_ids.first().copied())
-            .unwrap_or(0);
+        let pad = crate::data::pad_id(&self.tokenizer);
         let mut out = Vec::with_capacity(texts.len());
         for chunk in ids.chunks(batch.max(1)) {
             let rows: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
