@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
-use crate::{CausalLm, LmOutput, ModelError};
+use crate::{CausalLm, Init, LmOutput, ModelError};
 
 /// `model_type`s ganpo can load.
 pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, gpt2";
@@ -39,11 +39,16 @@ impl ModelConfig {
         }
     }
 
-    /// A randomly initialized model of this configuration.
+    /// A randomly initialized model of this configuration, drawn as transformers does.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Lm<B> {
+        self.init_with(Init::Transformers, device)
+    }
+
+    /// A randomly initialized model drawn by `init`.
+    pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Lm<B> {
         match self {
-            Self::Llama(c) => Lm::Llama(c.init(device)),
-            Self::Gpt2(c) => Lm::Gpt2(c.init(device)),
+            Self::Llama(c) => Lm::Llama(c.init_with(init, device)),
+            Self::Gpt2(c) => Lm::Gpt2(c.init_with(init, device)),
         }
     }
 

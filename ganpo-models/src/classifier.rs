@@ -6,13 +6,14 @@
 
 use std::path::Path;
 
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, TensorSnapshot};
 use serde_json::{Value, json};
 
 use crate::export::{TokenizerFiles, hf_config, write_export};
 use crate::hf::{read_checkpoint, read_json};
+use crate::nn::init;
 use crate::nn::positions;
 use crate::weights::apply;
 use crate::{CausalLm, Lm, ModelConfig, ModelError, Tokenizer};
@@ -36,13 +37,13 @@ impl<B: Backend> SequenceClassifier<B> {
     /// initialized as transformers does (normal, std 0.02).
     pub fn new(backbone: Lm<B>, labels: Vec<String>, device: &B::Device) -> Self {
         let hidden = backbone.hidden_size();
-        let score = LinearConfig::new(hidden, labels.len().max(1))
-            .with_bias(false)
-            .with_initializer(Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            })
-            .init(device);
+        let score = init::linear(
+            hidden,
+            labels.len().max(1),
+            false,
+            init::TRANSFORMERS,
+            device,
+        );
         Self {
             backbone,
             score,
@@ -194,9 +195,13 @@ pub fn load_classifier<B: Backend>(
     }
     let mut model = SequenceClassifier {
         backbone,
-        score: LinearConfig::new(config.hidden_size(), labels.len())
-            .with_bias(false)
-            .init(device),
+        score: init::linear(
+            config.hidden_size(),
+            labels.len(),
+            false,
+            init::TRANSFORMERS,
+            device,
+        ),
         labels,
     };
     let tensors = read_checkpoint(dir)?

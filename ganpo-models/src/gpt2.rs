@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use ganpo_core::activation::{gelu, gelu_tanh};
@@ -15,6 +15,7 @@ use ganpo_core::affine::affine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{KvCache, LayerCache, attention_mask, positions, tied_head};
 use crate::{CausalLm, LmOutput, ModelError};
 
@@ -105,29 +106,40 @@ impl Gpt2Config {
 
     /// A randomly initialized model (load weights with [`crate::hf::load`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt2<B> {
+        self.init_with(Init::Transformers, device)
+    }
+
+    /// A randomly initialized model drawn by `init` (the `Conv1D` layers are GPT-2's own, always
+    /// N(0, 0.02); transformers also scales the residual projections).
+    pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Gpt2<B> {
         let ln = || {
             LayerNormConfig::new(self.n_embd)
                 .with_epsilon(self.layer_norm_epsilon)
                 .init(device)
         };
+        // transformers scales the projections back into the residual stream by 1/sqrt(2 n_layer).
+        let residual_std = match init {
+            Init::Transformers => INIT_STD / ((2 * self.n_layer) as f64).sqrt(),
+            Init::Burn => INIT_STD,
+        };
         let block = || Block {
             ln_1: ln(),
             attn: Gpt2Attention {
-                c_attn: Conv1D::new(self.n_embd, 3 * self.n_embd, device),
-                c_proj: Conv1D::new(self.n_embd, self.n_embd, device),
+                c_attn: Conv1D::new(self.n_embd, 3 * self.n_embd, INIT_STD, device),
+                c_proj: Conv1D::new(self.n_embd, self.n_embd, residual_std, device),
                 n_head: self.n_head,
             },
             ln_2: ln(),
             mlp: Gpt2Mlp {
-                c_fc: Conv1D::new(self.n_embd, self.n_inner, device),
-                c_proj: Conv1D::new(self.n_inner, self.n_embd, device),
+                c_fc: Conv1D::new(self.n_embd, self.n_inner, INIT_STD, device),
+                c_proj: Conv1D::new(self.n_inner, self.n_embd, residual_std, device),
                 tanh_gelu: self.tanh_gelu,
             },
         };
         Gpt2 {
             transformer: Gpt2Model {
-                wte: EmbeddingConfig::new(self.vocab_size, self.n_embd).init(device),
-                wpe: EmbeddingConfig::new(self.n_positions, self.n_embd).init(device),
+                wte: init::embedding(self.vocab_size, self.n_embd, init, device),
+                wpe: init::embedding(self.n_positions, self.n_embd, init, device),
                 h: (0..self.n_layer).map(|_| block()).collect(),
                 ln_f: ln(),
             },
@@ -145,10 +157,10 @@ pub struct Conv1D<B: Backend> {
 }
 
 impl<B: Backend> Conv1D<B> {
-    fn new(d_in: usize, d_out: usize, device: &B::Device) -> Self {
+    fn new(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Self {
         let w = Tensor::random(
             [d_in, d_out],
-            burn::tensor::Distribution::Normal(0.0, 0.02),
+            burn::tensor::Distribution::Normal(0.0, std),
             device,
         );
         Self {

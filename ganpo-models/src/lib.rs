@@ -38,5 +38,6 @@ pub use auto::{Lm, ModelConfig, SUPPORTED_MODEL_TYPES};
 pub use causal_lm::{CausalLm, LmOutput};
 pub use error::ModelError;
 pub use load::{LoadedModel, load_model, weight_dtypes};
+pub use nn::init::Init;
 pub use tiny::{TinyLm, TinyLmConfig};
 pub use tokenizer::Tokenizer;

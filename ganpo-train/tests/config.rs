@@ -77,6 +77,11 @@ fn overrides_and_relative_paths() {
         c.model.reference.unwrap(),
         std::path::PathBuf::from("/abs/ref")
     );
+    // `{assets}` is the asset cache, not a path under the file's directory.
+    let c = RunConfig::load(&path, &["model.path={assets}/llm/m.gguf".into()]).unwrap();
+    let cache = ganpo_train::config::expand_assets("{assets}");
+    assert_eq!(c.model.path, cache.join("llm/m.gguf"));
+    assert!(!c.model.path.starts_with(dir.path()) && !cache.as_os_str().is_empty());
 
     let mut t = toml::Table::new();
     apply_set(&mut t, "train=3").unwrap();

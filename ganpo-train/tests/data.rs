@@ -1,4 +1,5 @@
-//! Dataset files: Parquet and JSONL give the same records; unreadable files are named.
+//! Dataset files: Parquet, JSONL and gzip-compressed JSONL give the same records; unreadable
+//! files are named.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +26,50 @@ fn parquet_and_jsonl_hold_the_same_records() {
         assert_eq!(records(&jsonl), records(&parquet), "{name}");
         assert_eq!(parquet.records[2].line, 3);
     }
+}
+
+#[test]
+fn gzip_compressed_jsonl_reads_as_the_plain_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain = data("standard.jsonl");
+    let text = std::fs::read(&plain).unwrap();
+    // Two gzip members, as `cat a.gz b.gz` makes: both halves are read.
+    let split = text.len() / 2
+        + text[text.len() / 2..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap()
+        + 1;
+    let mut bytes = Vec::new();
+    for part in [&text[..split], &text[split..]] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(part).unwrap();
+        bytes.extend(gz.finish().unwrap());
+    }
+    let packed = dir.path().join("standard.jsonl.gz");
+    std::fs::write(&packed, &bytes).unwrap();
+    let a = load_records(&[plain], false).unwrap();
+    let b = load_records(std::slice::from_ref(&packed), false).unwrap();
+    assert_eq!(a.records.len(), b.records.len());
+    for (x, y) in a.records.iter().zip(&b.records) {
+        assert_eq!((&x.record, x.line), (&y.record, y.line));
+    }
+
+    // Not gzip inside: an error naming the file, not a panic.
+    let fake = dir.path().join("fake.jsonl.gz");
+    std::fs::write(&fake, b"{\"prompt\": 1}\n").unwrap();
+    let e = load_records(std::slice::from_ref(&fake), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("fake.jsonl.gz"), "{e}");
+    // A compressed Parquet file is not a format.
+    let pq = dir.path().join("x.parquet.gz");
+    std::fs::write(&pq, &bytes).unwrap();
+    let e = load_records(std::slice::from_ref(&pq), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unsupported dataset format"), "{e}");
 }
 
 #[test]

@@ -77,6 +77,7 @@ max_new_tokens = 8
 
 [quick.train]
 seeds = [0]
+dpo_beta = [0.1]
 "#,
         csv = csv.display(),
         policy = policy.display(),
@@ -123,19 +124,30 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     let summary = results["summary"].as_array().unwrap();
     assert_eq!(summary.len(), 4);
     for row in summary {
-        for key in ["validation@1", "test@1", "test@1.5", "shift@1", "shift@1.5"] {
+        for key in ["test@1", "test@1.5", "shift@1", "shift@1.5"] {
             let i = &row["reward"][key];
             assert_eq!(i["n"], 2, "{key}: {row}");
             assert!(i["half_width"].as_f64().is_some(), "{key}: {row}");
         }
+        // Validation prompts chose the settings; they are not reported.
+        assert!(row["reward"].get("validation@1").is_none(), "{row}");
         assert!(row["kl"]["mean"].as_f64().unwrap().is_finite());
     }
+    // Each sweep run was scored on validation prompts (to choose), the other runs were not.
+    for s in results["sweep"].as_array().unwrap() {
+        assert!(
+            s[1]["reward"]["validation@1"]["n"].as_u64() == Some(8),
+            "{s}"
+        );
+    }
+    let noisy = runs.iter().find(|r| r[0]["label_noise"] == 0.4).unwrap();
+    assert!(noisy[1]["reward"].get("validation@1").is_none(), "{noisy}");
     // GANPO minus DPO, paired by seed, for each noise level and set@temperature.
     let comparisons = results["comparisons"].as_array().unwrap();
     assert_eq!(
         comparisons.len(),
-        2 * 6,
-        "2 noise levels x 3 sets x 2 temperatures"
+        2 * 4,
+        "2 noise levels x 2 held-out sets x 2 temperatures"
     );
     // The mean of the paired differences is the difference of the means.
     let row = |m: &str, n: f64| {
@@ -208,4 +220,36 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     ]);
     assert!(!ok);
     assert!(err.contains("quick"), "{err}");
+
+    // The quick profile: one setting per method, so no validation prompts are sampled, the sweep
+    // runs are the clean-pair runs, and one seed is reported with its per-prompt standard errors.
+    let quick = tmp.path().join("quick");
+    std::fs::write(&config, experiment_toml(&csv, &policy, "1e-3")).unwrap();
+    let (ok, _, err) = ganpo(&[
+        "experiment",
+        "run",
+        config.to_str().unwrap(),
+        "--quick",
+        "--out",
+        quick.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let evals: Vec<String> = std::fs::read_dir(quick.join("evals"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        evals.len(),
+        5,
+        "reference + 2 methods x 2 noise levels: {evals:?}"
+    );
+    assert!(
+        evals.iter().all(|e| e.ends_with(".test+shift.json")),
+        "{evals:?}"
+    );
+    let md = std::fs::read_to_string(quick.join("results.md")).unwrap();
+    assert!(
+        md.contains("– (only setting)") && md.contains("One seed"),
+        "{md}"
+    );
 }

@@ -1,12 +1,13 @@
 //! Grouped-query self-attention with rotary positions (HF names: `q_proj`, `k_proj`, `v_proj`,
 //! `o_proj`, and Qwen3's `q_norm`, `k_norm`).
 
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use ganpo_core::affine::linear;
 
 use super::LlamaConfig;
+use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{LayerCache, RmsNorm, Rotary};
 
 /// Fill value of masked scores: exp of it underflows to exactly 0 in f32 and bf16.
@@ -33,10 +34,10 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// Randomly initialized attention for `c`.
-    pub fn new(c: &LlamaConfig, device: &B::Device) -> Self {
+    /// Randomly initialized attention for `c`, drawn by `init`.
+    pub fn new(c: &LlamaConfig, init: Init, device: &B::Device) -> Self {
         let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let linear = |i, o, bias| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let linear = |i, o, bias| init::linear(i, o, bias, (init, INIT_STD), device);
         let norm = || c.qk_norm.then(|| RmsNorm::new(d, c.rms_norm_eps, device));
         Self {
             q_proj: linear(c.hidden_size, h * d, c.qkv_bias),

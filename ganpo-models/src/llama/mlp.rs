@@ -1,11 +1,12 @@
 //! The SwiGLU MLP (HF names: `gate_proj`, `up_proj`, `down_proj`).
 
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use ganpo_core::affine::linear;
 
 use super::LlamaConfig;
+use crate::nn::init::{self, INIT_STD, Init};
 
 /// `down(silu(gate(x)) * up(x))`.
 #[derive(Module, Debug)]
@@ -19,9 +20,9 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Randomly initialized MLP for `c`.
-    pub fn new(c: &LlamaConfig, device: &B::Device) -> Self {
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(c.mlp_bias).init(device);
+    /// Randomly initialized MLP for `c`, drawn by `init`.
+    pub fn new(c: &LlamaConfig, init: Init, device: &B::Device) -> Self {
+        let linear = |i, o| init::linear(i, o, c.mlp_bias, (init, INIT_STD), device);
         Self {
             gate_proj: linear(c.hidden_size, c.intermediate_size),
             up_proj: linear(c.hidden_size, c.intermediate_size),

@@ -7,7 +7,7 @@ mod attention;
 mod config;
 mod mlp;
 
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
 use ganpo_core::affine::linear;
 
@@ -15,6 +15,7 @@ pub use attention::Attention;
 pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
 pub use mlp::Mlp;
 
+use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, positions, tied_head};
 use crate::{CausalLm, LmOutput};
 
@@ -54,24 +55,34 @@ pub struct Llama<B: Backend> {
 }
 
 impl LlamaConfig {
-    /// A randomly initialized model (load weights with [`crate::load_model`]).
+    /// A randomly initialized model, drawn as transformers does (load weights with
+    /// [`crate::load_model`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
+        self.init_with(Init::Transformers, device)
+    }
+
+    /// A randomly initialized model drawn by `init`.
+    pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Llama<B> {
         let layer = || DecoderLayer {
-            self_attn: Attention::new(self, device),
-            mlp: Mlp::new(self, device),
+            self_attn: Attention::new(self, init, device),
+            mlp: Mlp::new(self, init, device),
             input_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
             post_attention_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
         };
         Llama {
             model: LlamaModel {
-                embed_tokens: EmbeddingConfig::new(self.vocab_size, self.hidden_size).init(device),
+                embed_tokens: init::embedding(self.vocab_size, self.hidden_size, init, device),
                 layers: (0..self.num_hidden_layers).map(|_| layer()).collect(),
                 norm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
             },
             lm_head: (!self.tie_word_embeddings).then(|| {
-                LinearConfig::new(self.hidden_size, self.vocab_size)
-                    .with_bias(false)
-                    .init(device)
+                init::linear(
+                    self.hidden_size,
+                    self.vocab_size,
+                    false,
+                    (init, INIT_STD),
+                    device,
+                )
             }),
             rotary: Rotary::new(self.head_dim, self.rope_theta, &self.rope_scaling),
             sliding_window: self.sliding_window,

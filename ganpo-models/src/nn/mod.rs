@@ -1,6 +1,7 @@
 //! Building blocks shared by the architectures.
 
 mod cache;
+pub mod init;
 mod mask;
 mod rms_norm;
 mod rope;

@@ -15,6 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_core::discriminator::{DiscriminatorConfig, MlpDiscriminatorConfig};
 use ganpo_core::{GanpoConfig, LossKind, Pooling, PreferenceLoss};
+use ganpo_models::Init;
 use ganpo_train::config::{RunConfig, Scheduler};
 use ganpo_train::io::{write_atomic, write_json, write_jsonl};
 use ganpo_train::rollout::{
@@ -273,6 +274,8 @@ fn quickstart<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Repo
     let sft_args = super::sft::Args {
         model: init_model,
         init: true,
+        // The task's settings (SFT steps, learning rates) were tuned with burn's defaults.
+        init_scheme: Init::Burn,
         data: sft_data,
         out: sft_dir.clone(),
         steps: args.sft_steps,
@@ -451,7 +454,7 @@ fn recipe(args: &Args) -> String {
     let mut s = format!(
         "#!/usr/bin/env bash\n# What `ganpo quickstart` did, as ordinary commands.\nset -euo pipefail\n\
          ganpo task --out {r}/task --seed {seed} --sft-examples {se} --train-prompts {tp} --eval-prompts {ep}\n\
-         ganpo sft --model {r}/task/model --init --data {r}/task/sft.jsonl --out {r}/sft --steps {ss} --batch-size 32 --lr 3e-3 --max-length 64 --seed {seed}\n",
+         ganpo sft --model {r}/task/model --init --init-scheme burn --data {r}/task/sft.jsonl --out {r}/sft --steps {ss} --batch-size 32 --lr 3e-3 --max-length 64 --seed {seed}\n",
         seed = args.seed,
         se = args.sft_examples,
         tp = args.train_prompts,

@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_models::export::{TokenizerFiles, export_hf};
-use ganpo_models::{ModelConfig, Tokenizer};
+use ganpo_models::{Init, ModelConfig, Tokenizer};
 use ganpo_train::data::{read_rows, tokenize_prompt_completion};
 use ganpo_train::train::{SftConfig, SftExample, SftStep, sft};
 
@@ -22,6 +22,10 @@ pub struct Args {
     /// tokenizer files only (as `ganpo task` writes it).
     #[arg(long)]
     pub init: bool,
+    /// How `--init` draws the weights: `transformers` (N(0, 0.02), as PyTorch would start the
+    /// same model) or `burn` (burn's module defaults; the quickstart's task was tuned with them).
+    #[arg(long, default_value_t = Init::Transformers)]
+    pub init_scheme: Init,
     /// Training data: .jsonl or .parquet rows with `text`, or with `prompt` and `completion`.
     #[arg(long)]
     pub data: PathBuf,
@@ -112,7 +116,11 @@ pub fn fine_tune<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Result<
         let tokenizer = Tokenizer::from_dir(&args.model)?;
         tokenizer.check_vocab(config.vocab_size())?;
         B::seed(device, args.seed);
-        (config.clone(), config.init::<B>(device), tokenizer)
+        (
+            config.clone(),
+            config.init_with::<B>(args.init_scheme, device),
+            tokenizer,
+        )
     } else {
         let (loaded, tokenizer) = super::load_with_tokenizer::<B>(&args.model, device)?;
         (loaded.config, loaded.model, tokenizer)

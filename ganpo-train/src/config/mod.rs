@@ -211,6 +211,16 @@ impl Default for TrainSection {
     }
 }
 
+/// `value` with `{assets}` replaced by the asset cache `cargo xtask assets` fills:
+/// `$GANPO_ASSETS`, by default `~/.cache/ganpo/assets`.
+pub fn expand_assets(value: &str) -> PathBuf {
+    let assets = std::env::var_os("GANPO_ASSETS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ganpo/assets")))
+        .unwrap_or_else(|| PathBuf::from("assets"));
+    PathBuf::from(value.replace("{assets}", &assets.to_string_lossy()))
+}
+
 impl RunConfig {
     /// Reads `path` and applies `--set key=value` overrides, then checks every value.
     pub fn load(path: &Path, sets: &[String]) -> Result<Self, ConfigError> {
@@ -243,9 +253,13 @@ impl RunConfig {
         Ok(config)
     }
 
-    /// Relative paths in the file are relative to the file's directory.
+    /// `{assets}` in a path is the asset cache ([`expand_assets`]); other relative paths in the
+    /// file are relative to the file's directory.
     fn resolve_paths(mut self, base: &Path) -> Result<Self, ConfigError> {
         let fix = |p: &mut PathBuf| {
+            if let Some(s) = p.to_str().filter(|s| s.contains("{assets}")) {
+                *p = expand_assets(s);
+            }
             let hub = p.to_str().is_some_and(|s| s.starts_with("hf://"));
             if p.is_relative() && !p.as_os_str().is_empty() && !hub {
                 *p = base.join(&*p);

@@ -44,8 +44,8 @@ pub enum DataError {
     },
     /// The file's extension is not a supported dataset format.
     #[error(
-        "{}: unsupported dataset format: expected a .jsonl file (one JSON object per line) or a \
-         .parquet file",
+        "{}: unsupported dataset format: expected a .jsonl file (one JSON object per line; \
+         .jsonl.gz when gzip-compressed) or a .parquet file",
         path.display()
     )]
     UnsupportedFormat {

@@ -1,7 +1,7 @@
 //! Reading preference rows from files, with every malformed row reported by file, line and field.
 
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -56,22 +56,25 @@ pub struct Records {
 /// One row of a dataset file: its 1-based line and its JSON value (or why it is not JSON).
 pub type Row = (usize, Result<Value, String>);
 
-/// Reads the JSON Lines file at `path`: one JSON object per line, blank lines ignored.
+/// Reads the JSON Lines file at `path`: one JSON object per line, blank lines ignored; a name
+/// ending in `.gz` is decompressed on the fly (gzip, as the Hub often ships JSONL).
 pub fn read_jsonl(path: &Path) -> Result<Vec<Row>, DataError> {
     let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
+    let reader: Box<dyn Read> = if is_gzip(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
     let mut rows = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = match line {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                rows.push((i + 1, Err("not valid UTF-8".to_string())));
-                continue;
-            }
-            Err(e) => return Err(io(e)),
+    // Bytes first, so a decompression error stays an I/O error and bad UTF-8 a bad row.
+    for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
+        let Ok(line) = String::from_utf8(line.map_err(io)?) else {
+            rows.push((i + 1, Err("not valid UTF-8".to_string())));
+            continue;
         };
         if line.trim().is_empty() {
             continue;
@@ -110,11 +113,21 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
         .collect())
 }
 
-/// Reads the rows of a `.jsonl` or `.parquet` file.
+fn is_gzip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// Reads the rows of a `.jsonl` (or gzip-compressed `.jsonl.gz`) or `.parquet` file.
 pub fn read_file(path: &Path) -> Result<Vec<Row>, DataError> {
-    match path.extension().and_then(|e| e.to_str()) {
+    let gzip = is_gzip(path);
+    let inner = if gzip {
+        path.file_stem().map(Path::new)
+    } else {
+        Some(path)
+    };
+    match inner.and_then(Path::extension).and_then(|e| e.to_str()) {
         Some("jsonl" | "json" | "ndjson") => read_jsonl(path),
-        Some("parquet") => read_parquet(path),
+        Some("parquet") if !gzip => read_parquet(path),
         _ => Err(DataError::UnsupportedFormat {
             path: path.to_path_buf(),
         }),

@@ -374,14 +374,7 @@ impl ExperimentConfig {
     }
 }
 
-/// `value` with `{assets}` replaced by `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
-pub fn expand_assets(value: &str) -> PathBuf {
-    let assets = std::env::var_os("GANPO_ASSETS")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ganpo/assets")))
-        .unwrap_or_else(|| PathBuf::from("assets"));
-    PathBuf::from(value.replace("{assets}", &assets.to_string_lossy()))
-}
+pub use crate::config::expand_assets;
 
 #[cfg(test)]
 mod tests {

@@ -157,12 +157,28 @@ fn experiment<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Valu
     clock.done("reward model")?;
     pairs_stage::<B::InnerBackend>(&out, &c, &device)?;
     clock.done("pairs")?;
-    let sets = ["validation", "test", "shift"];
-    let reference = evaluated::<B>(&out, &c, None, &sets, &device)?;
+    // Validation prompts serve only to choose among several settings of a method.
+    let candidates = sweep_runs(&c);
+    let choosing = |method: &str| candidates.iter().filter(|r| r.method == method).count() > 1;
+    let with_validation = ["validation", "test", "shift"];
+    let held_out = ["test", "shift"];
+    let sets_for = |method: &str| -> &[&str] {
+        if choosing(method) {
+            &with_validation
+        } else {
+            &held_out
+        }
+    };
+    let reference_sets = if c.train.methods.iter().any(|m| choosing(m)) {
+        &with_validation[..]
+    } else {
+        &held_out[..]
+    };
+    let reference = evaluated::<B>(&out, &c, None, reference_sets, &device)?;
     clock.done("reference")?;
     let mut sweep = Vec::new();
-    for run in sweep_runs(&c) {
-        let e = evaluated::<B>(&out, &c, Some(&run), &sets, &device)?;
+    for run in candidates.iter().cloned() {
+        let e = evaluated::<B>(&out, &c, Some(&run), sets_for(&run.method), &device)?;
         sweep.push((run, e));
     }
     clock.done("sweep")?;
@@ -176,7 +192,10 @@ fn experiment<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Valu
                     seed,
                     ..best.clone()
                 };
-                let e = evaluated::<B>(&out, &c, Some(&run), &sets, &device)?;
+                let e = match sweep.iter().find(|(r, _)| *r == run) {
+                    Some((_, e)) => e.clone(),
+                    None => evaluated::<B>(&out, &c, Some(&run), &held_out, &device)?,
+                };
                 runs.push((run, e));
             }
         }

@@ -51,7 +51,13 @@ pub(super) fn summarize(
     runs: &[(RunSpec, PolicyEval)],
     reference: &PolicyEval,
 ) -> (Vec<SummaryRow>, Vec<Comparison>) {
-    let keys: Vec<String> = reference.reward.keys().cloned().collect();
+    // Validation rewards chose the settings; only held-out prompts are reported.
+    let keys: Vec<String> = reference
+        .reward
+        .keys()
+        .filter(|k| !k.starts_with("validation"))
+        .cloned()
+        .collect();
     let of = |method: &str, noise: f64| -> Vec<&(RunSpec, PolicyEval)> {
         let mut v: Vec<_> = runs
             .iter()
@@ -151,6 +157,23 @@ pub(super) fn markdown(c: &ExperimentConfig, r: &Results) -> String {
             row.kl.display(3)
         );
     }
+    if c.train.seeds.len() == 1 && !r.runs.is_empty() {
+        // No interval over seeds: say how far one evaluation's mean is from its expectation.
+        let se: Vec<f64> = r
+            .runs
+            .iter()
+            .flat_map(|(_, e)| e.reward.values().map(|m| m.std_error))
+            .collect();
+        let (lo, hi) = se
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
+        s += &format!(
+            "\nOne seed, so no interval over seeds; the standard error of each mean over its prompts \
+             is {lo:.3}-{hi:.3}.\n"
+        );
+    }
     s += "\n## GANPO minus its base method (paired by seed, 95% CI)\n\n| method | noise | at | difference | CI excludes 0 |\n|---|---|---|---|---|\n";
     for cmp in r
         .comparisons
@@ -190,11 +213,13 @@ pub(super) fn markdown(c: &ExperimentConfig, r: &Results) -> String {
             ""
         };
         s += &format!(
-            "| {}{chosen} | {} | {} | {:.3} | {:.3} | {:.3} |\n",
+            "| {}{chosen} | {} | {} | {} | {:.3} | {:.3} |\n",
             run.method,
             run.beta,
             run.adv_weight.map_or("–".into(), |a| a.to_string()),
-            e.reward[&sel].mean,
+            e.reward
+                .get(&sel)
+                .map_or("– (only setting)".into(), |r| format!("{:.3}", r.mean)),
             e.reward[&format!("test@{}", selection_temperature(c))].mean,
             e.kl.mean
         );

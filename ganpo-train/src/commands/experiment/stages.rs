@@ -459,9 +459,11 @@ pub(super) fn sweep_runs(c: &ExperimentConfig) -> Vec<RunSpec> {
     runs
 }
 
-/// Per method, the sweep run with the highest mean validation reward.
+/// Per method, the sweep run with the highest mean validation reward (a method's only run when
+/// it has one, which is then not evaluated on validation prompts).
 pub(super) fn choose(c: &ExperimentConfig, sweep: &[(RunSpec, PolicyEval)]) -> Vec<RunSpec> {
     let key = format!("validation@{}", selection_temperature(c));
+    let validation = |e: &PolicyEval| e.reward.get(&key).map_or(f64::NEG_INFINITY, |r| r.mean);
     c.train
         .methods
         .iter()
@@ -469,7 +471,7 @@ pub(super) fn choose(c: &ExperimentConfig, sweep: &[(RunSpec, PolicyEval)]) -> V
             sweep
                 .iter()
                 .filter(|(r, _)| &r.method == m)
-                .max_by(|a, b| a.1.reward[&key].mean.total_cmp(&b.1.reward[&key].mean))
+                .max_by(|a, b| validation(&a.1).total_cmp(&validation(&b.1)))
                 .map(|(r, _)| r.clone())
         })
         .collect()
