@@ -95,15 +95,13 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     let config = tmp.path().join("exp.toml");
     std::fs::write(&config, experiment_toml(&csv, &policy, "1e-3")).unwrap();
     let out = tmp.path().join("exp");
-    let run = || {
-        ganpo(&[
-            "experiment",
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
+    let run_at = |out: &Path, quick: bool| {
+        let mut args = vec!["experiment", "run", config.to_str().unwrap()];
+        args.extend(quick.then_some("--quick"));
+        args.extend(["--out", out.to_str().unwrap()]);
+        ganpo(&args)
     };
+    let run = || run_at(&out, false);
     let (ok, stdout, err) = run();
     assert!(ok, "{err}");
     let printed: Value = serde_json::from_str(&stdout).unwrap();
@@ -210,14 +208,7 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     let (ok, _, err) = run();
     assert!(!ok);
     assert!(err.contains("config.train.lr"), "{err}");
-    let (ok, _, err) = ganpo(&[
-        "experiment",
-        "run",
-        config.to_str().unwrap(),
-        "--quick",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = run_at(&out, true);
     assert!(!ok);
     assert!(err.contains("quick"), "{err}");
 
@@ -225,14 +216,7 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     // runs are the clean-pair runs, and one seed is reported with its per-prompt standard errors.
     let quick = tmp.path().join("quick");
     std::fs::write(&config, experiment_toml(&csv, &policy, "1e-3")).unwrap();
-    let (ok, _, err) = ganpo(&[
-        "experiment",
-        "run",
-        config.to_str().unwrap(),
-        "--quick",
-        "--out",
-        quick.to_str().unwrap(),
-    ]);
+    let (ok, _, err) = run_at(&quick, true);
     assert!(ok, "{err}");
     let evals: Vec<String> = std::fs::read_dir(quick.join("evals"))
         .unwrap()
