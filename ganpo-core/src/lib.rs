@@ -35,8 +35,6 @@ pub mod spectral_norm;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use ganpo::{Ganpo, GanpoConfig, MeanMode, Pooling};
-pub use logprobs::{
-    SequenceLogps, next_token_targets, sequence_logps, token_logps, token_statistics,
-};
+pub use logprobs::{ScoredRows, SequenceLogps, next_token_targets, sequence_logps, token_logps};
 pub use loss::{LossError, LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
 pub use mode::Mode;

@@ -14,6 +14,176 @@ pub struct SequenceLogps<B: Backend> {
     pub logit_sums: Tensor<B, 1>,
 }
 
+/// The positions a loss scores (the completion tokens of a `[batch, seq]` mask), as rows.
+///
+/// A preference batch scores only its completion tokens, often less than half of `batch * seq`
+/// once prompts and padding are left out. Gathering those rows from the last hidden states
+/// *before* the LM head means the `[rows, vocab]` logits, their log-softmax and its gradient are
+/// computed for them alone; [`ScoredRows::logps`] then sums the rows of each sequence.
+///
+/// # Example
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::prelude::*;
+/// use ganpo_core::ScoredRows;
+///
+/// let device = Default::default();
+/// let labels = Tensor::<NdArray, 2, Int>::from_data([[5, 1, 3], [2, 0, 0]], &device);
+/// let mask = Tensor::<NdArray, 2, Bool>::from_data([[false, true, true], [true, false, false]], &device);
+/// let rows = ScoredRows::new(labels, mask);
+/// assert_eq!(rows.len(), 3);
+/// // Hidden states [batch, seq, d]; only the three scored positions reach the head.
+/// let hidden = Tensor::<NdArray, 3>::zeros([2, 3, 8], &device);
+/// assert_eq!(rows.gather(hidden).dims(), [3, 8]);
+/// // Uniform logits over a vocabulary of 4: each scored token has log-probability ln(1/4).
+/// let out = rows.logps(Tensor::zeros([3, 4], &device));
+/// let logps: Vec<f32> = out.logps.into_data().to_vec().unwrap();
+/// assert!((logps[0] - 2.0 * 0.25f32.ln()).abs() < 1e-6 && (logps[1] - 0.25f32.ln()).abs() < 1e-6);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ScoredRows<B: Backend> {
+    /// Flat indices `b * seq + t` of the scored positions in row-major order, `[rows]`.
+    index: Tensor<B, 1, Int>,
+    /// The labels at those positions, `[rows]`.
+    labels: Tensor<B, 1, Int>,
+    /// `[batch, rows]`, 1 where a row belongs to the sequence: per-sequence sums are one matmul
+    /// (deterministic on every backend, unlike a scatter-add).
+    membership: Tensor<B, 2>,
+    batch: usize,
+    rows: usize,
+}
+
+impl<B: Backend> ScoredRows<B> {
+    /// The positions where `mask` (`[batch, seq]`) is true, with their `labels` (`[batch, seq]`;
+    /// values elsewhere are ignored). Reads the mask back to the host once.
+    pub fn new(labels: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Self {
+        let [batch, seq] = mask.dims();
+        assert_eq!(labels.dims(), [batch, seq], "labels must be [batch, seq]");
+        let device = mask.device();
+        let flags: Vec<bool> = mask
+            .into_data()
+            .convert::<bool>()
+            .into_vec()
+            .expect("a bool mask reads back as bools");
+        let index: Vec<i64> = (0..batch * seq)
+            .filter(|&i| flags[i])
+            .map(|i| i as i64)
+            .collect();
+        let rows = index.len();
+        let mut membership = vec![false; batch * rows];
+        for (r, &i) in index.iter().enumerate() {
+            membership[(i as usize / seq) * rows + r] = true;
+        }
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows]), &device);
+        let labels = labels.reshape([batch * seq]).select(0, index.clone());
+        let membership =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(membership, [batch, rows]), &device)
+                .float();
+        Self {
+            index,
+            labels,
+            membership,
+            batch,
+            rows,
+        }
+    }
+
+    /// Number of scored positions.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// True when no position is scored.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Flat indices `b * seq + t` of the scored positions, `[rows]`.
+    pub fn index(&self) -> Tensor<B, 1, Int> {
+        self.index.clone()
+    }
+
+    /// The scored rows of `x` (`[batch, seq, d]`), `[rows, d]`.
+    pub fn gather(&self, x: Tensor<B, 3>) -> Tensor<B, 2> {
+        let [b, s, d] = x.dims();
+        x.reshape([b * s, d]).select(0, self.index.clone())
+    }
+
+    /// Sums `values` (`[rows]`) per sequence, `[batch]`.
+    pub fn per_sequence(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
+        self.membership
+            .clone()
+            .matmul(values.reshape([self.rows, 1]))
+            .reshape([self.batch])
+    }
+
+    /// Per-sequence log-probability statistics from the logits of the scored rows
+    /// (`[rows, vocab]`, e.g. the LM head applied to [`Self::gather`] of the hidden states).
+    ///
+    /// The log-softmax is `x[label] - max - log(sum(exp(x - max)))` with the row maximum as a
+    /// constant shift, stable for logits of any magnitude, and the full log-softmax tensor is
+    /// never built. **Memory:** `logits` is taken by value and reused in place where the backend
+    /// can (NdArray, CubeCL and fusion backends do on uniquely owned tensors); peak extra memory
+    /// is one `[rows, vocab]` tensor (the exponentials, freed once summed) plus `O(rows)`.
+    pub fn logps(&self, logits: Tensor<B, 2>) -> SequenceLogps<B> {
+        let token_counts = self.membership.clone().sum_dim(1).reshape([self.batch]);
+        if self.is_empty() {
+            let zeros = token_counts.zeros_like();
+            return SequenceLogps {
+                logps: zeros.clone(),
+                token_counts,
+                logit_sums: zeros,
+            };
+        }
+        let mean_logits = logits.clone().detach().mean_dim(1).reshape([self.rows]);
+        SequenceLogps {
+            logps: self.per_sequence(row_logps(logits, self.labels.clone())),
+            token_counts,
+            logit_sums: self.per_sequence(mean_logits).detach(),
+        }
+    }
+
+    /// Detached per-sequence sums of the token entropies `-sum_v p log p` and of the positions
+    /// whose most likely token is the label, `[batch]` each, from the scored rows' logits
+    /// (`[rows, vocab]`). Divided by the token counts they give TRL's `entropy` and
+    /// `mean_token_accuracy`.
+    pub fn statistics(&self, logits: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        if self.is_empty() {
+            let zeros = self.membership.clone().sum_dim(1).reshape([self.batch]);
+            return (zeros.clone(), zeros);
+        }
+        let logits = logits.detach();
+        let max = logits.clone().max_dim(1);
+        let shifted = logits.clone() - max;
+        let exp = shifted.clone().exp();
+        let z = exp.clone().sum_dim(1);
+        // H = log Z - sum(e * s) / Z, with s the shifted logits and e = exp(s).
+        let entropy = (z.clone().log() - (exp * shifted).sum_dim(1) / z).reshape([self.rows]);
+        let top1 = logits
+            .argmax(1)
+            .reshape([self.rows])
+            .equal(self.labels.clone())
+            .float();
+        (
+            self.per_sequence(entropy).detach(),
+            self.per_sequence(top1).detach(),
+        )
+    }
+}
+
+/// Log-probabilities of `labels` (`[rows]`) under `logits` (`[rows, vocab]`), `[rows]`.
+fn row_logps<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let rows = logits.dims()[0];
+    let picked = logits
+        .clone()
+        .gather(1, labels.unsqueeze_dim(1))
+        .reshape([rows]);
+    let max = logits.clone().detach().max_dim(1);
+    let shifted = logits - max.clone();
+    let log_sum_exp = shifted.exp().sum_dim(1).log() + max;
+    picked - log_sum_exp.reshape([rows])
+}
+
 /// Sums the log-probabilities of `labels` under `logits` over the positions where `mask` is true.
 ///
 /// - `logits`: `[batch, seq, vocab]`; the distribution at position `t` predicts `labels[t]`
@@ -22,16 +192,9 @@ pub struct SequenceLogps<B: Backend> {
 ///   padding or `-100`), values at masked positions must lie in `0..vocab`.
 /// - `mask`: `[batch, seq]`, true at the positions to score (the completion tokens).
 ///
-/// The log-softmax is computed as `x[label] - max - log(sum(exp(x - max)))` with the row maximum
-/// as a constant shift, so it is stable for logits of any magnitude, and it never builds the full
-/// log-softmax tensor.
-///
-/// **Memory.** `logits` is taken by value and its buffer is reused for the shifted logits where
-/// the backend operates in place (NdArray, CubeCL and fusion backends do on uniquely owned
-/// tensors). Peak extra memory is then **one** `[batch, seq, vocab]` float tensor (the
-/// exponentials, freed as soon as they are summed) plus `O(batch * seq)`; under autodiff the
-/// shifted logits themselves are what the backward pass keeps, and the exponentials are
-/// recomputed there.
+/// The masked rows are gathered first and scored by [`ScoredRows::logps`] (stability and memory
+/// as described there). A caller that owns the model should gather the hidden states instead
+/// and run the LM head on the scored rows only, as the trainer does.
 ///
 /// # Example
 /// ```
@@ -53,42 +216,27 @@ pub fn sequence_logps<B: Backend>(
     labels: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Bool>,
 ) -> SequenceLogps<B> {
-    let [batch, seq, vocab] = logits.dims();
-    let maskf = mask.clone().float();
-    let token_counts = maskf.clone().sum_dim(1).reshape([batch]);
-    let logit_sums = (logits.clone().detach().sum_dim(2).reshape([batch, seq]) / vocab as f64
-        * maskf)
-        .sum_dim(1)
-        .reshape([batch]);
-    let logps = token_logps(logits, labels, mask)
-        .sum_dim(1)
-        .reshape([batch]);
-    SequenceLogps {
-        logps,
-        token_counts,
-        logit_sums,
-    }
+    let rows = ScoredRows::new(labels, mask);
+    rows.logps(rows.gather(logits))
 }
 
 /// Per-position log-probabilities of `labels` under `logits`, `[batch, seq]`, zero where `mask`
-/// is false; the terms [`sequence_logps`] sums (same shapes, stability and memory).
+/// is false; the terms [`sequence_logps`] sums (same shapes and stability), for callers that
+/// need every position (SFT, per-token dumps).
 pub fn token_logps<B: Backend>(
     logits: Tensor<B, 3>,
     labels: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Bool>,
 ) -> Tensor<B, 2> {
-    let [batch, seq, _] = logits.dims();
+    let [batch, seq, vocab] = logits.dims();
     assert_eq!(labels.dims(), [batch, seq], "labels must be [batch, seq]");
     assert_eq!(mask.dims(), [batch, seq], "mask must be [batch, seq]");
     let labels = labels.mask_fill(mask.clone().bool_not(), 0);
-    let picked = logits
-        .clone()
-        .gather(2, labels.unsqueeze_dim(2))
-        .reshape([batch, seq]);
-    let max = logits.clone().detach().max_dim(2);
-    let shifted = logits - max.clone();
-    let log_sum_exp = shifted.exp().sum_dim(2).log() + max;
-    (picked - log_sum_exp.reshape([batch, seq])) * mask.float()
+    let logps = row_logps(
+        logits.reshape([batch * seq, vocab]),
+        labels.reshape([batch * seq]),
+    );
+    logps.reshape([batch, seq]) * mask.float()
 }
 
 /// Builds next-token targets from input ids: `labels[t] = input_ids[t + 1]` and
@@ -125,27 +273,99 @@ pub fn next_token_targets<B: Backend>(
     (labels, mask)
 }
 
-/// Detached per-sequence statistics of the predictive distribution at masked positions: the sum
-/// of token entropies `-sum_v p log p` and the number of positions whose most likely token is the
-/// label, `[batch]` each. Divided by the token counts they give TRL's `entropy` and
-/// `mean_token_accuracy` metrics. Costs one extra `[batch, seq, vocab]` pass, outside autodiff.
-pub fn token_statistics<B: Backend>(
-    logits: Tensor<B, 3>,
-    labels: Tensor<B, 2, Int>,
-    mask: Tensor<B, 2, Bool>,
-) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let [batch, seq, _] = logits.dims();
-    let logits = logits.detach();
-    let maskf = mask.float();
-    let max = logits.clone().max_dim(2);
-    let shifted = logits.clone() - max;
-    let exp = shifted.clone().exp();
-    let z = exp.clone().sum_dim(2);
-    // H = log Z - sum(e * s) / Z, with s the shifted logits and e = exp(s).
-    let entropy = (z.clone().log() - (exp * shifted).sum_dim(2) / z).reshape([batch, seq]);
-    let top1 = logits.argmax(2).reshape([batch, seq]).equal(labels).float();
-    (
-        (entropy * maskf.clone()).sum_dim(1).reshape([batch]),
-        (top1 * maskf).sum_dim(1).reshape([batch]),
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::Distribution;
+
+    type B = NdArray;
+
+    fn case() -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+        let device = Default::default();
+        let logits = Tensor::<B, 3>::random([3, 5, 7], Distribution::Normal(0.0, 3.0), &device);
+        let labels = Tensor::<B, 2, Int>::from_data(
+            [[1, 6, 0, -100, 2], [3, 3, 5, 4, 0], [-100, -100, 1, 2, 6]],
+            &device,
+        );
+        let mask = labels.clone().greater_equal_elem(0);
+        // The middle sequence scores nothing: its sums must be zero, its neighbours unaffected.
+        let mask = mask.slice_assign(
+            s![1..2, ..],
+            Tensor::<B, 2, Bool>::from_data([[false; 5]], &device),
+        );
+        (logits, labels, mask)
+    }
+
+    #[test]
+    fn row_sums_equal_the_masked_sum_of_per_position_logps() {
+        let (logits, labels, mask) = case();
+        let per_position = token_logps(logits.clone(), labels.clone(), mask.clone())
+            .sum_dim(1)
+            .reshape([3]);
+        let rows = ScoredRows::new(labels, mask);
+        assert_eq!(rows.len(), 7);
+        let out = rows.logps(rows.gather(logits));
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            out.logps.into_data().to_vec().unwrap(),
+            per_position.into_data().to_vec().unwrap(),
+        );
+        assert_eq!(a[1], 0.0);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}");
+        }
+        let counts: Vec<f32> = out.token_counts.into_data().to_vec().unwrap();
+        assert_eq!(counts, [4.0, 0.0, 3.0]);
+    }
+
+    #[test]
+    fn statistics_are_entropies_and_hits_summed_per_sequence() {
+        let (logits, labels, mask) = case();
+        let values: Vec<f32> = logits.clone().into_data().to_vec().unwrap();
+        let ids: Vec<i64> = labels
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .to_vec()
+            .unwrap();
+        let flags: Vec<bool> = mask.clone().into_data().to_vec().unwrap();
+        let (mut entropy, mut hits) = ([0f64; 3], [0f64; 3]);
+        for (p, &on) in flags.iter().enumerate() {
+            if !on {
+                continue;
+            }
+            let row = &values[p * 7..(p + 1) * 7];
+            let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+            entropy[p / 5] -= row
+                .iter()
+                .map(|&x| (x as f64).exp() / z * ((x as f64) - z.ln()))
+                .sum::<f64>();
+            let best = (0..7).max_by(|&i, &j| row[i].total_cmp(&row[j])).unwrap();
+            hits[p / 5] += (best as i64 == ids[p]) as u8 as f64;
+        }
+        let rows = ScoredRows::new(labels, mask);
+        let (h, a) = rows.statistics(rows.gather(logits));
+        let h: Vec<f32> = h.into_data().to_vec().unwrap();
+        let a: Vec<f32> = a.into_data().to_vec().unwrap();
+        for s in 0..3 {
+            assert!(
+                (h[s] as f64 - entropy[s]).abs() < 1e-4,
+                "{h:?} vs {entropy:?}"
+            );
+            assert_eq!(a[s] as f64, hits[s]);
+        }
+    }
+
+    #[test]
+    fn a_batch_without_scored_positions_gives_zeros() {
+        let (logits, labels, _) = case();
+        let none = labels.clone().greater_elem(100);
+        let out = sequence_logps(logits.clone(), labels.clone(), none.clone());
+        let logps: Vec<f32> = out.logps.into_data().to_vec().unwrap();
+        assert_eq!(logps, [0.0; 3]);
+        let rows = ScoredRows::new(labels, none);
+        assert!(rows.is_empty());
+        let (h, _) = rows.statistics(rows.gather(logits));
+        assert_eq!(h.into_data().to_vec::<f32>().unwrap(), [0.0; 3]);
+    }
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
-use crate::{CausalLm, Init, LmOutput, ModelError};
+use crate::{CausalLm, Init, LmOutput, ModelError, RowsOutput};
+use ganpo_core::ScoredRows;
 
 /// `model_type`s ganpo can load.
 pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, gpt2";
@@ -136,6 +137,18 @@ impl<B: Backend> CausalLm<B> for Lm<B> {
         match self {
             Lm::Llama(m) => m.forward(input_ids, attention_mask),
             Lm::Gpt2(m) => m.forward(input_ids, attention_mask),
+        }
+    }
+
+    fn forward_rows(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+        rows: &ScoredRows<B>,
+    ) -> RowsOutput<B> {
+        match self {
+            Lm::Llama(m) => m.forward_rows(input_ids, attention_mask, rows),
+            Lm::Gpt2(m) => m.forward_rows(input_ids, attention_mask, rows),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The contract between a language model and the preference trainer.
 
 use burn::prelude::*;
+use ganpo_core::ScoredRows;
 
 /// What one forward pass of a causal LM returns.
 #[derive(Clone, Debug)]
@@ -9,6 +10,15 @@ pub struct LmOutput<B: Backend> {
     pub logits: Tensor<B, 3>,
     /// Last-layer hidden states after the final norm (what feeds the LM head),
     /// `[batch, seq, hidden]`: the latents GANPO compares.
+    pub hidden: Tensor<B, 3>,
+}
+
+/// What [`CausalLm::forward_rows`] returns: logits only where a loss needs them.
+#[derive(Clone, Debug)]
+pub struct RowsOutput<B: Backend> {
+    /// Next-token logits of the selected rows, `[rows, vocab]`.
+    pub logits: Tensor<B, 2>,
+    /// Last-layer hidden states of every position, `[batch, seq, hidden]`.
     pub hidden: Tensor<B, 3>,
 }
 
@@ -30,6 +40,23 @@ pub trait CausalLm<B: Backend> {
         attention_mask: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 3> {
         self.forward(input_ids, attention_mask).hidden
+    }
+    /// [`Self::forward`], with logits for the `rows` a loss scores only ([`ScoredRows`]: the
+    /// completion tokens of a preference batch), `[rows, vocab]`. Models with a separable LM head
+    /// run it on those rows alone, skipping the prompt and padding positions' `vocab`-wide
+    /// logits, their log-softmax and its gradient; the default computes every position's logits
+    /// and gathers.
+    fn forward_rows(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+        rows: &ScoredRows<B>,
+    ) -> RowsOutput<B> {
+        let out = self.forward(input_ids, attention_mask);
+        RowsOutput {
+            logits: rows.gather(out.logits),
+            hidden: out.hidden,
+        }
     }
     /// Width of [`LmOutput::hidden`].
     fn hidden_size(&self) -> usize;

@@ -10,6 +10,7 @@ use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use ganpo_core::ScoredRows;
 use ganpo_core::activation::{gelu, gelu_tanh};
 use ganpo_core::affine::affine;
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{KvCache, LayerCache, attention_mask, positions, tied_head};
-use crate::{CausalLm, LmOutput, ModelError};
+use crate::{CausalLm, LmOutput, ModelError, RowsOutput};
 
 /// Fill value of masked attention scores.
 const MASKED: f64 = -1.0e9;
@@ -320,6 +321,22 @@ impl<B: Backend> CausalLm<B> for Gpt2<B> {
         let hidden = self.hidden_states(input_ids, attention_mask_2d);
         LmOutput {
             logits: tied_head(hidden.clone(), self.transformer.wte.weight.val()),
+            hidden,
+        }
+    }
+
+    fn forward_rows(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+        rows: &ScoredRows<B>,
+    ) -> RowsOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask_2d);
+        RowsOutput {
+            logits: tied_head(
+                rows.gather(hidden.clone()),
+                self.transformer.wte.weight.val(),
+            ),
             hidden,
         }
     }

@@ -35,7 +35,7 @@ mod tokenizer;
 pub mod weights;
 
 pub use auto::{Lm, ModelConfig, SUPPORTED_MODEL_TYPES};
-pub use causal_lm::{CausalLm, LmOutput};
+pub use causal_lm::{CausalLm, LmOutput, RowsOutput};
 pub use error::ModelError;
 pub use load::{LoadedModel, load_model, weight_dtypes};
 pub use nn::init::Init;

@@ -3,11 +3,12 @@
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
+use ganpo_core::ScoredRows;
 use ganpo_core::affine::linear;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::tied_head;
-use crate::{CausalLm, LmOutput};
+use crate::{CausalLm, LmOutput, RowsOutput};
 
 /// Size of a [`TinyLm`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,16 @@ impl<B: Backend> CausalLm<B> for TinyLm<B> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Bool>,
     ) -> LmOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask);
+        let logits = tied_head(hidden.clone(), self.embed_tokens.weight.val());
+        LmOutput { logits, hidden }
+    }
+
+    fn hidden_states(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let emb = self.embed_tokens.forward(input_ids);
@@ -72,9 +83,20 @@ impl<B: Backend> CausalLm<B> for TinyLm<B> {
         let causal = tril.unsqueeze::<3>() * attention_mask.float().reshape([batch, 1, seq]);
         let causal = causal.clone() / causal.sum_dim(2).clamp_min(1.0);
         let h = causal.matmul(emb);
-        let hidden = h.clone() + tanh(linear(&self.mix, h));
-        let logits = tied_head(hidden.clone(), self.embed_tokens.weight.val());
-        LmOutput { logits, hidden }
+        h.clone() + tanh(linear(&self.mix, h))
+    }
+
+    fn forward_rows(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+        rows: &ScoredRows<B>,
+    ) -> RowsOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask);
+        RowsOutput {
+            logits: tied_head(rows.gather(hidden.clone()), self.embed_tokens.weight.val()),
+            hidden,
+        }
     }
 
     fn hidden_size(&self) -> usize {

@@ -9,6 +9,7 @@ mod mlp;
 
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
+use ganpo_core::ScoredRows;
 use ganpo_core::affine::linear;
 
 pub use attention::Attention;
@@ -17,7 +18,7 @@ pub use mlp::Mlp;
 
 use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, positions, tied_head};
-use crate::{CausalLm, LmOutput};
+use crate::{CausalLm, LmOutput, RowsOutput};
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -131,8 +132,8 @@ impl<B: Backend> Llama<B> {
         self.model.norm.forward(x)
     }
 
-    /// The LM head: logits of `hidden` (`[batch, seq, hidden]`).
-    pub fn head(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// The LM head: logits of `hidden` (`[batch, seq, hidden]` or `[rows, hidden]`).
+    pub fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
         match &self.lm_head {
             Some(head) => linear(head, hidden),
             None => tied_head(hidden, self.model.embed_tokens.weight.val()),
@@ -159,6 +160,19 @@ impl<B: Backend> CausalLm<B> for Llama<B> {
         let hidden = self.hidden_states(input_ids, attention_mask_2d);
         LmOutput {
             logits: self.head(hidden.clone()),
+            hidden,
+        }
+    }
+
+    fn forward_rows(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask_2d: Tensor<B, 2, Bool>,
+        rows: &ScoredRows<B>,
+    ) -> RowsOutput<B> {
+        let hidden = self.hidden_states(input_ids, attention_mask_2d);
+        RowsOutput {
+            logits: self.head(rows.gather(hidden.clone())),
             hidden,
         }
     }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
 use burn::prelude::*;
+use ganpo_core::ScoredRows;
 use ganpo_models::{CausalLm, LmOutput};
 use safetensors::SafeTensors;
 
@@ -72,16 +73,52 @@ pub fn expected(path: &Path) -> Expected {
 }
 
 impl Expected {
-    /// The model's outputs on the expected inputs.
-    pub fn run<M: CausalLm<B>>(&self, model: &M) -> LmOutput<B> {
+    /// The expected inputs: ids and attention mask, `[batch, seq]`.
+    fn inputs(&self) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
         let device = Default::default();
         let shape = [self.batch, self.seq];
         let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(self.ids.clone(), shape), &device);
         let mask: Vec<bool> = self.mask.iter().map(|&m| m == 1).collect();
-        model.forward(
+        (
             ids,
             Tensor::from_data(TensorData::new(mask, shape), &device),
         )
+    }
+
+    /// The model's outputs on the expected inputs.
+    pub fn run<M: CausalLm<B>>(&self, model: &M) -> LmOutput<B> {
+        let (ids, mask) = self.inputs();
+        model.forward(ids, mask)
+    }
+
+    /// Max abs difference between [`CausalLm::forward_rows`]'s logits for every other real token
+    /// (the rows a loss would score) and the reference logits at those positions.
+    fn rows_max_diff<M: CausalLm<B>>(&self, model: &M) -> (usize, f32) {
+        let (ids, mask) = self.inputs();
+        let picked: Vec<usize> = (0..self.mask.len())
+            .filter(|&p| self.mask[p] == 1 && p % 2 == 0)
+            .collect();
+        let flags: Vec<bool> = (0..self.mask.len()).map(|p| picked.contains(&p)).collect();
+        let shape = [self.batch, self.seq];
+        let rows = ScoredRows::new(
+            ids.zeros_like(),
+            Tensor::from_data(TensorData::new(flags, shape), &Default::default()),
+        );
+        let got: Vec<f32> = model
+            .forward_rows(ids, mask, &rows)
+            .logits
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let vocab = self.logits.len() / self.mask.len();
+        assert_eq!(got.len(), picked.len() * vocab);
+        let mut max = 0f32;
+        for (r, &p) in picked.iter().enumerate() {
+            for v in 0..vocab {
+                max = max.max((got[r * vocab + v] - self.logits[p * vocab + v]).abs());
+            }
+        }
+        (picked.len(), max)
     }
 
     /// Runs `model` and asserts its logits and last hidden states are within 1e-4 of the
@@ -92,6 +129,12 @@ impl Expected {
         let dh = self.max_diff(out.hidden.clone(), self.hidden.as_ref().expect("hidden"));
         assert!(dl < 1e-4, "{name}: logits differ by {dl}");
         assert!(dh < 1e-4, "{name}: hidden states differ by {dh}");
+        let (rows, dr) = self.rows_max_diff(model);
+        assert!(rows > 1, "{name}: {rows} rows");
+        assert!(
+            dr < 1e-4,
+            "{name}: logits of the scored rows differ by {dr}"
+        );
         assert!(self.logits.iter().map(|x| x.abs()).fold(0.0, f32::max) > 0.5);
         out
     }

@@ -1,7 +1,7 @@
 //! Completion log-probabilities of whole sequences, and the sampled KL divergence they give.
 
 use burn::prelude::*;
-use ganpo_core::{next_token_targets, sequence_logps};
+use ganpo_core::{ScoredRows, next_token_targets};
 use ganpo_models::CausalLm;
 
 use super::MeanEstimate;
@@ -42,15 +42,16 @@ pub fn completion_logps<B: Backend, M: CausalLm<B>>(
             Tensor::<B, 2, Bool>::from_data(TensorData::new(attention, [b, len]), device);
         let completion =
             Tensor::<B, 2, Bool>::from_data(TensorData::new(completion, [b, len]), device);
-        let logits = model.forward(ids.clone(), attention).logits;
+        let (labels, mask) = next_token_targets(ids.clone(), completion);
+        let rows = ScoredRows::new(labels, mask);
+        let logits = model.forward_rows(ids, attention, &rows).logits;
         let float = <B::FloatElem as burn::tensor::Element>::dtype();
         let logits = if logits.dtype() == float {
             logits
         } else {
             logits.cast(float)
         };
-        let (labels, mask) = next_token_targets(ids, completion);
-        let logps = sequence_logps(logits, labels, mask).logps;
+        let logps = rows.logps(logits).logps;
         out.extend(
             logps
                 .into_data()

@@ -4,8 +4,7 @@
 use burn::prelude::*;
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{
-    LossError, Pooling, PreferenceInputs, PreferenceLoss, next_token_targets, sequence_logps,
-    token_statistics,
+    LossError, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, next_token_targets,
 };
 use ganpo_models::CausalLm;
 
@@ -27,23 +26,24 @@ pub struct ModelPass<B: Backend> {
     pub hidden: Tensor<B, 3>,
 }
 
-/// Runs `model` on `batch`. A model computing in another dtype (mixed precision) has its logits
-/// and hidden states cast to the backend's default float dtype (f32) before they are scored.
+/// Runs `model` on `batch`, with the LM head on the scored (completion) positions only. A model
+/// computing in another dtype (mixed precision) has its logits and hidden states cast to the
+/// backend's default float dtype (f32) before they are scored.
 pub fn model_pass<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
     with_stats: bool,
 ) -> ModelPass<B> {
-    let mut out = model.forward(batch.ids.clone(), batch.attention.clone());
+    let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
+    let rows = ScoredRows::new(labels, mask);
+    let mut out = model.forward_rows(batch.ids.clone(), batch.attention.clone(), &rows);
     let float = <B::FloatElem as burn::tensor::Element>::dtype();
     if out.logits.dtype() != float {
         out.logits = out.logits.cast(float);
         out.hidden = out.hidden.cast(float);
     }
-    let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
-    let stats =
-        with_stats.then(|| token_statistics(out.logits.clone(), labels.clone(), mask.clone()));
-    let s = sequence_logps(out.logits, labels, mask);
+    let stats = with_stats.then(|| rows.statistics(out.logits.clone()));
+    let s = rows.logps(out.logits);
     ModelPass {
         logps: s.logps,
         scored: s.token_counts,
