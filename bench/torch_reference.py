@@ -58,6 +58,8 @@ def main():
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pooling", default="sequence", choices=["sequence", "completion"],
+                   help="positions the discriminators attend to and pool: real tokens or the completion")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
 
@@ -115,7 +117,7 @@ def main():
             logps, counts = logps_of(out.logits, ids, completion)
             h = out.hidden_states[-1].float()
         sync(); t2 = time.perf_counter()
-        mask = attention.bool()
+        mask = completion if a.pooling == "completion" else attention.bool()
         if ganpo:
             pc, pr, rc, rr = h[:n].detach(), h[n:].detach(), ref_h[:n], ref_h[n:]
             mc, mr = mask[:n], mask[n:]
@@ -166,7 +168,7 @@ def main():
         "framework": "torch",
         "backend": f"torch {torch.__version__} {dev}",
         "config": {"seq": a.seq, "pairs": a.pairs, "mode": a.mode, "dtype": a.dtype,
-                   "steps": a.steps, "warmup": a.warmup, "seed": a.seed},
+                   "pooling": a.pooling, "steps": a.steps, "warmup": a.warmup, "seed": a.seed},
         "parameters": sum(q.numel() for q in policy.parameters()),
         "ms_per_step": {"median": med, "min": min(ms), "max": max(ms)},
         "tokens_per_second": 2 * n * a.seq / (med / 1e3),

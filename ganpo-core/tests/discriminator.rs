@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use ganpo_core::discriminator::{
-    DiscriminatorConfig, MlpDiscriminatorConfig, TransformerDiscriminatorConfig,
+    DiscriminatorConfig, MlpDiscriminatorConfig, TransformerDiscriminatorConfig, masked_mean,
 };
 use ganpo_core::mode::Mode;
 
@@ -79,6 +79,53 @@ fn padding_never_changes_a_score_when_a_mask_is_used() {
                 .any(|(a, b)| (a - b).abs() > 1e-4)
         );
     }
+}
+
+/// The transformer discriminator computes only the masked positions (gathered, with their own
+/// learned positions); its score must be the full-sequence computation's, written out here from
+/// the public parts: every position projected and encoded with masked keys, then pooled.
+#[test]
+fn a_completion_mask_scores_as_the_full_sequence_computation() {
+    let device = Default::default();
+    let config = TransformerDiscriminatorConfig {
+        hidden: 16,
+        layers: 2,
+        heads: 4,
+        ff: 32,
+        max_positions: 9,
+        ..Default::default()
+    };
+    let disc = config.init::<B>(10, &device);
+    let x = Tensor::<B, 3>::random([3, 11, 10], Distribution::Normal(0.0, 1.0), &device);
+    // Completions at different offsets; the last row's runs past max_positions; one row is empty.
+    let spans = [(4usize, 9usize), (2, 5), (7, 11)];
+    let flags: Vec<bool> = spans
+        .iter()
+        .flat_map(|&(a, b)| (0..11).map(move |t| t >= a && t < b))
+        .collect();
+    let mask = Tensor::<B, 2, Bool>::from_data(TensorData::new(flags, [3, 11]), &device);
+    let full = {
+        let (x, mask) = (
+            x.clone().slice(s![.., 0..9, ..]),
+            mask.clone().slice(s![.., 0..9]),
+        );
+        let mut h = disc.project_in.forward(x, Mode::Eval) + disc.pos_embedding.val();
+        for layer in &disc.layers {
+            h = layer.forward(h, Some(mask.clone()), Mode::Eval);
+        }
+        let pooled = masked_mean(h, Some(mask));
+        let hidden = burn::tensor::activation::gelu(disc.head[0].forward(pooled, Mode::Eval));
+        vec1(disc.head[1].forward(hidden, Mode::Eval).reshape([3]))
+    };
+    assert_close(
+        &vec1(disc.forward(x.clone(), Some(mask.clone()), Mode::Eval)),
+        &full,
+        1e-5,
+        "compacted positions",
+    );
+    let empty = Tensor::<B, 2, Bool>::from_data(TensorData::new(vec![false; 33], [3, 11]), &device);
+    let scores = vec1(disc.forward(x, Some(empty), Mode::Eval));
+    assert!(scores.iter().all(|s| s.is_finite()) && scores[0] == scores[1]);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::{GanpoConfig, LossKind, PreferenceLoss};
+use ganpo_core::{GanpoConfig, LossKind, Pooling, PreferenceLoss};
 use ganpo_models::{Lm, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,6 +77,8 @@ pub struct BenchConfig {
     pub mode: String,
     /// Compute dtype of the policy (f32 master weights either way).
     pub dtype: ComputeDtype,
+    /// Positions the discriminators attend to and pool over (GANPO modes).
+    pub pooling: Pooling,
     /// Timed steps.
     pub steps: usize,
     /// Untimed steps first.
@@ -118,7 +120,10 @@ pub fn run_config(c: &BenchConfig) -> Result<RunConfig, BenchError> {
         }
     };
     r.loss = PreferenceLoss::single(base);
-    r.ganpo = ganpo.then(GanpoConfig::default);
+    r.ganpo = ganpo.then(|| GanpoConfig {
+        pooling: c.pooling,
+        ..GanpoConfig::default()
+    });
     let t = &mut r.train;
     t.seed = c.seed;
     t.batch_size = c.pairs;

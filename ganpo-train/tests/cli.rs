@@ -142,9 +142,13 @@ fn export_turns_a_gguf_into_an_hf_directory() {
 
 #[test]
 fn bench_reports_the_step_and_its_phases() {
-    for (mode, with_discriminators) in [("dpo", false), ("ganpo", true)] {
+    for (mode, with_discriminators, pooling) in
+        [("dpo", false, "sequence"), ("ganpo", true, "completion")]
+    {
         let (ok, stdout, stderr) = ganpo(&[
             "bench",
+            "--pooling",
+            pooling,
             "--model-config",
             "tiny",
             "--seq",
@@ -164,6 +168,7 @@ fn bench_reports_the_step_and_its_phases() {
         assert_eq!(r["parameters"], 426_624);
         assert!(r["ms_per_step"]["median"].as_f64().unwrap() > 0.0);
         assert_eq!(r["hf_config"]["model_type"], "llama");
+        assert_eq!(r["config"]["pooling"], pooling);
         let phases: Vec<(String, f64)> = r["breakdown_ms"]
             .as_array()
             .unwrap()
@@ -192,6 +197,11 @@ fn bench_reports_the_step_and_its_phases() {
     let (ok, _, stderr) = ganpo(&["bench", "--dtype", "bf16", "--backend", "cpu"]);
     assert!(
         !ok && stderr.contains("--dtype bf16 is not supported on the cpu backend"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ganpo(&["bench", "--pooling", "tokens"]);
+    assert!(
+        !ok && stderr.contains("unknown --pooling `tokens`"),
         "{stderr}"
     );
     let (ok, _, stderr) = ganpo(&["bench", "--model-config", "gpt5"]);

@@ -88,25 +88,39 @@ pub struct TransformerDiscriminator<B: Backend> {
 
 impl<B: Backend> TransformerDiscriminator<B> {
     /// Scores `latents` (`[n, seq, d_model]`), `[n]`; see [`super::Discriminator::forward`].
+    ///
+    /// With a mask, only the masked positions are computed: they are gathered into a
+    /// `[n, longest row, d_model]` block and keep their learned positions, so the result is the
+    /// full-sequence computation's (unmasked positions are neither attended to nor pooled) at a
+    /// fraction of the cost when the mask covers the completion only. Positions at or beyond
+    /// `max_positions` are cut, as without a mask.
     pub fn forward(
         &self,
         latents: Tensor<B, 3>,
         mask: Option<Tensor<B, 2, Bool>>,
         mode: Mode,
     ) -> Tensor<B, 1> {
-        let [n, seq, _] = latents.dims();
-        let [_, max_positions, _] = self.pos_embedding.dims();
-        let keep = seq.min(max_positions);
-        let (latents, mask) = if keep < seq {
-            (
-                latents.slice(s![.., 0..keep, ..]),
-                mask.map(|m| m.slice(s![.., 0..keep])),
-            )
-        } else {
-            (latents, mask)
+        let n = latents.dims()[0];
+        let [_, max_positions, h] = self.pos_embedding.dims();
+        let table = self.pos_embedding.val().reshape([max_positions, h]);
+        let (latents, positions, mask) = match mask {
+            Some(mask) => {
+                let (latents, positions, mask) = compact(latents, mask, max_positions);
+                (latents, positions, Some(mask))
+            }
+            None => {
+                let seq = latents.dims()[1].min(max_positions);
+                let positions = Tensor::arange(0..seq as i64, &latents.device())
+                    .reshape([1, seq])
+                    .repeat_dim(0, n);
+                (latents.slice(s![.., 0..seq, ..]), positions, None)
+            }
         };
-        let mut x = self.project_in.forward(latents, mode)
-            + self.pos_embedding.val().slice(s![.., 0..keep, ..]);
+        let [_, len] = positions.dims();
+        let positions = table
+            .select(0, positions.reshape([n * len]))
+            .reshape([n, len, h]);
+        let mut x = self.project_in.forward(latents, mode) + positions;
         for layer in &self.layers {
             x = layer.forward(x, mask.clone(), mode);
         }
@@ -114,4 +128,53 @@ impl<B: Backend> TransformerDiscriminator<B> {
         let hidden = gelu(self.head[0].forward(pooled, mode));
         self.head[1].forward(hidden, mode).reshape([n])
     }
+}
+
+/// The masked positions of `latents` (`[n, seq, d]`) below `max_positions`, left-aligned into
+/// `[n, len, d]` with `len` the longest row's count (at least 1), their original positions
+/// (`[n, len]`) and the mask of the filled slots (`[n, len]`). Reads the mask back once.
+fn compact<B: Backend>(
+    latents: Tensor<B, 3>,
+    mask: Tensor<B, 2, Bool>,
+    max_positions: usize,
+) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+    let [n, seq, d] = latents.dims();
+    let device = latents.device();
+    let flags: Vec<bool> = mask
+        .into_data()
+        .convert::<bool>()
+        .into_vec()
+        .expect("a bool mask reads back as bools");
+    let kept: Vec<Vec<usize>> = (0..n)
+        .map(|r| {
+            (0..seq.min(max_positions))
+                .filter(|&t| flags[r * seq + t])
+                .collect()
+        })
+        .collect();
+    let len = kept.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let (mut rows, mut positions, mut filled) = (
+        Vec::with_capacity(n * len),
+        Vec::with_capacity(n * len),
+        Vec::with_capacity(n * len),
+    );
+    for (r, ts) in kept.iter().enumerate() {
+        for slot in 0..len {
+            // Empty slots repeat position 0 of their row; they are masked out of attention and
+            // pooling, so their values never reach the score.
+            let t = ts.get(slot).copied().unwrap_or(0);
+            rows.push((r * seq + t) as i64);
+            positions.push(t as i64);
+            filled.push(slot < ts.len());
+        }
+    }
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [n * len]), &device);
+    (
+        latents
+            .reshape([n * seq, d])
+            .select(0, rows)
+            .reshape([n, len, d]),
+        Tensor::from_data(TensorData::new(positions, [n, len]), &device),
+        Tensor::from_data(TensorData::new(filled, [n, len]), &device),
+    )
 }

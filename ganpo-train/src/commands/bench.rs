@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::Pooling;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_train::bench::{self, BenchConfig, BenchReport, SHAPES};
 use ganpo_train::train::ComputeDtype;
@@ -33,6 +34,9 @@ pub struct Args {
     /// Seed of the weights and tokens.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Positions the discriminators see: sequence (every real token), completion or none.
+    #[arg(long, default_value = "sequence")]
+    pub pooling: String,
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
@@ -69,6 +73,13 @@ pub fn run(args: Args) -> Result<()> {
                 args.dtype
             )
         })?;
+    let pooling: Pooling = serde_json::from_value(serde_json::Value::String(args.pooling.clone()))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "unknown --pooling `{}`: expected sequence, completion or none",
+                args.pooling
+            )
+        })?;
     let kind: BackendKind = args.backend.parse()?;
     anyhow::ensure!(
         dtype.supported_on(kind.name()),
@@ -81,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
         pairs: args.pairs,
         mode: args.mode,
         dtype,
+        pooling,
         steps: args.steps,
         warmup: args.warmup,
         seed: args.seed,
