@@ -236,4 +236,27 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
         md.contains("– (only setting)") && md.contains("One seed"),
         "{md}"
     );
+
+    // Runs trained and evaluated concurrently give the same results.
+    let parallel = tmp.path().join("quick-jobs");
+    let mut args = vec!["experiment", "run", config.to_str().unwrap(), "--quick"];
+    args.extend(["--out", parallel.to_str().unwrap(), "--jobs", "3"]);
+    let (ok, _, err) = ganpo(&args);
+    assert!(ok, "{err}");
+    let results = |dir: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap()
+    };
+    let (one, three) = (results(&quick), results(&parallel));
+    assert_eq!(one["summary"], three["summary"]);
+    let outcomes = |r: &Value| -> Vec<Value> {
+        r["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r[0], r[1]["reward"], r[1]["kl"]]))
+            .collect()
+    };
+    assert_eq!(outcomes(&one), outcomes(&three));
+    let (ok, _, err) = ganpo(&["experiment", "run", "x.toml", "--jobs", "0"]);
+    assert!(!ok && err.contains("--jobs"), "{err}");
 }

@@ -25,7 +25,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::Backend;
 use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
 /// which file is missing.
@@ -65,10 +65,14 @@ pub fn load_reference<B: Backend>(
 }
 
 /// A progress bar of `len` steps labelled `prefix`, with ETA, on a terminal only (`None`
-/// otherwise: log lines then report progress).
+/// otherwise: log lines then report progress). Bars of concurrent runs (`ganpo experiment run
+/// --jobs`) stack instead of overwriting each other.
 pub fn progress_bar(len: u64, prefix: &str) -> Option<ProgressBar> {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
     std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
-        let bar = ProgressBar::new(len);
+        let bar = BARS
+            .get_or_init(MultiProgress::new)
+            .add(ProgressBar::new(len));
         bar.set_style(
             ProgressStyle::with_template(
                 "{prefix:>12} {bar:30} {pos}/{len}  {elapsed_precise} (ETA {eta_precise})  {msg}",

@@ -29,7 +29,9 @@ use ganpo_train::io::{write_atomic, write_json};
 use serde_json::{Value, json};
 
 use report::{Results, markdown, plots, summarize};
-use stages::{RunSpec, choose, data_stage, evaluated, pairs_stage, reward_stage, sweep_runs};
+use stages::{
+    RunSpec, choose, data_stage, eval_path, evaluated, pairs_stage, reward_stage, sweep_runs,
+};
 
 /// `ganpo experiment` subcommands.
 #[derive(clap::Subcommand)]
@@ -52,6 +54,16 @@ pub struct Args {
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// Runs trained and evaluated at once, each by its own `ganpo` process (results equal
+    /// `--jobs 1`'s). Each job holds a policy, its reference and their optimizer state in memory.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: u16,
+    /// One job of `--jobs`: train and evaluate this run (JSON) on `--sets`, then exit.
+    #[arg(long, hide = true, requires = "sets")]
+    pub run: Option<String>,
+    /// The prompt sets the `--run` job evaluates on.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub sets: Vec<String>,
 }
 
 /// Generated sequences per batch.
@@ -115,6 +127,69 @@ fn prepare(out: &Path, config: &ExperimentConfig, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// Trains and evaluates `run` on `sets` in a child `ganpo experiment run --run ...` process
+/// (nothing to do when its evaluation is cached); its log lines go to this process's stderr.
+fn in_child(args: &Args, out: &Path, run: &RunSpec, sets: &[&str]) -> Result<()> {
+    if eval_path(out, Some(run), sets).is_file() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating the ganpo binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["experiment", "run"]).arg(&args.config);
+    if args.quick {
+        cmd.arg("--quick");
+    }
+    cmd.arg("--out").arg(out);
+    cmd.args(["--backend", &args.backend, "--sets", &sets.join(",")]);
+    cmd.arg("--run").arg(serde_json::to_string(run)?);
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting the job for {}", run.name()))?;
+    if !status.success() {
+        bail!("the job for {} failed ({status})", run.name());
+    }
+    Ok(())
+}
+
+/// `f` of every item, in order, computed by up to `jobs` threads that take the next item as they
+/// finish one. After an error no new item is started; the first failing item's error (in item
+/// order) is returned once the running ones end.
+fn in_parallel<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<Result<R>>>> = Mutex::new(items.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, items.len().max(1)) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    failed.fetch_or(r.is_err(), Ordering::SeqCst);
+                    results.lock().expect("no job panicked holding the lock")[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .expect("no job panicked holding the lock");
+    let mut out = Vec::with_capacity(items.len());
+    for r in results {
+        match r {
+            Some(r) => out.push(r?),
+            None => unreachable!("every item runs unless an earlier one failed"),
+        }
+    }
+    Ok(out)
+}
+
 /// Dotted keys whose values differ between `a` and `b`.
 fn diff_keys(prefix: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
     match (a, b) {
@@ -149,6 +224,12 @@ fn experiment<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Valu
             "runs/imdb"
         })
     });
+    if let Some(run) = &args.run {
+        let run: RunSpec = serde_json::from_str(run).context("--run: a run as JSON")?;
+        let sets: Vec<&str> = args.sets.iter().map(String::as_str).collect();
+        evaluated::<B>(&out, &c, Some(&run), &sets, &device)?;
+        return Ok(Value::Null);
+    }
     prepare(&out, &c, args.quick)?;
     let mut clock = Clock::new(&out);
     data_stage(&out, &c)?;
@@ -176,30 +257,40 @@ fn experiment<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Valu
     };
     let reference = evaluated::<B>(&out, &c, None, reference_sets, &device)?;
     clock.done("reference")?;
-    let mut sweep = Vec::new();
-    for run in candidates.iter().cloned() {
-        let e = evaluated::<B>(&out, &c, Some(&run), sets_for(&run.method), &device)?;
-        sweep.push((run, e));
-    }
+    let jobs = usize::from(args.jobs);
+    // With several jobs, each run is trained and evaluated by a child process (the backends'
+    // random number generators are per process), then its cached evaluation is read here.
+    let run_eval = |run: &RunSpec, sets: &[&str]| {
+        if jobs > 1 {
+            in_child(args, &out, run, sets)?;
+        }
+        evaluated::<B>(&out, &c, Some(run), sets, &device)
+    };
+    let evals = in_parallel(jobs, &candidates, |run| {
+        run_eval(run, sets_for(&run.method))
+    })?;
+    let sweep: Vec<_> = candidates.iter().cloned().zip(evals).collect();
     clock.done("sweep")?;
     let chosen = choose(&c, &sweep);
-    let mut runs = Vec::new();
+    let mut specs = Vec::new();
     for best in &chosen {
         for &label_noise in &c.pairs.label_noise {
             for &seed in &c.train.seeds {
-                let run = RunSpec {
+                specs.push(RunSpec {
                     label_noise,
                     seed,
                     ..best.clone()
-                };
-                let e = match sweep.iter().find(|(r, _)| *r == run) {
-                    Some((_, e)) => e.clone(),
-                    None => evaluated::<B>(&out, &c, Some(&run), &held_out, &device)?,
-                };
-                runs.push((run, e));
+                });
             }
         }
     }
+    let evals = in_parallel(jobs, &specs, |run| {
+        match sweep.iter().find(|(r, _)| r == run) {
+            Some((_, e)) => Ok(e.clone()),
+            None => run_eval(run, &held_out),
+        }
+    })?;
+    let runs: Vec<_> = specs.into_iter().zip(evals).collect();
     clock.done("runs")?;
     let (summary, comparisons) = summarize(&c, &runs, &reference);
     let results = Results {
@@ -233,7 +324,11 @@ impl BackendJob for Job {
 pub fn run(command: Command) -> Result<()> {
     let Command::Run(args) = command;
     let kind: BackendKind = args.backend.parse()?;
+    let job = args.run.is_some();
     let results = run_on(kind, Job(args))??;
+    if job {
+        return Ok(());
+    }
     println!(
         "{}",
         serde_json::to_string_pretty(&json!({
@@ -243,4 +338,57 @@ pub fn run(command: Command) -> Result<()> {
         }))?
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_parallel;
+    use anyhow::bail;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn in_parallel_keeps_item_order_and_runs_each_item_once() {
+        let items: Vec<u64> = (0..20).collect();
+        let calls = AtomicUsize::new(0);
+        let out = in_parallel(3, &items, |&i| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // Later items finish first.
+            std::thread::sleep(std::time::Duration::from_millis(20 - i));
+            Ok(i * i)
+        })
+        .unwrap();
+        assert_eq!(out, items.iter().map(|i| i * i).collect::<Vec<_>>());
+        assert_eq!(calls.load(Ordering::SeqCst), 20);
+        assert!(in_parallel(4, &[] as &[u8], |_| Ok(())).unwrap().is_empty());
+    }
+
+    #[test]
+    fn in_parallel_stops_at_an_error_and_reports_the_first() {
+        let items: Vec<usize> = (0..10).collect();
+        let calls = AtomicUsize::new(0);
+        let err = in_parallel(1, &items, |&i| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if i >= 3 {
+                bail!("item {i} failed");
+            }
+            Ok(i)
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "item 3 failed");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4,
+            "nothing starts after a failure"
+        );
+        // With several jobs, the error of the first failing item in order wins.
+        let err = in_parallel(4, &items, |&i| {
+            if i == 2 || i == 3 {
+                std::thread::sleep(std::time::Duration::from_millis(10 * (4 - i as u64)));
+                bail!("item {i} failed");
+            }
+            Ok(i)
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), "item 2 failed");
+    }
 }

@@ -38,7 +38,7 @@ pub(super) struct RunSpec {
 
 impl RunSpec {
     /// The run's directory name under `runs/` and file stem under `evals/`.
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         let adv = self
             .adv_weight
             .map_or(String::new(), |a| format!("-adv{a}"));
@@ -388,6 +388,13 @@ pub(super) fn evaluate<B: burn::prelude::Backend>(
     })
 }
 
+/// Where the evaluation of `run` (the reference when `None`) on `sets` is cached.
+pub(super) fn eval_path(out: &Path, run: Option<&RunSpec>, sets: &[&str]) -> PathBuf {
+    let name = run.map_or("reference".to_string(), RunSpec::name);
+    out.join("evals")
+        .join(format!("{name}.{}.json", sets.join("+")))
+}
+
 /// Evaluates `run`'s policy once (cached in `evals/`), then deletes its weights.
 pub(super) fn evaluated<B: AutodiffBackend>(
     out: &Path,
@@ -397,8 +404,10 @@ pub(super) fn evaluated<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<PolicyEval> {
     let name = run.map_or("reference".to_string(), RunSpec::name);
+    // Names the run in every log line beneath (runs may be concurrent: `--jobs`).
+    let _span = tracing::info_span!("run", name = %name).entered();
     let key = sets.join("+");
-    let path = out.join("evals").join(format!("{name}.{key}.json"));
+    let path = eval_path(out, run, sets);
     if path.is_file() {
         return Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?);
     }
