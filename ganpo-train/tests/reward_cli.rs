@@ -58,10 +58,14 @@ fn a_reward_model_learns_sentiment_and_scores_generations() {
         "32",
         "--lr",
         "1e-2",
+        "--save-steps",
+        "20",
         "--out",
         rm.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    // The training state (`--save-steps`) is deleted once the model is written.
+    assert!(!tmp.path().join("rm.checkpoints").exists());
     let report: Value = serde_json::from_str(&out).unwrap();
     let split_accuracy = report["eval_accuracy"].as_f64().unwrap();
     assert!(split_accuracy > 0.9, "{report}");

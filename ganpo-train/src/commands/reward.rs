@@ -19,6 +19,7 @@ use ganpo_train::io::write_jsonl;
 use ganpo_train::train::reward::{
     RewardConfig, RewardData, RewardEval, Trainable, evaluate_reward_model, train_reward_model,
 };
+use ganpo_train::train::reward_checkpoint::RewardCheckpoints;
 use serde_json::json;
 
 /// `ganpo reward` subcommands.
@@ -84,9 +85,22 @@ pub struct TrainArgs {
     /// Seed of the split, the data order and new weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Save the training state every N steps in `OUT.checkpoints/` (as TRL's `save_steps`); a
+    /// run that finds a checkpoint there resumes from it. Deleted when training ends.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_steps: u64,
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+}
+
+impl TrainArgs {
+    /// Where the training state is saved while training (`OUT.checkpoints`).
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        let mut name = self.out.file_name().unwrap_or_default().to_os_string();
+        name.push(".checkpoints");
+        self.out.with_file_name(name)
+    }
 }
 
 /// Options of `ganpo reward eval`.
@@ -243,11 +257,23 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
     let total = data.len().div_ceil(args.batch_size.max(1)) * args.epochs;
     let bar = super::progress_bar(total as u64, "reward");
     let mut log = Vec::new();
-    let model = train_reward_model(model, &data, &reward_config, pad, device, |s| {
-        log.push(serde_json::to_value(s).expect("a step serializes"));
-        let msg = format!("loss {:.4} acc {:.3}", s.loss, s.accuracy);
-        super::report_step(&bar, "reward", s.step, s.total, &msg);
-    });
+    let checkpoints = RewardCheckpoints {
+        dir: args.checkpoint_dir(),
+        every: args.save_steps as usize,
+    };
+    let model = train_reward_model(
+        model,
+        &data,
+        &reward_config,
+        pad,
+        device,
+        Some(&checkpoints),
+        |s| {
+            log.push(serde_json::to_value(s).expect("a step serializes"));
+            let msg = format!("loss {:.4} acc {:.3}", s.loss, s.accuracy);
+            super::report_step(&bar, "reward", s.step, s.total, &msg);
+        },
+    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -261,6 +287,8 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
     export_classifier(&model, &config, pad, files, &args.out)?;
     write_jsonl(&args.out.join("metrics.jsonl"), &log)?;
     write_json(&args.out.join("eval_results.json"), &eval_json(&result))?;
+    // The model is written: the training state is not needed any more.
+    let _ = std::fs::remove_dir_all(&checkpoints.dir);
     Ok(result)
 }
 

@@ -21,6 +21,7 @@ pub mod precision;
 pub mod profile;
 pub mod reference;
 pub mod reward;
+pub mod reward_checkpoint;
 pub mod schedule;
 pub mod sft;
 pub mod state;

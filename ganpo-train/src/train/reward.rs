@@ -12,7 +12,9 @@ use ganpo_models::Tokenizer;
 use ganpo_models::classifier::{SequenceClassifier, reward_of};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::CheckpointError;
 use super::clip_grad_norm;
+use super::reward_checkpoint::{self, RewardCheckpoints, RewardState};
 use super::schedule::{lr_multiplier, warmup_steps};
 use crate::config::Scheduler;
 use crate::data::epoch_order;
@@ -141,7 +143,7 @@ impl Default for RewardConfig {
 }
 
 /// What one step reports (TRL's names where TRL has them).
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct RewardStep {
     /// 1-based step.
     pub step: usize,
@@ -232,28 +234,38 @@ fn loss_of<B: Backend>(
 }
 
 /// Fits `model` to `data` as `config` says, calling `on_step` after each step; returns the
-/// fitted model. `pad` fills short rows (never read: the head reads the last real token).
+/// fitted model. `pad` fills short rows (never read: the head reads the last real token). With
+/// `checkpoints`, the state is saved every `every` steps and a training that finds a checkpoint
+/// there resumes from it (replaying its step reports to `on_step` first), ending with the model
+/// an uninterrupted training gives.
 pub fn train_reward_model<B: AutodiffBackend>(
     model: SequenceClassifier<B>,
     data: &RewardData,
     config: &RewardConfig,
     pad: u32,
     device: &B::Device,
+    checkpoints: Option<&RewardCheckpoints>,
     on_step: impl FnMut(&RewardStep),
-) -> SequenceClassifier<B> {
+) -> Result<SequenceClassifier<B>, CheckpointError> {
     if data.is_empty() || config.epochs == 0 {
-        return model;
+        return Ok(model);
     }
-    match config.trainable {
-        Trainable::All => fit(model, data, config, on_step, |m, idx| {
+    let run = Fit {
+        data,
+        config,
+        checkpoints,
+        device,
+    };
+    Ok(match config.trainable {
+        Trainable::All => run.fit(model, on_step, |m, idx| {
             let (ids, mask) = collate(&data.sequences(idx), pad, device);
             m.forward(ids, mask)
-        }),
+        })?,
         Trainable::Head => {
             let pooled = pooled_states(&model.valid(), data, pad, config.batch_size, device);
             let pooled = Tensor::<B, 2>::from_inner(pooled);
             let n = data.len() as i64;
-            let head = fit(model.score.clone(), data, config, on_step, |head, idx| {
+            let head = run.fit(model.score.clone(), on_step, |head, idx| {
                 let rows: Vec<i64> = match data {
                     RewardData::Labelled(_) => idx.iter().map(|&i| i as i64).collect(),
                     // Pooled states hold every chosen text, then every rejected one.
@@ -265,12 +277,12 @@ pub fn train_reward_model<B: AutodiffBackend>(
                 };
                 let rows = Tensor::from_data(TensorData::from(rows.as_slice()), device);
                 head_scores(head, pooled.clone().select(0, rows))
-            });
+            })?;
             let mut model = model;
             model.score = head;
             model
         }
-    }
+    })
 }
 
 /// The head on pooled states (`[rows, hidden]`).
@@ -299,54 +311,113 @@ fn pooled_states<B: Backend>(
     Tensor::cat(parts, 0)
 }
 
-/// The training loop over any trainable module `M` (the whole classifier, or its head on cached
-/// states): `scores(m, idx)` gives the scores of examples `idx` in [`RewardData::sequences`]
-/// order.
-fn fit<B: AutodiffBackend, M: AutodiffModule<B>>(
-    mut module: M,
-    data: &RewardData,
-    config: &RewardConfig,
-    mut on_step: impl FnMut(&RewardStep),
-    scores: impl Fn(&M, &[usize]) -> Tensor<B, 2>,
-) -> M {
-    let mut optim = AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(config.weight_decay as f32)
-        .init::<B, M>();
-    let batch = config.batch_size.max(1);
-    let per_epoch = data.len().div_ceil(batch);
-    let total = per_epoch * config.epochs;
-    let warmup = warmup_steps(None, config.warmup_ratio, total);
-    let lengths = data.lengths();
-    for epoch in 0..config.epochs {
-        let order = epoch_order(&lengths, batch, config.seed, epoch as u64, true, true);
-        for (k, idx) in order.chunks(batch).enumerate() {
-            let step = epoch * per_epoch + k;
-            let (loss, correct) = loss_of(
-                data,
-                idx,
-                scores(&module, idx),
-                config.center_rewards_coefficient,
-            );
-            let loss_value = loss.clone().into_scalar().elem::<f64>();
-            let accuracy = correct.into_scalar().elem::<f64>() / idx.len() as f64;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &module);
-            let grad_norm = clip_grad_norm(&module, &mut grads, config.max_grad_norm);
-            let lr = config.lr * lr_multiplier(Scheduler::Cosine, step, total, warmup);
-            if loss_value.is_finite() && grad_norm.is_finite() {
-                module = optim.step(lr, module, grads);
+/// What the training loop works on.
+struct Fit<'a, B: Backend> {
+    data: &'a RewardData,
+    config: &'a RewardConfig,
+    checkpoints: Option<&'a RewardCheckpoints>,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> Fit<'_, B> {
+    /// The training loop over any trainable module `M` (the whole classifier, or its head on
+    /// cached states): `scores(m, idx)` gives the scores of examples `idx` in
+    /// [`RewardData::sequences`] order.
+    fn fit<M: AutodiffModule<B>>(
+        &self,
+        module: M,
+        mut on_step: impl FnMut(&RewardStep),
+        scores: impl Fn(&M, &[usize]) -> Tensor<B, 2>,
+    ) -> Result<M, CheckpointError> {
+        let (data, config) = (self.data, self.config);
+        let optim = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(config.weight_decay as f32)
+            .init::<B, M>();
+        let fingerprint = fingerprint(data);
+        let (mut module, mut optim, mut done) = match self.checkpoints {
+            Some(c) => {
+                let (m, o, state) =
+                    reward_checkpoint::load(c, module, optim, config, &fingerprint, self.device)?;
+                (m, o, state.map(|s| s.steps).unwrap_or_default())
             }
-            on_step(&RewardStep {
-                step: step + 1,
-                total,
-                loss: loss_value,
-                accuracy,
-                grad_norm,
-                learning_rate: lr,
-            });
+            None => (module, optim, Vec::new()),
+        };
+        done.iter().for_each(&mut on_step);
+        let batch = config.batch_size.max(1);
+        let per_epoch = data.len().div_ceil(batch);
+        let total = per_epoch * config.epochs;
+        let warmup = warmup_steps(None, config.warmup_ratio, total);
+        let lengths = data.lengths();
+        let start = done.len();
+        for epoch in 0..config.epochs {
+            let order = epoch_order(&lengths, batch, config.seed, epoch as u64, true, true);
+            for (k, idx) in order.chunks(batch).enumerate() {
+                let step = epoch * per_epoch + k;
+                if step < start {
+                    continue;
+                }
+                let (loss, correct) = loss_of(
+                    data,
+                    idx,
+                    scores(&module, idx),
+                    config.center_rewards_coefficient,
+                );
+                let loss_value = loss.clone().into_scalar().elem::<f64>();
+                let accuracy = correct.into_scalar().elem::<f64>() / idx.len() as f64;
+                let mut grads = GradientsParams::from_grads(loss.backward(), &module);
+                let grad_norm = clip_grad_norm(&module, &mut grads, config.max_grad_norm);
+                let lr = config.lr * lr_multiplier(Scheduler::Cosine, step, total, warmup);
+                if loss_value.is_finite() && grad_norm.is_finite() {
+                    module = optim.step(lr, module, grads);
+                }
+                let report = RewardStep {
+                    step: step + 1,
+                    total,
+                    loss: loss_value,
+                    accuracy,
+                    grad_norm,
+                    learning_rate: lr,
+                };
+                on_step(&report);
+                let Some(c) = self.checkpoints else { continue };
+                done.push(report);
+                if (step + 1) % c.every.max(1) == 0 && step + 1 < total {
+                    let state = RewardState {
+                        step: step + 1,
+                        config: config.clone(),
+                        data: fingerprint.clone(),
+                        steps: done.clone(),
+                    };
+                    reward_checkpoint::save(c, &module, &optim, &state)?;
+                }
+            }
         }
+        Ok(module)
     }
-    module
+}
+
+/// An FNV-1a fingerprint of the training examples, to refuse resuming on other data.
+fn fingerprint(data: &RewardData) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    let all: Vec<usize> = (0..data.len()).collect();
+    for ids in data.sequences(&all) {
+        eat(ids.len() as u64);
+        ids.iter().for_each(|&t| eat(t as u64));
+    }
+    match data {
+        RewardData::Labelled(v) => v.iter().for_each(|(_, label)| eat(*label as u64)),
+        RewardData::Pairs(v) => v
+            .iter()
+            .for_each(|p| eat(p.margin.map_or(u64::MAX, |m| m.to_bits() as u64))),
+    }
+    format!("{h:016x}")
 }
 
 /// Held-out metrics of `model` on `data`, in batches of `batch` examples, without gradients.
@@ -452,10 +523,11 @@ mod tests {
         let model = classifier(labels, 0);
         let before = evaluate_reward_model(&model.valid(), data, 0, 32, &device);
         let mut steps = 0;
-        let model = train_reward_model(model, data, &config, 0, &device, |s| {
+        let model = train_reward_model(model, data, &config, 0, &device, None, |s| {
             steps = s.step;
             assert_eq!(s.total, 30 * data.len().div_ceil(16));
-        });
+        })
+        .unwrap();
         assert_eq!(steps, 30 * data.len().div_ceil(16));
         (
             before.accuracy,
@@ -496,11 +568,79 @@ mod tests {
             trainable: Trainable::Head,
             ..RewardConfig::default()
         };
-        let model = train_reward_model(model, &data, &config, 0, &device, |_| {});
+        let model = train_reward_model(model, &data, &config, 0, &device, None, |_| {}).unwrap();
         let after = evaluate_reward_model(&model.valid(), &data, 0, 32, &device);
         assert!(after.loss < before.loss - 0.1, "{before:?} -> {after:?}");
         assert!(after.accuracy > 0.8, "{before:?} -> {after:?}");
         emb_before.assert_eq(&emb(&model.backbone), true);
+    }
+
+    #[test]
+    fn an_interrupted_training_resumes_to_the_uninterrupted_model() {
+        let data = RewardData::Labelled(texts(40, 6));
+        let config = RewardConfig {
+            epochs: 3,
+            batch_size: 8,
+            lr: 1e-2,
+            ..RewardConfig::default()
+        };
+        let device = Default::default();
+        let tmp = tempfile::tempdir().unwrap();
+        let checkpoints = RewardCheckpoints {
+            dir: tmp.path().join("ckpt"),
+            every: 4,
+        };
+        // One starting model for every run, its weights drawn now: clones of a module whose
+        // parameters are still lazy would each draw their own (tests running beside this one
+        // share the backend's generator).
+        let init = classifier(&["neg", "pos"], 0);
+        let init = init.clone().load_record(init.into_record());
+        let train = |stop_at: Option<usize>, log: &mut Vec<(usize, f64)>| {
+            train_reward_model(
+                init.clone(),
+                &data,
+                &config,
+                0,
+                &device,
+                Some(&checkpoints),
+                |s| {
+                    log.push((s.step, s.loss));
+                    // An interruption: the process dies after step `stop_at` (its checkpoint at
+                    // step 8 survives; steps 9 and 10 are lost).
+                    assert!(Some(s.step) != stop_at, "interrupted");
+                },
+            )
+        };
+        let mut uninterrupted = Vec::new();
+        let want = train_reward_model(init.clone(), &data, &config, 0, &device, None, |s| {
+            uninterrupted.push((s.step, s.loss))
+        })
+        .unwrap();
+        let mut first = Vec::new();
+        let died =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(Some(10), &mut first)));
+        assert!(died.is_err());
+        assert_eq!(first.len(), 10);
+        let mut resumed = Vec::new();
+        let got = train(None, &mut resumed).unwrap();
+        // The log is whole and equal, the weights identical.
+        assert_eq!(resumed, uninterrupted);
+        let weights = |m: &SequenceClassifier<B>| m.score.weight.val().into_data();
+        weights(&got).assert_eq(&weights(&want), true);
+        let probe = collate::<B>(&data.sequences(&[0, 1, 2]), 0, &device);
+        got.forward(probe.0.clone(), probe.1.clone())
+            .into_data()
+            .assert_eq(&want.forward(probe.0, probe.1).into_data(), true);
+
+        // Other settings are refused, naming the setting.
+        let other = RewardConfig {
+            lr: 2e-2,
+            ..config.clone()
+        };
+        let err = train_reward_model(init, &data, &other, 0, &device, Some(&checkpoints), |_| {})
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("settings differ in: lr"), "{err}");
     }
 
     #[test]

@@ -178,6 +178,9 @@ pub(super) fn reward_stage<B: AutodiffBackend>(
         center_rewards_coefficient: None,
         max_length: rm.max_length,
         seed: c.data.seed,
+        // About 5 minutes of the full profile's reward model on 2 cores: an interrupted
+        // experiment loses at most that much of this stage.
+        save_steps: 100,
         backend: String::new(),
     };
     crate::commands::reward::train::<B>(&args, device)?;
