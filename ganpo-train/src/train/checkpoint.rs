@@ -85,6 +85,19 @@ pub fn list_checkpoints(output_dir: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
+/// An FNV-1a hash of `values` (each as 8 little-endian bytes), in hex: the fingerprint of the
+/// training data a checkpoint records, so that resuming on other data is refused.
+pub fn fingerprint(values: impl IntoIterator<Item = u64>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in values {
+        for b in x.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// Writes a checkpoint with `write` into a temporary sibling directory, then renames it to
 /// `checkpoint-STEP`, so a checkpoint directory is either complete or absent; then deletes the
 /// oldest checkpoints beyond `keep`.

@@ -399,25 +399,19 @@ impl<B: AutodiffBackend> Fit<'_, B> {
 
 /// An FNV-1a fingerprint of the training examples, to refuse resuming on other data.
 fn fingerprint(data: &RewardData) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |x: u64| {
-        for b in x.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
     let all: Vec<usize> = (0..data.len()).collect();
-    for ids in data.sequences(&all) {
-        eat(ids.len() as u64);
-        ids.iter().for_each(|&t| eat(t as u64));
-    }
-    match data {
-        RewardData::Labelled(v) => v.iter().for_each(|(_, label)| eat(*label as u64)),
+    let tokens = data
+        .sequences(&all)
+        .into_iter()
+        .flat_map(|ids| std::iter::once(ids.len() as u64).chain(ids.iter().map(|&t| t as u64)));
+    let targets: Vec<u64> = match data {
+        RewardData::Labelled(v) => v.iter().map(|(_, label)| *label as u64).collect(),
         RewardData::Pairs(v) => v
             .iter()
-            .for_each(|p| eat(p.margin.map_or(u64::MAX, |m| m.to_bits() as u64))),
-    }
-    format!("{h:016x}")
+            .map(|p| p.margin.map_or(u64::MAX, |m| m.to_bits() as u64))
+            .collect(),
+    };
+    super::checkpoint::fingerprint(tokens.chain(targets))
 }
 
 /// Held-out metrics of `model` on `data`, in batches of `batch` examples, without gradients.

@@ -116,20 +116,14 @@ fn adamw(config: &RunConfig) -> AdamWConfig {
 
 /// An FNV-1a fingerprint of the tokenized pairs, to refuse resuming on other data.
 fn fingerprint(data: &PreferenceDataset) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |x: u64| {
-        for b in x.to_le_bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100_0000_01b3);
-        }
-    };
-    for p in &data.pairs {
-        for side in [&p.prompt, &p.chosen, &p.rejected] {
-            eat(side.len() as u64);
-            side.iter().for_each(|&t| eat(t as u64));
-        }
-    }
-    format!("{h:016x}")
+    checkpoint::fingerprint(
+        data.pairs
+            .iter()
+            .flat_map(|p| [&p.prompt, &p.chosen, &p.rejected])
+            .flat_map(|side| {
+                std::iter::once(side.len() as u64).chain(side.iter().map(|&t| t as u64))
+            }),
+    )
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
