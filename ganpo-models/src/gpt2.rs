@@ -249,7 +249,8 @@ impl<B: Backend> Gpt2Attention<B> {
             Some(cache) => cache.extend(k, v),
             None => (k, v),
         };
-        let scores = q.matmul(k.swap_dims(2, 3)) / (hd as f64).sqrt();
+        // Scaled on q, not on the larger scores (as in llama/attention.rs).
+        let scores = (q / (hd as f64).sqrt()).matmul(k.swap_dims(2, 3));
         let weights = softmax(scores.mask_fill(masked, MASKED), 3);
         self.c_proj
             .forward(weights.matmul(v).swap_dims(1, 2).reshape([b, s, d]))

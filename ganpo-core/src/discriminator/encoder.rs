@@ -70,7 +70,9 @@ impl<B: Backend> SelfAttention<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (heads(0), heads(1), heads(2));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        // q is scaled before the product, as PyTorch's multi-head attention does (fewer elements
+        // than the scores).
+        let mut scores = (q / (dh as f64).sqrt()).matmul(k.swap_dims(2, 3));
         if let Some(mask) = key_mask {
             let masked = mask
                 .bool_not()

@@ -94,7 +94,9 @@ impl<B: Backend> Attention<B> {
             }
         };
         let (k, v) = (repeat(k), repeat(v));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f64).sqrt();
+        // The scale on q ([.., s, d]) rather than on the scores ([.., s, t]): one pass over s x d
+        // elements instead of s x t, forward and backward (exact for HF's power-of-two head dims).
+        let scores = (q / (d as f64).sqrt()).matmul(k.swap_dims(2, 3));
         let weights = softmax(scores.mask_fill(masked, MASKED), 3);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([b, s, h * d]);
         linear(&self.o_proj, context)

@@ -1,10 +1,12 @@
 use crate::{
     NdArray, NdArrayTensor, SharedArray,
     element::{FloatNdArrayElement, IntNdArrayElement, QuantElement},
-    execute_with_numeric_dtype,
+    execute_with_float_dtype, execute_with_numeric_dtype,
     ops::NdArrayMathOps,
 };
 use burn_backend::{ElementConversion, TensorMetadata, ops::ActivationOps, tensor::FloatTensor};
+use ndarray::Axis;
+use num_traits::Float;
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> ActivationOps<Self>
     for NdArray<E, I, Q>
@@ -15,4 +17,43 @@ where
     fn relu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_numeric_dtype!(tensor, |array| NdArrayMathOps::clamp_min(array, 0.elem()))
     }
+
+    // ganpo patch (vendor/README.md): one pass per lane instead of five full-size tensors.
+    fn softmax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        execute_with_float_dtype!(tensor, |array| softmax_lanes(array, dim, false))
+    }
+
+    fn log_softmax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        execute_with_float_dtype!(tensor, |array| softmax_lanes(array, dim, true))
+    }
+}
+
+/// Softmax (or, with `log`, log-softmax) of every lane along `dim`, in place when the buffer is
+/// not shared: the lane's max, then its exponentials `exp(x - max)` (written in place for softmax)
+/// and their sum, then one division (or, for log-softmax, the subtraction of the sum's log) per
+/// element. The arithmetic is the default decomposition's, without its intermediate tensors.
+fn softmax_lanes<E: Float>(array: SharedArray<E>, dim: usize, log: bool) -> SharedArray<E> {
+    // Below the log of the smallest subnormal, minus one, `exp` rounds to exactly 0. Returning 0
+    // there skips libm's slow underflow path, which the masked scores of causal attention (about
+    // half of each score matrix) would otherwise all take.
+    let underflow = (E::min_positive_value() * E::epsilon()).ln() - E::one();
+    let exp = |d: E| if d < underflow { E::zero() } else { d.exp() };
+    let mut out = array.into_owned();
+    for mut lane in out.lanes_mut(Axis(dim)) {
+        let max = lane.iter().fold(E::neg_infinity(), |m, &x| m.max(x));
+        if log {
+            let sum = lane.iter().fold(E::zero(), |s, &x| s + exp(x - max));
+            let log_sum = sum.ln();
+            lane.mapv_inplace(|x| (x - max) - log_sum);
+        } else {
+            let mut sum = E::zero();
+            lane.mapv_inplace(|x| {
+                let e = exp(x - max);
+                sum = sum + e;
+                e
+            });
+            lane.mapv_inplace(|e| e / sum);
+        }
+    }
+    out.into_shared()
 }

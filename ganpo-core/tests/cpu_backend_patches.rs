@@ -1,0 +1,225 @@
+//! What the workspace's patched burn crates change (vendor/README.md), each checked so that it
+//! fails without the patch and against an independent computation of the same values:
+//!
+//! - the CPU backend's reshape and matmul do not copy their operands, and matmul on transposed,
+//!   sliced and broadcast operands still equals the plain triple loop;
+//! - softmax and log-softmax are one fused pass on the CPU backend and one node under autodiff,
+//!   with the values and gradients of burn's default decomposition into elementary ops.
+//!
+//! Copies are counted with an allocator that tallies the bytes each thread allocates, so the
+//! tests are exact and independent of timing.
+
+#![cfg(feature = "ndarray")]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Distribution, Tensor, s};
+
+/// Counts the bytes allocated by the current thread on top of the system allocator.
+struct Counting;
+
+thread_local! {
+    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + layout.size()));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATED.with(|a| a.set(a.get() + new_size));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Bytes the current thread allocates while running `f`, and its result.
+fn allocated_by<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    let before = ALLOCATED.with(Cell::get);
+    let out = f();
+    (ALLOCATED.with(Cell::get) - before, out)
+}
+
+type B = NdArray<f32>;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn reshaping_a_contiguous_tensor_allocates_no_copy() {
+    let device = Default::default();
+    // 4 MiB of f32.
+    let x = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
+    let (bytes, y) = allocated_by(|| x.clone().reshape([256, 4, 1024]).unsqueeze_dim::<4>(0));
+    assert!(bytes < MIB / 16, "reshape allocated {bytes} bytes");
+    assert_eq!(y.dims(), [1, 256, 4, 1024]);
+    assert_eq!(
+        y.reshape([1024, 1024]).into_data().to_vec::<f32>().unwrap(),
+        x.into_data().to_vec::<f32>().unwrap()
+    );
+}
+
+#[test]
+fn matmul_reads_transposed_operands_in_place() {
+    let device = Default::default();
+    let a = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
+    let b = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
+    let (bytes, _) = allocated_by(|| a.clone().matmul(b.clone().transpose()));
+    // The 4 MiB output and the GEMM's packing buffers; copying both operands and the output
+    // (as burn-ndarray 0.21.0 does) adds 12 MiB.
+    assert!(bytes < 8 * MIB, "matmul allocated {bytes} bytes");
+}
+
+/// `a [.., m, k] x b [.., k, n]` as the triple loop over row-major host data, batch dims
+/// broadcast from 1.
+fn reference(a: &[f32], a_dims: [usize; 4], b: &[f32], b_dims: [usize; 4]) -> Vec<f32> {
+    let [m, k, n] = [a_dims[2], a_dims[3], b_dims[3]];
+    let batch = [a_dims[0].max(b_dims[0]), a_dims[1].max(b_dims[1])];
+    let mut out = Vec::new();
+    for i in 0..batch[0] {
+        for j in 0..batch[1] {
+            let at =
+                |dims: [usize; 4]| ((i % dims[0]) * dims[1] + (j % dims[1])) * dims[2] * dims[3];
+            let (ao, bo) = (at(a_dims), at(b_dims));
+            for r in 0..m {
+                for c in 0..n {
+                    out.push((0..k).map(|t| a[ao + r * k + t] * b[bo + t * n + c]).sum());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn matmul_on_strided_and_broadcast_operands_matches_the_triple_loop() {
+    let device = Default::default();
+    let host = |t: Tensor<B, 4>| t.into_data().to_vec::<f32>().unwrap();
+    // a: [2, 1, 3, 5] built as a transpose of [2, 1, 5, 3]; b: [1, 4, 5, 6], every other
+    // column of a wider tensor, rows reversed; the batch dims broadcast to [2, 4].
+    let a_t = Tensor::<B, 4>::random([2, 1, 5, 3], Distribution::Default, &device);
+    let a = a_t.swap_dims(2, 3);
+    let wide = Tensor::<B, 4>::random([1, 4, 5, 12], Distribution::Default, &device);
+    let b = wide.slice(s![.., .., ..;-1, 0..12;2]);
+    let out = a.clone().matmul(b.clone());
+    assert_eq!(out.dims(), [2, 4, 3, 6]);
+    let expected = reference(&host(a.clone()), [2, 1, 3, 5], &host(b), [1, 4, 5, 6]);
+    for (got, want) in host(out).iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+    // The same product with a 2-D right operand broadcast over every batch.
+    let w_t = Tensor::<B, 2>::random([7, 5], Distribution::Default, &device);
+    let w = w_t.transpose();
+    let out = a.clone().matmul(w.clone().unsqueeze::<4>());
+    let expected = reference(&host(a), [2, 1, 3, 5], &host(w.unsqueeze()), [1, 1, 5, 7]);
+    for (got, want) in host(out).iter().zip(&expected) {
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
+
+type Ad = Autodiff<B>;
+
+/// Softmax (or log-softmax) along `dim` written out as burn's default implementation composes
+/// it from elementary ops, each differentiated by burn's autodiff on its own.
+fn decomposed(x: Tensor<Ad, 3>, dim: usize, log: bool) -> Tensor<Ad, 3> {
+    let shifted = x.clone() - x.detach().max_dim(dim);
+    let sum = shifted.clone().exp().sum_dim(dim);
+    if log {
+        shifted - sum.log()
+    } else {
+        shifted.exp() / sum
+    }
+}
+
+fn host(t: Tensor<Ad, 3>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "{what}[{i}]: {g} vs {w}"
+        );
+    }
+}
+
+#[test]
+fn fused_softmax_has_the_decompositions_values_and_gradients() {
+    let device = Default::default();
+    for log in [false, true] {
+        for dim in 0..3 {
+            // A transposed input (strided lanes), with a few very negative entries as in
+            // masked attention, and a random upstream gradient.
+            let base = Tensor::<Ad, 3>::random([4, 6, 5], Distribution::Normal(0.0, 3.0), &device);
+            let masked = base.clone().lower_equal_elem(-4.0);
+            let x = base.mask_fill(masked, -1e9).swap_dims(0, 2).require_grad();
+            let w = Tensor::<Ad, 3>::random(x.dims(), Distribution::Default, &device);
+            let fused = if log {
+                log_softmax(x.clone(), dim)
+            } else {
+                softmax(x.clone(), dim)
+            };
+            let reference = decomposed(x.clone(), dim, log);
+            let what = format!(
+                "{} along {dim}",
+                if log { "log_softmax" } else { "softmax" }
+            );
+            assert_close(&host(fused.clone()), &host(reference.clone()), &what);
+            let grad = |y: Tensor<Ad, 3>| {
+                let grads = (y * w.clone()).sum().backward();
+                x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap()
+            };
+            assert_close(&grad(fused), &grad(reference), &format!("d {what}"));
+        }
+    }
+}
+
+#[test]
+fn softmax_writes_its_output_in_place_of_an_unshared_input() {
+    let device = Default::default();
+    // 4 MiB of f32; the default decomposition allocates its max, the shifted input, its
+    // exponentials, their sums and the output: more than 12 MiB.
+    let x = Tensor::<B, 2>::random([1024, 1024], Distribution::Default, &device);
+    let (bytes, y) = allocated_by(|| softmax(x, 1));
+    assert!(bytes < MIB / 16, "softmax allocated {bytes} bytes");
+    let row_sums = y.sum_dim(1).into_data().to_vec::<f32>().unwrap();
+    assert!(row_sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+}
+
+#[test]
+fn autodiff_softmax_allocates_less_than_half_the_decomposition() {
+    let device = Default::default();
+    let x = Tensor::<Ad, 2>::random([512, 1024], Distribution::Default, &device).require_grad();
+    let w = Tensor::<Ad, 2>::random([512, 1024], Distribution::Default, &device);
+    // Forward and backward of `sum(f(x) * w)`; the decomposition's nodes each keep a full-size
+    // tensor, and the memory-bound ones recompute their forward in the backward pass.
+    let run = |f: &dyn Fn(Tensor<Ad, 2>) -> Tensor<Ad, 2>| {
+        allocated_by(|| {
+            let grads = (f(x.clone()) * w.clone()).sum().backward();
+            x.grad(&grads).unwrap()
+        })
+    };
+    let (fused, grad) = run(&|x| softmax(x, 1));
+    let (decomposed, _) = run(&|x| {
+        let shifted = x.clone() - x.detach().max_dim(1);
+        let exp = shifted.exp();
+        exp.clone() / exp.sum_dim(1)
+    });
+    assert!(
+        2 * fused < decomposed,
+        "fused softmax allocated {fused} bytes, the decomposition {decomposed}"
+    );
+    // Each row of a softmax gradient sums to zero.
+    let row_sums = grad.sum_dim(1).into_data().to_vec::<f32>().unwrap();
+    assert!(row_sums.iter().all(|s| s.abs() < 1e-4), "{row_sums:?}");
+}
