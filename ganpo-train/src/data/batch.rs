@@ -212,6 +212,15 @@ pub fn epoch_order(
     order
 }
 
+/// Indices `0..lengths.len()` from the longest example to the shortest (ties in index order):
+/// batches cut from it pad least. For passes without gradients, whose results do not depend on
+/// the order (evaluation, scoring).
+pub fn longest_first(lengths: &[usize]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    order
+}
+
 /// Splits indices `0..n` into `(train, eval)` with `eval_fraction` of them (at least one when the
 /// fraction is positive) held out, chosen by a permutation seeded with `seed`.
 pub fn split_indices(n: usize, eval_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {

@@ -22,7 +22,8 @@ pub mod tokenize;
 use std::path::PathBuf;
 
 pub use batch::{
-    HostBatch, PairBatch, Truncation, TruncationMode, collate, epoch_order, pad_id, split_indices,
+    HostBatch, PairBatch, Truncation, TruncationMode, collate, epoch_order, longest_first, pad_id,
+    split_indices,
 };
 pub use chat::ChatTemplate;
 pub use dataset::PreferenceDataset;

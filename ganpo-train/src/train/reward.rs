@@ -17,7 +17,7 @@ use super::clip_grad_norm;
 use super::reward_checkpoint::{self, RewardCheckpoints, RewardState};
 use super::schedule::{lr_multiplier, warmup_steps};
 use crate::config::Scheduler;
-use crate::data::epoch_order;
+use crate::data::{epoch_order, longest_first};
 
 /// Token ids a reward model reads for `text` (a prompt and its completion, concatenated): the
 /// tokenizer's encoding with its special tokens, no EOS appended (transformers reads the last
@@ -428,14 +428,11 @@ pub fn evaluate_reward_model<B: Backend>(
     }
     let (mut loss, mut correct, mut reward_sum, mut margin_sum, mut texts) =
         (0.0, 0.0, 0.0, 0.0, 0usize);
-    let all: Vec<usize> = (0..n).collect();
-    for idx in all.chunks(batch.max(1)) {
+    // Longest first: batches of similar lengths pad little (the metrics are sums over examples).
+    for idx in longest_first(&data.lengths()).chunks(batch.max(1)) {
         let (ids, mask) = collate(&data.sequences(idx), pad, device);
         let scores = model.forward(ids, mask);
-        let rewards: Vec<f32> = reward_of(scores.clone())
-            .into_data()
-            .to_vec()
-            .unwrap_or_default();
+        let rewards: Vec<f32> = reward_of(scores.clone()).into_data().iter().collect();
         let (l, c) = loss_of(data, idx, scores, None);
         loss += l.into_scalar().elem::<f64>() * idx.len() as f64;
         correct += c.into_scalar().elem::<f64>();
