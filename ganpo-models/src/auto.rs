@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use burn::module::Param;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -125,6 +126,30 @@ impl<B: Backend> Lm<B> {
             Lm::Gpt2(m) => m.transformer.h.truncate(n),
         }
         Ok(config)
+    }
+
+    /// The token embedding matrix, `[vocab, hidden]` (`embed_tokens` / `wte`).
+    pub fn input_embeddings(&self) -> Tensor<B, 2> {
+        match self {
+            Lm::Llama(m) => m.model.embed_tokens.weight.val(),
+            Lm::Gpt2(m) => m.transformer.wte.weight.val(),
+        }
+    }
+
+    /// Replaces the token embedding matrix (and so a tied LM head); `weight` must have the
+    /// current matrix's shape.
+    pub fn set_input_embeddings(&mut self, weight: Tensor<B, 2>) -> Result<(), ModelError> {
+        let (want, got) = (self.input_embeddings().dims(), weight.dims());
+        if got != want {
+            return Err(ModelError::EmbeddingShape { want, got });
+        }
+        // A fresh leaf: whatever computed `weight` is not part of the model's graph.
+        let param = Param::from_tensor(weight.detach());
+        match self {
+            Lm::Llama(m) => m.model.embed_tokens.weight = param,
+            Lm::Gpt2(m) => m.transformer.wte.weight = param,
+        }
+        Ok(())
     }
 }
 

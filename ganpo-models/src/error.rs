@@ -88,6 +88,14 @@ pub enum ModelError {
         /// The model's vocabulary size.
         model_vocab: usize,
     },
+    /// Token embeddings handed to a model do not have its `[vocab, hidden]` shape.
+    #[error("token embeddings of shape {got:?} do not fit a model whose embeddings are {want:?}")]
+    EmbeddingShape {
+        /// The model's shape.
+        want: [usize; 2],
+        /// The shape handed in.
+        got: [usize; 2],
+    },
 }
 
 impl ModelError {

@@ -239,4 +239,83 @@ fn bad_reward_data_is_reported_by_line_and_field() {
     assert!(err.contains("--labels"), "{err}");
     let err = run(&[json!({"text": "the film was good"})], &[]);
     assert!(err.contains("label"), "{err}");
+    let good = [json!({"text": "the film was good", "label": 1})];
+    let err = run(&good, &["--weight-decay=-0.5"]);
+    assert!(err.contains("--weight-decay -0.5"), "{err}");
+}
+
+#[test]
+fn init_embeddings_are_the_source_models_principal_components() {
+    use burn::backend::NdArray;
+    use ganpo_models::classifier::load_classifier;
+    use ganpo_models::load_model;
+    use ganpo_models::nn::principal_embeddings;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tiny_task(tmp.path(), 200, 1);
+    let source = tmp.path().join("sft");
+    tiny_sft(&t, 10, &source);
+    // A narrower model with the task's tokenizer: 16 wide instead of 32.
+    let narrow = tmp.path().join("narrow");
+    std::fs::create_dir(&narrow).unwrap();
+    for entry in std::fs::read_dir(t.join("model")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, narrow.join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = narrow.join("config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["hidden_size"] = json!(16);
+    config["intermediate_size"] = json!(32);
+    config["num_attention_heads"] = json!(2);
+    config["num_key_value_heads"] = json!(2);
+    config["head_dim"] = json!(8);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let data = tmp.path().join("train.jsonl");
+    write_jsonl(&data, &labelled(&t)[..40]);
+    let train = |model: &Path, out: &Path| {
+        ganpo(&[
+            "reward",
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--init",
+            "--init-embeddings",
+            source.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--labels",
+            "negative,positive",
+            // Learning rate 0: the written model still has the embeddings it started from.
+            "--lr",
+            "0",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let rm = tmp.path().join("rm");
+    let (ok, _, err) = train(&narrow, &rm);
+    assert!(ok, "{err}");
+    let device = Default::default();
+    let source = load_model::<NdArray>(&source, &device).unwrap().model;
+    let want = principal_embeddings(source.input_embeddings(), 16).unwrap();
+    let got = load_classifier::<NdArray>(&rm, &device)
+        .unwrap()
+        .model
+        .backbone
+        .input_embeddings();
+    assert_eq!(got.dims(), want.dims());
+    got.into_data()
+        .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::absolute(1e-6));
+
+    // A model with another vocabulary size cannot take them; nothing is written.
+    config["vocab_size"] = json!(config["vocab_size"].as_u64().unwrap() + 8);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let never = tmp.path().join("never");
+    let (ok, _, err) = train(&narrow, &never);
+    assert!(
+        !ok && err.contains("--init-embeddings") && err.contains("vocab_size"),
+        "{err}"
+    );
+    assert!(!never.exists());
 }

@@ -3,12 +3,14 @@
 mod cache;
 pub mod init;
 mod mask;
+mod principal;
 mod rms_norm;
 mod rope;
 mod tied_head;
 
 pub use cache::{KvCache, LayerCache};
 pub use mask::{attention_mask, positions, step_mask};
+pub use principal::principal_embeddings;
 pub use rms_norm::RmsNorm;
 pub use rope::{RopeScaling, Rotary};
 pub use tied_head::tied_head;

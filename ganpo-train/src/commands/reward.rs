@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::AutodiffModule;
-use burn::prelude::Backend;
+use burn::prelude::{Backend, Tensor};
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_models::classifier::{
@@ -13,6 +13,7 @@ use ganpo_models::classifier::{
 };
 use ganpo_models::export::TokenizerFiles;
 use ganpo_models::hf::read_json;
+use ganpo_models::nn::principal_embeddings;
 use ganpo_models::{ModelConfig, Tokenizer};
 use ganpo_train::data::{LabelNames, load_reward_data, split_indices};
 use ganpo_train::io::write_jsonl;
@@ -44,6 +45,11 @@ pub struct TrainArgs {
     /// and tokenizer files only.
     #[arg(long)]
     pub init: bool,
+    /// With `--init`: start the token embeddings from this LM's (same tokenizer), projected on
+    /// their `hidden_size` principal components. A small model trained from scratch then knows
+    /// which words mean alike and generalizes further (docs/reward-models.md).
+    #[arg(long, requires = "init")]
+    pub init_embeddings: Option<PathBuf>,
     /// Training data: .jsonl or .parquet rows, all `text` + `label` or all `chosen` + `rejected`
     /// (optional `prompt`, conversational or implicit-prompt format, optional `margin`).
     #[arg(long)]
@@ -76,6 +82,10 @@ pub struct TrainArgs {
     /// Peak learning rate (warm-up over 5% of the steps, then cosine decay).
     #[arg(long, default_value_t = RewardConfig::default().lr)]
     pub lr: f64,
+    /// AdamW's decoupled weight decay (TRL's `weight_decay`); more of it holds back a small
+    /// model that memorizes its training texts.
+    #[arg(long, default_value_t = RewardConfig::default().weight_decay)]
+    pub weight_decay: f64,
     /// TRL's `center_rewards_coefficient` (pairs).
     #[arg(long)]
     pub center_rewards_coefficient: Option<f64>,
@@ -155,7 +165,11 @@ fn load_start<B: Backend>(
         let config = ModelConfig::from_hf(&json, &config_path)?;
         let tokenizer = Tokenizer::from_dir(&args.model)?;
         tokenizer.check_vocab(config.vocab_size())?;
-        let backbone = config.init::<B>(device);
+        let mut backbone = config.init::<B>(device);
+        if let Some(from) = &args.init_embeddings {
+            let embeddings = principal_embeddings_of::<B>(from, &tokenizer, &config, device)?;
+            backbone.set_input_embeddings(embeddings)?;
+        }
         return Ok((config, Start::Backbone(backbone), tokenizer));
     }
     if args.model.is_dir() && is_classifier_config(&read_json(&config_path)?) {
@@ -168,6 +182,47 @@ fn load_start<B: Backend>(
     }
     let (loaded, tokenizer) = super::load_with_tokenizer::<B>(&args.model, device)?;
     Ok((loaded.config, Start::Backbone(loaded.model), tokenizer))
+}
+
+/// The token embeddings of the LM at `from`, projected on the principal components that fit
+/// `config`; `from` must share `tokenizer`.
+fn principal_embeddings_of<B: Backend>(
+    from: &Path,
+    tokenizer: &Tokenizer,
+    config: &ModelConfig,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    let (source, source_tokenizer) = super::load_with_tokenizer::<B>(from, device)
+        .with_context(|| format!("--init-embeddings {}", from.display()))?;
+    let same = source_tokenizer.vocab_size() == tokenizer.vocab_size()
+        && (0..tokenizer.vocab_size() as u32)
+            .all(|id| source_tokenizer.id_to_token(id) == tokenizer.id_to_token(id));
+    if !same {
+        bail!(
+            "--init-embeddings {}: its tokenizer differs from the new model's ({} vs {} tokens, or \
+             the same ids name other tokens)",
+            from.display(),
+            source_tokenizer.vocab_size(),
+            tokenizer.vocab_size()
+        );
+    }
+    let weight = source.model.input_embeddings();
+    let [vocab, d] = weight.dims();
+    if vocab != config.vocab_size() {
+        bail!(
+            "--init-embeddings {}: {vocab} token embeddings, the new model has vocab_size {}",
+            from.display(),
+            config.vocab_size()
+        );
+    }
+    let k = config.hidden_size();
+    principal_embeddings(weight, k).with_context(|| {
+        format!(
+            "--init-embeddings {}: its embeddings are {d} wide, fewer than the new model's \
+             hidden_size {k}",
+            from.display()
+        )
+    })
 }
 
 /// Reads the training and held-out data.
@@ -215,6 +270,12 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
             args.out.display()
         );
     }
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        bail!(
+            "--weight-decay {}: expected a number >= 0",
+            args.weight_decay
+        );
+    }
     let (mut config, start, tokenizer) = load_start::<B>(args, device)?;
     let (data, eval, labels) = datasets(args, &tokenizer)?;
     let mut model = match start {
@@ -249,6 +310,7 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
         epochs: args.epochs,
         batch_size: args.batch_size,
         lr: args.lr,
+        weight_decay: args.weight_decay,
         center_rewards_coefficient: args.center_rewards_coefficient,
         trainable: args.trainable,
         seed: args.seed,

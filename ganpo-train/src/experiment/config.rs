@@ -65,6 +65,11 @@ pub struct RewardModelSpec {
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Start the token embeddings from the policy's, projected on their principal components
+    /// (`ganpo reward train --init-embeddings`), instead of random ones.
+    pub embeddings_from_policy: bool,
 }
 
 /// The policy everything starts from (also the reference).
@@ -171,6 +176,8 @@ impl Default for RewardModelSpec {
             epochs: 2,
             batch_size: 32,
             lr: 1e-3,
+            weight_decay: 0.01,
+            embeddings_from_policy: false,
         }
     }
 }
@@ -335,6 +342,10 @@ impl ExperimentConfig {
                 "cannot exceed data.test_reviews (the held-out reviews)",
             );
         }
+        let wd = self.reward_model.weight_decay;
+        if !(wd.is_finite() && wd >= 0.0) {
+            return bad("reward_model.weight_decay", "expected a number >= 0");
+        }
         if self.pairs.samples < 2 {
             return bad(
                 "pairs.samples",
@@ -428,6 +439,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("pairs.label_noise"), "{err}");
+        let (_d, path) = write("[reward_model]\nweight_decay = -0.1\n");
+        let err = ExperimentConfig::load(&path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reward_model.weight_decay"), "{err}");
         let (_d, path) = write("[train]\nseeds = [0]\n");
         let err = ExperimentConfig::load(&path, true).unwrap_err().to_string();
         assert!(err.contains("[quick]"), "{err}");

@@ -134,7 +134,8 @@ pub(super) fn data_stage(out: &Path, c: &ExperimentConfig) -> Result<()> {
     Ok(())
 }
 
-/// Stage 2: the reward model, trained from random weights with the policy's tokenizer.
+/// Stage 2: the reward model, trained from random weights (token embeddings from the policy's
+/// principal components when `embeddings_from_policy`) with the policy's tokenizer.
 pub(super) fn reward_stage<B: AutodiffBackend>(
     out: &Path,
     c: &ExperimentConfig,
@@ -165,6 +166,7 @@ pub(super) fn reward_stage<B: AutodiffBackend>(
     let args = crate::commands::reward::TrainArgs {
         model: init.clone(),
         init: true,
+        init_embeddings: rm.embeddings_from_policy.then(|| policy.clone()),
         data: out.join("data/rm-train.jsonl"),
         eval_data: None,
         eval_fraction: 0.05,
@@ -175,6 +177,7 @@ pub(super) fn reward_stage<B: AutodiffBackend>(
         epochs: rm.epochs,
         batch_size: rm.batch_size,
         lr: rm.lr,
+        weight_decay: rm.weight_decay,
         center_rewards_coefficient: None,
         max_length: rm.max_length,
         seed: c.data.seed,
