@@ -49,6 +49,7 @@ max_length = 32
 epochs = 4
 batch_size = 16
 lr = 1e-2
+embeddings_from_policy = true
 architecture = {{ hidden_size = 16, intermediate_size = 32, num_hidden_layers = 1, num_attention_heads = 2, num_key_value_heads = 2, max_position_embeddings = 64 }}
 
 [policy]
