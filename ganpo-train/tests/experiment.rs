@@ -212,6 +212,12 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     let (ok, _, err) = run_at(&out, true);
     assert!(!ok);
     assert!(err.contains("quick"), "{err}");
+    // Editing only the `[quick]` overrides leaves the full experiment as it was: it resumes.
+    let edited = experiment_toml(&csv, &policy, "1e-3") + "[quick.eval]\ntest_prompts = 4\n";
+    std::fs::write(&config, edited).unwrap();
+    let (ok, _, err) = run();
+    assert!(ok, "{err}");
+    assert!(!err.contains("training "), "nothing is retrained: {err}");
 
     // The quick profile: one setting per method, so no validation prompts are sampled, the sweep
     // runs are the clean-pair runs, and one seed is reported with its per-prompt standard errors.

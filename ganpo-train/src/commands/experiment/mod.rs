@@ -105,13 +105,13 @@ impl Clock {
 /// Writes the resolved configuration, or checks that an existing output directory holds the
 /// same one (naming the keys that differ).
 fn prepare(out: &Path, config: &ExperimentConfig, quick: bool) -> Result<()> {
-    let resolved = json!({"quick": quick, "config": config});
+    let resolved = without_quick_table(json!({"quick": quick, "config": config}));
     let path = out.join("experiment.json");
     if path.is_file() {
         let old: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("reading {}", path.display()))?;
         let mut differ = Vec::new();
-        diff_keys("", &old, &resolved, &mut differ);
+        diff_keys("", &without_quick_table(old), &resolved, &mut differ);
         if !differ.is_empty() {
             bail!(
                 "{} holds another experiment (differing: {}); choose another --out",
@@ -125,6 +125,16 @@ fn prepare(out: &Path, config: &ExperimentConfig, quick: bool) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_json(&path, &resolved)?;
     Ok(())
+}
+
+/// What an experiment's results depend on: its resolved settings without the `[quick]` table,
+/// which `--quick` has already applied and a full run ignores (so editing the quick overrides
+/// leaves a full run resumable). Also strips the table from `experiment.json` files that hold it.
+fn without_quick_table(mut resolved: Value) -> Value {
+    if let Some(config) = resolved.get_mut("config").and_then(Value::as_object_mut) {
+        config.remove("quick");
+    }
+    resolved
 }
 
 /// Trains and evaluates `run` on `sets` in a child `ganpo experiment run --run ...` process
