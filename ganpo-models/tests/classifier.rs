@@ -169,3 +169,26 @@ fn a_causal_lm_directory_is_not_a_classifier() {
         "{msg}"
     );
 }
+
+#[test]
+fn input_embeddings_can_be_replaced_in_either_architecture() {
+    let device = Default::default();
+    for name in ["llama", "gpt2"] {
+        let mut lm = load_model::<B>(&fixture(name), &device).unwrap().model;
+        let weight = lm.input_embeddings();
+        let [vocab, hidden] = weight.dims();
+        let doubled = weight * 2.0;
+        lm.set_input_embeddings(doubled.clone()).unwrap();
+        lm.input_embeddings()
+            .into_data()
+            .assert_eq(&doubled.into_data(), true);
+        let err = lm
+            .set_input_embeddings(Tensor::zeros([vocab, hidden + 1], &device))
+            .unwrap_err();
+        assert!(
+            matches!(err, ModelError::EmbeddingShape { want, got }
+                if want == [vocab, hidden] && got == [vocab, hidden + 1]),
+            "{name}: {err}"
+        );
+    }
+}
