@@ -110,6 +110,9 @@ pub struct TrainSpec {
     pub simpo_gamma: f64,
     /// GANPO's adversarial weights swept (for the +ganpo methods).
     pub adv_weight: Vec<f64>,
+    /// Methods also trained on the noisy pairs (every `pairs.label_noise` after the first);
+    /// every method when unset. A smaller set keeps the noise study affordable.
+    pub noisy_methods: Option<Vec<String>>,
     /// Seeds; every configuration is trained once per seed.
     pub seeds: Vec<u64>,
     /// Passes over the pairs.
@@ -212,6 +215,7 @@ impl Default for TrainSpec {
             simpo_beta: vec![2.0, 5.0],
             simpo_gamma: 1.0,
             adv_weight: vec![0.1, 0.5],
+            noisy_methods: None,
             seeds: vec![0, 1, 2],
             epochs: 1,
             batch_size: 8,
@@ -228,6 +232,15 @@ impl Default for TrainSpec {
                 ..GanpoConfig::default()
             },
         }
+    }
+}
+
+impl TrainSpec {
+    /// Whether `method` is trained on the noisy pairs too (see [`Self::noisy_methods`]).
+    pub fn on_noisy_pairs(&self, method: &str) -> bool {
+        self.noisy_methods
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == method))
     }
 }
 
@@ -368,6 +381,18 @@ impl ExperimentConfig {
                 );
             }
         }
+        if let Some(m) = self
+            .train
+            .noisy_methods
+            .iter()
+            .flatten()
+            .find(|m| !self.train.methods.contains(m))
+        {
+            return bad(
+                "train.noisy_methods",
+                &format!("`{m}` is not one of train.methods"),
+            );
+        }
         for (key, empty) in [
             ("train.methods", self.train.methods.is_empty()),
             ("train.seeds", self.train.seeds.is_empty()),
@@ -434,6 +459,14 @@ mod tests {
             err.contains("train.methods") && err.contains("ppo"),
             "{err}"
         );
+        let (_d, path) = write("[train]\nmethods = [\"dpo\"]\nnoisy_methods = [\"simpo\"]\n");
+        let err = ExperimentConfig::load(&path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("train.noisy_methods") && err.contains("simpo"),
+            "{err}"
+        );
         let (_d, path) = write("[pairs]\nlabel_noise = [0.0, 0.7]\n");
         let err = ExperimentConfig::load(&path, false)
             .unwrap_err()
@@ -447,6 +480,14 @@ mod tests {
         let (_d, path) = write("[train]\nseeds = [0]\n");
         let err = ExperimentConfig::load(&path, true).unwrap_err().to_string();
         assert!(err.contains("[quick]"), "{err}");
+    }
+
+    #[test]
+    fn noisy_methods_default_to_every_method() {
+        let mut t = TrainSpec::default();
+        assert!(t.methods.iter().all(|m| t.on_noisy_pairs(m)));
+        t.noisy_methods = Some(vec!["dpo".into(), "dpo+ganpo".into()]);
+        assert!(t.on_noisy_pairs("dpo+ganpo") && !t.on_noisy_pairs("simpo"));
     }
 
     #[test]

@@ -30,7 +30,8 @@ use serde_json::{Value, json};
 
 use report::{Results, markdown, plots, summarize};
 use stages::{
-    RunSpec, choose, data_stage, eval_path, evaluated, pairs_stage, reward_stage, sweep_runs,
+    RunSpec, choose, data_stage, eval_path, evaluated, pairs_stage, reward_stage, seeded_runs,
+    sweep_runs,
 };
 
 /// `ganpo experiment` subcommands.
@@ -282,18 +283,7 @@ fn experiment<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Valu
     let sweep: Vec<_> = candidates.iter().cloned().zip(evals).collect();
     clock.done("sweep")?;
     let chosen = choose(&c, &sweep);
-    let mut specs = Vec::new();
-    for best in &chosen {
-        for &label_noise in &c.pairs.label_noise {
-            for &seed in &c.train.seeds {
-                specs.push(RunSpec {
-                    label_noise,
-                    seed,
-                    ..best.clone()
-                });
-            }
-        }
-    }
+    let specs = seeded_runs(&c, &chosen);
     let evals = in_parallel(jobs, &specs, |run| {
         match sweep.iter().find(|(r, _)| r == run) {
             Some((_, e)) => Ok(e.clone()),

@@ -66,10 +66,13 @@ pub(super) fn summarize(
         v.sort_by_key(|(r, _)| r.seed);
         v
     };
+    // Rows by increasing noise, whatever order the runs went in.
+    let mut levels = c.pairs.label_noise.clone();
+    levels.sort_by(f64::total_cmp);
     let mut rows = Vec::new();
     let mut comparisons = Vec::new();
     for method in &c.train.methods {
-        for &noise in &c.pairs.label_noise {
+        for &noise in &levels {
             let group = of(method, noise);
             if group.is_empty() {
                 continue;

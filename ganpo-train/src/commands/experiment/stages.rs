@@ -69,7 +69,7 @@ pub(super) fn prompt_rows(prompts: &[String]) -> Vec<Value> {
 /// Stage 1: splits and prompts under `data/`.
 pub(super) fn data_stage(out: &Path, c: &ExperimentConfig) -> Result<()> {
     let dir = out.join("data");
-    if dir.join("prompts-shift.jsonl").is_file() {
+    if dir.join("prompts-shift.jsonl").is_file() && dir.join("rm-validation.jsonl").is_file() {
         return Ok(());
     }
     let path = expand_assets(&c.data.reviews);
@@ -109,6 +109,9 @@ pub(super) fn data_stage(out: &Path, c: &ExperimentConfig) -> Result<()> {
         &dir.join("rm-train.jsonl"),
         &labelled(&train[..rm.train_reviews.min(train.len())]),
     )?;
+    // The reward model's held-out check while it trains: the validation reviews, so that it
+    // trains on every training-side review and never sees the test reviews.
+    write_jsonl(&dir.join("rm-validation.jsonl"), &labelled(validation))?;
     write_jsonl(
         &dir.join("rm-test.jsonl"),
         &labelled(&test[..rm.test_reviews]),
@@ -168,8 +171,8 @@ pub(super) fn reward_stage<B: AutodiffBackend>(
         init: true,
         init_embeddings: rm.embeddings_from_policy.then(|| policy.clone()),
         data: out.join("data/rm-train.jsonl"),
-        eval_data: None,
-        eval_fraction: 0.05,
+        eval_data: Some(out.join("data/rm-validation.jsonl")),
+        eval_fraction: 0.0,
         labels: vec!["negative".into(), "positive".into()],
         out: dir.clone(),
         trainable: Trainable::All,
@@ -490,4 +493,67 @@ pub(super) fn choose(c: &ExperimentConfig, sweep: &[(RunSpec, PolicyEval)]) -> V
                 .map(|(r, _)| r.clone())
         })
         .collect()
+}
+
+/// The runs of the chosen settings: each method's for every seed on clean pairs, and on every
+/// noisier level for the methods of `train.noisy_methods`. Level by level, in the order of
+/// `pairs.label_noise`, so the comparison on clean pairs is complete first.
+pub(super) fn seeded_runs(c: &ExperimentConfig, chosen: &[RunSpec]) -> Vec<RunSpec> {
+    let mut specs = Vec::new();
+    for (i, &label_noise) in c.pairs.label_noise.iter().enumerate() {
+        for best in chosen {
+            if i > 0 && !c.train.on_noisy_pairs(&best.method) {
+                continue;
+            }
+            for &seed in &c.train.seeds {
+                specs.push(RunSpec {
+                    label_noise,
+                    seed,
+                    ..best.clone()
+                });
+            }
+        }
+    }
+    specs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noisy_pairs_train_only_the_noisy_methods() {
+        let mut c = ExperimentConfig::default();
+        c.pairs.label_noise = vec![0.0, 0.2, 0.4];
+        c.train.seeds = vec![0, 1, 2];
+        let chosen: Vec<RunSpec> = ["dpo", "dpo+ganpo", "simpo"]
+            .iter()
+            .map(|m| RunSpec {
+                method: m.to_string(),
+                beta: 0.1,
+                adv_weight: m.ends_with("+ganpo").then_some(0.5),
+                label_noise: 0.0,
+                seed: 0,
+            })
+            .collect();
+        assert_eq!(seeded_runs(&c, &chosen).len(), 3 * 3 * 3);
+        c.train.noisy_methods = Some(vec!["dpo".into(), "dpo+ganpo".into()]);
+        let runs = seeded_runs(&c, &chosen);
+        // simpo: 3 seeds on clean pairs; dpo and dpo+ganpo: 3 seeds x 3 noise levels.
+        assert_eq!(runs.len(), 3 + 2 * 3 * 3);
+        let simpo: Vec<_> = runs.iter().filter(|r| r.method == "simpo").collect();
+        assert!(simpo.iter().all(|r| r.label_noise == 0.0), "{simpo:?}");
+        assert_eq!(simpo.iter().map(|r| r.seed).collect::<Vec<_>>(), [0, 1, 2]);
+        // Clean pairs first (every method), then each noise level in turn.
+        let levels: Vec<f64> = runs.iter().map(|r| r.label_noise).collect();
+        assert!(levels[..9].iter().all(|&n| n == 0.0), "{levels:?}");
+        assert!(levels[9..15].iter().all(|&n| n == 0.2), "{levels:?}");
+        let noisy = runs.iter().filter(|r| r.label_noise == 0.4);
+        assert!(
+            noisy
+                .clone()
+                .all(|r| r.beta == 0.1 && r.method.starts_with("dpo"))
+        );
+        assert_eq!(noisy.count(), 6);
+    }
 }
