@@ -219,6 +219,33 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
     assert!(ok, "{err}");
     assert!(!err.contains("training "), "nothing is retrained: {err}");
 
+    // More seeds extend the experiment: only the new seed's runs are trained, the report covers
+    // all three; other seed lists are another experiment.
+    let reordered =
+        experiment_toml(&csv, &policy, "1e-3").replace("seeds = [0, 1]", "seeds = [1, 0]");
+    std::fs::write(&config, reordered).unwrap();
+    let (ok, _, err) = run();
+    assert!(!ok && err.contains("config.train.seeds"), "{err}");
+    let extended =
+        experiment_toml(&csv, &policy, "1e-3").replace("seeds = [0, 1]", "seeds = [0, 1, 2]");
+    std::fs::write(&config, extended).unwrap();
+    let (ok, _, err) = run();
+    assert!(ok, "{err}");
+    let trained: Vec<&str> = err.lines().filter(|l| l.contains(": training ")).collect();
+    assert_eq!(
+        trained.len(),
+        4,
+        "2 methods x 2 noise levels, seed 2: {trained:?}"
+    );
+    assert!(trained.iter().all(|l| l.ends_with("-seed2")), "{trained:?}");
+    let more: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(more["runs"].as_array().unwrap().len(), 12);
+    assert_eq!(more["sweep"], results["sweep"]);
+    for row in more["summary"].as_array().unwrap() {
+        assert_eq!(row["reward"]["test@1"]["n"], 3, "{row}");
+    }
+
     // The quick profile: one setting per method, so no validation prompts are sampled, the sweep
     // runs are the clean-pair runs, and one seed is reported with its per-prompt standard errors.
     let quick = tmp.path().join("quick");

@@ -111,8 +111,21 @@ fn prepare(out: &Path, config: &ExperimentConfig, quick: bool) -> Result<()> {
     if path.is_file() {
         let old: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("reading {}", path.display()))?;
+        let old = without_quick_table(old);
         let mut differ = Vec::new();
-        diff_keys("", &without_quick_table(old), &resolved, &mut differ);
+        diff_keys("", &old, &resolved, &mut differ);
+        if differ == ["config.train.seeds"] && adds_seeds(&old, &resolved) {
+            // Every cached run keeps its meaning (runs are named by seed, the sweep uses the
+            // first): train the new seeds and report over all of them.
+            tracing::info!(
+                "adding seeds to the experiment in {}: {} -> {}",
+                out.display(),
+                old["config"]["train"]["seeds"],
+                resolved["config"]["train"]["seeds"]
+            );
+            write_json(&path, &resolved)?;
+            return Ok(());
+        }
         if !differ.is_empty() {
             bail!(
                 "{} holds another experiment (differing: {}); choose another --out",
@@ -199,6 +212,15 @@ fn in_parallel<T: Sync, R: Send>(
         }
     }
     Ok(out)
+}
+
+/// Whether `new`'s seeds are `old`'s followed by more.
+fn adds_seeds(old: &Value, new: &Value) -> bool {
+    let seeds = |v: &Value| v["config"]["train"]["seeds"].as_array().cloned();
+    match (seeds(old), seeds(new)) {
+        (Some(a), Some(b)) => b.len() > a.len() && b.starts_with(&a),
+        _ => false,
+    }
 }
 
 /// Dotted keys whose values differ between `a` and `b`.
