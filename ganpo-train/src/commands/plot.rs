@@ -224,6 +224,17 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The distinct labels of `points`, in the order they first appear.
+fn point_labels(points: &[Point]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for p in points {
+        if !labels.contains(&p.label) {
+            labels.push(p.label.clone());
+        }
+    }
+    labels
+}
+
 /// One labelled point with a vertical error bar (`y ± err`).
 pub struct Point {
     /// Legend label.
@@ -236,7 +247,8 @@ pub struct Point {
     pub err: f64,
 }
 
-/// Draws labelled points with error bars (for example reward against KL).
+/// Draws labelled points with error bars (for example reward against KL): one colour and one
+/// legend entry per label, in the order labels first appear.
 pub fn draw_points(
     path: &Path,
     title: &str,
@@ -259,18 +271,20 @@ pub fn draw_points(
         mesh.x_desc(x_desc).y_desc(y_desc);
     }
     mesh.draw()?;
-    for (i, p) in points.iter().enumerate() {
+    for (i, label) in point_labels(points).into_iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let e = if p.err.is_finite() { p.err } else { 0.0 };
-        chart.draw_series(std::iter::once(PathElement::new(
-            vec![(p.x, p.y - e), (p.x, p.y + e)],
-            color.stroke_width(2),
-        )))?;
-        let series =
-            chart.draw_series(std::iter::once(Circle::new((p.x, p.y), 6, color.filled())))?;
+        let mine: Vec<&Point> = points.iter().filter(|p| p.label == label).collect();
+        chart.draw_series(mine.iter().map(|p| {
+            let e = if p.err.is_finite() { p.err } else { 0.0 };
+            PathElement::new(vec![(p.x, p.y - e), (p.x, p.y + e)], color.stroke_width(2))
+        }))?;
+        let series = chart.draw_series(
+            mine.iter()
+                .map(|p| Circle::new((p.x, p.y), 6, color.filled())),
+        )?;
         if text {
             series
-                .label(p.label.clone())
+                .label(label)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 5, color.filled()));
         }
     }
@@ -279,4 +293,26 @@ pub fn draw_points(
     }
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Point, point_labels};
+
+    #[test]
+    fn points_of_one_label_share_a_legend_entry() {
+        let p = |label: &str, x: f64| Point {
+            label: label.into(),
+            x,
+            y: 0.0,
+            err: 0.0,
+        };
+        let points = [
+            p("dpo", 0.7),
+            p("dpo+ganpo", 0.7),
+            p("dpo", 1.0),
+            p("simpo", 1.0),
+        ];
+        assert_eq!(point_labels(&points), ["dpo", "dpo+ganpo", "simpo"]);
+    }
 }

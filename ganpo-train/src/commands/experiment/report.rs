@@ -269,6 +269,18 @@ pub(super) fn plots(out: &Path, c: &ExperimentConfig, r: &Results) -> Result<()>
         &frontier,
         text,
     )?;
+    // Methods side by side around each temperature or noise level, so their intervals do not
+    // hide one another: `width` is the spread of all methods in the x axis' units.
+    let beside = |method: &str, width: f64| {
+        let n = c.train.methods.len().max(2) as f64;
+        let i = c
+            .train
+            .methods
+            .iter()
+            .position(|m| m == method)
+            .unwrap_or(0) as f64;
+        width * (i / (n - 1.0) - 0.5)
+    };
     for set in ["test", "shift"] {
         let noise = c.pairs.label_noise[0];
         let points: Vec<Point> = r
@@ -280,7 +292,7 @@ pub(super) fn plots(out: &Path, c: &ExperimentConfig, r: &Results) -> Result<()>
                     let i = &row.reward[&format!("{set}@{t}")];
                     Point {
                         label: row.method.clone(),
-                        x: t,
+                        x: t + beside(&row.method, 0.08),
                         y: i.mean,
                         err: i.half_width.unwrap_or(0.0),
                     }
@@ -304,7 +316,7 @@ pub(super) fn plots(out: &Path, c: &ExperimentConfig, r: &Results) -> Result<()>
             let i = &row.reward[&key];
             Point {
                 label: row.method.clone(),
-                x: row.label_noise,
+                x: row.label_noise + beside(&row.method, 0.04),
                 y: i.mean,
                 err: i.half_width.unwrap_or(0.0),
             }
