@@ -203,6 +203,9 @@ fn a_miniature_experiment_runs_resumes_and_reports() {
         serde_json::from_str(&std::fs::read_to_string(out.join("stages.json")).unwrap()).unwrap();
     let before: Vec<Value> = serde_json::from_str(&stages_before).unwrap();
     assert_eq!(stages.len(), 2 * before.len());
+    // The report sums a stage's time over the sessions that ran it: one row per stage.
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert_eq!(md.matches("| runs |").count(), 1, "{md}");
 
     // Another experiment in the same directory is refused, naming what differs.
     std::fs::write(&config, experiment_toml(&csv, &policy, "2e-3")).unwrap();

@@ -227,8 +227,16 @@ pub(super) fn markdown(c: &ExperimentConfig, r: &Results) -> String {
             e.kl.mean
         );
     }
-    s += "\n## Wall time\n\n| stage | seconds |\n|---|---|\n";
+    s +=
+        "\n## Wall time (summed over the sessions that ran it)\n\n| stage | seconds |\n|---|---|\n";
+    let mut stages: Vec<(&str, f64)> = Vec::new();
     for (stage, secs) in &r.stage_seconds {
+        match stages.iter_mut().find(|(s, _)| s == stage) {
+            Some((_, total)) => *total += secs,
+            None => stages.push((stage, *secs)),
+        }
+    }
+    for (stage, secs) in stages {
         s += &format!("| {stage} | {secs:.0} |\n");
     }
     s += &format!("| total | {:.0} |\n", r.total_seconds);
