@@ -15,7 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use burn::tensor::{Distribution, Tensor, s};
 
 /// Counts the bytes allocated by the current thread on top of the system allocator.
@@ -222,4 +222,55 @@ fn autodiff_softmax_allocates_less_than_half_the_decomposition() {
     // Each row of a softmax gradient sums to zero.
     let row_sums = grad.sum_dim(1).into_data().to_vec::<f32>().unwrap();
     assert!(row_sums.iter().all(|s| s.abs() < 1e-4), "{row_sums:?}");
+}
+
+#[test]
+fn sigmoid_is_one_pass_in_place_with_the_exact_logistic_values() {
+    let device = Default::default();
+    // 4 MiB of f32; burn's default, exp(-log(1 + exp(-x))), allocates five such tensors.
+    let x = Tensor::<B, 2>::random([1024, 1024], Distribution::Normal(0.0, 4.0), &device);
+    let hx = x.clone().into_data().to_vec::<f32>().unwrap();
+    let (bytes, y) = allocated_by(move || sigmoid(x));
+    assert!(bytes < MIB / 16, "sigmoid allocated {bytes} bytes");
+    let y = y.into_data().to_vec::<f32>().unwrap();
+    for (i, (&x, &y)) in hx.iter().zip(&y).enumerate() {
+        let exact = 1.0 / (1.0 + (-(x as f64)).exp());
+        assert!(
+            (y as f64 - exact).abs() <= 2.0 * f32::EPSILON as f64 * exact,
+            "sigmoid({x}) = {y} at {i}"
+        );
+    }
+}
+
+#[test]
+fn autodiff_sigmoid_keeps_its_output_instead_of_recomputing_it() {
+    let device = Default::default();
+    // 2 MiB of f32 each.
+    let x = Tensor::<Ad, 2>::random([512, 1024], Distribution::Normal(0.0, 2.0), &device)
+        .require_grad();
+    let w = Tensor::<Ad, 2>::random([512, 1024], Distribution::Default, &device);
+    let (bytes, grad) = allocated_by(|| {
+        let grads = (sigmoid(x.clone()) * w.clone()).sum().backward();
+        x.grad(&grads).unwrap()
+    });
+    // Three 2 MiB tensors: the sigmoid's output, the product with `w` and the gradient of the
+    // sum times `w`, into which the sigmoid's gradient is written. A node that keeps the input
+    // (0.21.0) computes the sigmoid again in the backward pass: at least a fourth.
+    assert!(
+        bytes < 7 * MIB,
+        "forward and backward allocated {bytes} bytes"
+    );
+    let (hx, hw) = (
+        x.into_data().to_vec::<f32>().unwrap(),
+        w.into_data().to_vec::<f32>().unwrap(),
+    );
+    let grad = grad.into_data().to_vec::<f32>().unwrap();
+    for i in 0..grad.len() {
+        let s = 1.0 / (1.0 + (-hx[i]).exp());
+        assert_eq!(
+            grad[i].to_bits(),
+            (s * (1.0 - s) * hw[i]).to_bits(),
+            "d sigmoid at {i}"
+        );
+    }
 }

@@ -6,10 +6,9 @@ use burn::prelude::*;
 /// or the `[rows, d]` a loss scores) and the embedding matrix `[vocab, d]` (one parameter, two
 /// uses).
 ///
-/// Computed as `(embedding @ hidden^T)^T` so that the large matrix is read in its stored layout:
-/// on NdArray, multiplying by the transposed `[d, vocab]` view copies the whole embedding matrix
-/// first (113 MB for SmolLM2, 350 ms per call on 2 cores), while transposing `hidden` and the
-/// result costs only their own sizes.
+/// The embedding matrix is read through its transposed view (the CPU backend's matmul reads
+/// strided operands without copying them, `vendor/README.md`), and the logits come out in
+/// row-major order, so nothing of the size of `[rows, vocab]` is copied.
 pub fn tied_head<B: Backend, const D: usize>(
     hidden: Tensor<B, D>,
     embedding: Tensor<B, 2>,
@@ -18,6 +17,8 @@ pub fn tied_head<B: Backend, const D: usize>(
     let d = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
     dims[D - 1] = embedding.dims()[0];
-    let flat = hidden.reshape([rows, d]).transpose();
-    embedding.matmul(flat).transpose().reshape(dims)
+    hidden
+        .reshape([rows, d])
+        .matmul(embedding.transpose())
+        .reshape(dims)
 }

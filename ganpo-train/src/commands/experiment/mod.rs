@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Runs trained and evaluated at once, each by its own `ganpo` process (results equal
-    /// `--jobs 1`'s). Each job holds a policy, its reference and their optimizer state in memory.
+    /// `--jobs 1`'s). Each job holds a policy, its reference and their optimizer state in memory,
+    /// and gets `cores / jobs` CPU threads unless `MATMUL_NUM_THREADS` says otherwise.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub jobs: u16,
     /// One job of `--jobs`: train and evaluate this run (JSON) on `--sets`, then exit.
@@ -166,6 +167,13 @@ fn in_child(args: &Args, out: &Path, run: &RunSpec, sets: &[&str]) -> Result<()>
     cmd.arg("--out").arg(out);
     cmd.args(["--backend", &args.backend, "--sets", &sets.join(",")]);
     cmd.arg("--run").arg(serde_json::to_string(run)?);
+    // The CPU backend's worker threads spin between operations: the jobs share the cores
+    // rather than each taking all of them (an explicit MATMUL_NUM_THREADS is passed on as is).
+    if std::env::var_os("MATMUL_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = (cores / usize::from(args.jobs)).max(1);
+        cmd.env("MATMUL_NUM_THREADS", threads.to_string());
+    }
     let status = cmd
         .status()
         .with_context(|| format!("starting the job for {}", run.name()))?;

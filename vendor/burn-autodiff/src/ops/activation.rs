@@ -89,23 +89,23 @@ impl<B: Backend, C: CheckpointStrategy> ActivationOps<Autodiff<B, C>> for Autodi
         }
     }
 
+    // ganpo patch (vendor/README.md): the node keeps the sigmoid's output, which its gradient
+    // `s * (1 - s) * g` needs, instead of the input from which 0.21.0 recomputed the sigmoid in
+    // the backward pass (in SiLU, `x * sigmoid(x)`, the product keeps that output anyway).
     fn sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct Sigmoid;
 
-        retro_unary!(RetroSigmoid, B::sigmoid);
-
         impl<B: Backend> Backward<B, 1> for Sigmoid {
-            type State = NodeId;
+            type State = FloatTensor<B>;
 
             fn backward(
                 self,
                 ops: Ops<Self::State, 1>,
                 grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
+                _checkpointer: &mut Checkpointer,
             ) {
-                let input = checkpointer.retrieve_node_output(ops.state);
-                let output = B::sigmoid(input);
+                let output = ops.state;
                 unary::<B, _>(ops.parents, ops.node, grads, |grad| {
                     B::sigmoid_backward(output, grad)
                 });
@@ -113,15 +113,13 @@ impl<B: Backend, C: CheckpointStrategy> ActivationOps<Autodiff<B, C>> for Autodi
         }
 
         match Sigmoid
-            .prepare::<C>([tensor.node.clone()])
-            .memory_bound()
-            .retro_forward(RetroSigmoid::<B>::new(tensor.node.id))
-            .parents([&tensor])
+            .prepare::<C>([tensor.node])
+            .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&tensor);
-                prep.finish(state, B::sigmoid(tensor.primitive))
+            OpsKind::Tracked(prep) => {
+                let output = B::sigmoid(tensor.primitive);
+                prep.finish(output.clone(), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::sigmoid(tensor.primitive)),
         }

@@ -2,7 +2,7 @@ use crate::{
     NdArray, NdArrayTensor, SharedArray,
     element::{FloatNdArrayElement, IntNdArrayElement, QuantElement},
     execute_with_float_dtype, execute_with_numeric_dtype,
-    ops::NdArrayMathOps,
+    ops::{NdArrayMathOps, elementwise},
 };
 use burn_backend::{ElementConversion, TensorMetadata, ops::ActivationOps, tensor::FloatTensor};
 use ndarray::Axis;
@@ -26,6 +26,33 @@ where
     fn log_softmax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, |array| softmax_lanes(array, dim, true))
     }
+
+    // ganpo patch (vendor/README.md): `1 / (1 + exp(-x))` in one pass instead of the default's
+    // `exp(-log(1 + exp(-x)))`, six full-size tensors and three transcendental calls per element.
+    fn sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        execute_with_float_dtype!(tensor, |array| sigmoid_elements(array))
+    }
+
+    // ganpo patch: the default's `s * (1 - s) * grad` in one pass (the same products in the same
+    // order), written into the gradient's buffer when it is not shared.
+    fn sigmoid_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        execute_with_float_dtype!((output, grad), |output, grad| sigmoid_backward_elements(
+            output, grad
+        ))
+    }
+}
+
+/// The logistic function of every element, in place when the buffer is not shared.
+fn sigmoid_elements<E: Float + Send + Sync>(array: SharedArray<E>) -> SharedArray<E> {
+    elementwise::map(array, |x| E::one() / (E::one() + (-x).exp()))
+}
+
+/// `s * (1 - s) * g` for the sigmoid's output `s` and the incoming gradient `g` (same shape).
+fn sigmoid_backward_elements<E: Float + Send + Sync>(
+    output: SharedArray<E>,
+    grad: SharedArray<E>,
+) -> SharedArray<E> {
+    elementwise::zip(output, grad, |s, g| s * (E::one() - s) * g)
 }
 
 /// Softmax (or, with `log`, log-softmax) of every lane along `dim`, in place when the buffer is

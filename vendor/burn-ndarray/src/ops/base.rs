@@ -9,6 +9,7 @@ use ndarray::SliceInfo;
 use ndarray::Zip;
 use ndarray::s;
 use ndarray::{Array2, ArrayD};
+use super::elementwise;
 use num_traits::Signed;
 #[cfg(feature = "simd")]
 use paste::paste;
@@ -743,8 +744,7 @@ where
             E, VecAdd, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
-        let array = &lhs + &rhs;
-        array.into_shared()
+        elementwise::zip(lhs, rhs, |a, b| a + b)
     }
 
     pub fn add_scalar(lhs: SharedArray<E>, rhs: E) -> SharedArray<E> {
@@ -765,8 +765,7 @@ where
             f64
         );
 
-        let array = lhs + rhs;
-        array.into_shared()
+        elementwise::map(lhs, |a| a + rhs)
     }
 
     pub fn sub(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
@@ -774,8 +773,7 @@ where
             E, VecSub, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
-        let array = lhs - rhs;
-        array.into_shared()
+        elementwise::zip(lhs, rhs, |a, b| a - b)
     }
 
     pub fn sub_scalar(lhs: SharedArray<E>, rhs: E) -> SharedArray<E> {
@@ -796,16 +794,14 @@ where
             f64
         );
 
-        let array = lhs - rhs;
-        array.into_shared()
+        elementwise::map(lhs, |a| a - rhs)
     }
 
     pub fn mul(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
         let (lhs, rhs) =
             dispatch_binary_simd!(noq, E, VecMul, lhs, rhs, u16, i16, u32, i32, f32, f64);
 
-        let array = lhs * rhs;
-        array.into_shared()
+        elementwise::zip(lhs, rhs, |a, b| a * b)
     }
 
     pub fn mul_scalar(lhs: SharedArray<E>, rhs: E) -> SharedArray<E> {
@@ -823,22 +819,19 @@ where
             f64
         );
 
-        let array = lhs * rhs;
-        array.into_shared()
+        elementwise::map(lhs, |a| a * rhs)
     }
 
     pub fn div(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
         let (lhs, rhs) = dispatch_binary_simd!(noq, E, VecDiv, lhs, rhs, f32, f64);
 
-        let array = lhs / rhs;
-        array.into_shared()
+        elementwise::zip(lhs, rhs, |a, b| a / b)
     }
 
     pub fn div_scalar(lhs: SharedArray<E>, rhs: E) -> SharedArray<E> {
         let lhs = dispatch_binary_scalar_simd!(noq, E, VecDiv, lhs, rhs.elem(), f32, f64);
 
-        let array = lhs / rhs;
-        array.into_shared()
+        elementwise::map(lhs, |a| a / rhs)
     }
 
     pub fn remainder(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
@@ -865,8 +858,8 @@ where
     pub fn recip(tensor: SharedArray<E>) -> SharedArray<E> {
         let tensor = dispatch_unary_simd!(E, RecipVec, tensor, f32);
 
-        let array = tensor.map(|x| 1.elem::<E>() / *x);
-        array.into_shared()
+        let one = 1.elem::<E>();
+        elementwise::map(tensor, |x| one / x)
     }
 
     /// Sum all elements - zero-copy for borrowed storage.

@@ -1,10 +1,12 @@
-use crate::UnsafeSharedRef;
-use crate::{NdArrayElement, ShapeOps, SharedArray, iter_range_par, ops::NdArrayOps, run_par};
+use crate::{NdArrayElement, ShapeOps, SharedArray, ops::NdArrayOps, ops::pool};
 
 use alloc::{vec, vec::Vec};
 use burn_backend::ElementConversion;
 use burn_backend::Shape;
 use ndarray::{IxDyn, s};
+
+/// Products smaller than this (`m * n * k` multiply-adds) run on the calling thread.
+const MIN_PARALLEL_FLOPS: usize = 1 << 18;
 
 pub(crate) fn matmul<E: NdArrayElement>(
     lhs: SharedArray<E>,
@@ -29,39 +31,66 @@ pub(crate) fn matmul<E: NdArrayElement>(
     let alpha: E = 1.0.elem();
     let beta: E = 0.0.elem();
 
-    let out = run_par!(|| {
-        let mut out_array = ndarray::Array3::<E>::zeros((num_out_batches, m, n));
-        let unsafe_shared_out_array = UnsafeSharedRef::new(&mut out_array);
-
-        iter_range_par!(0, num_out_batches).for_each(|out_batch| {
-            // Here, we:
-            //   1. Un-flatten the output batch into a component-based batch index.
-            //   2. Use the strides for left and right batch indices to convert it to a flattened
-            //      batch for left and right.
-            let out_index = strides_out.unflatten(out_batch);
-            let l_batch = strides_lhs.flatten(&out_index);
-            let r_batch = strides_rhs.flatten(&out_index);
-
-            let lhs_slice = matrix_view(&lhs_view, l_batch);
-            let rhs_slice = matrix_view(&rhs_view, r_batch);
-
-            unsafe {
-                let mut out_slice = unsafe_shared_out_array
-                    .get()
-                    .slice_mut(s!(out_batch, .., ..));
-
-                ndarray::linalg::general_mat_mul(
-                    alpha,
-                    &lhs_slice,
-                    &rhs_slice,
-                    beta,
-                    &mut out_slice,
-                )
+    // ganpo patch (vendor/README.md): the output is cut into one block per thread of
+    // `ops::pool`, by batches when there are enough, else by rows, and each block is one
+    // single-threaded GEMM per matrix. Every output element is still the same dot product
+    // summed in the same order, whatever the thread count.
+    let mut out_array = ndarray::Array3::<E>::zeros((num_out_batches, m, n));
+    let k = shape_lhs[ndims - 1];
+    let threads = if m * n * k >= MIN_PARALLEL_FLOPS {
+        pool::threads()
+    } else {
+        1
+    };
+    // The product of batch `batch` restricted to `rows` of the left operand and `cols` of the
+    // right one, written into `out` (that block of the output).
+    let gemm = |batch: usize,
+                rows: core::ops::Range<usize>,
+                cols: core::ops::Range<usize>,
+                mut out: ndarray::ArrayViewMut2<'_, E>| {
+        let out_index = strides_out.unflatten(batch);
+        let lhs_slice = matrix_view(&lhs_view, strides_lhs.flatten(&out_index));
+        let rhs_slice = matrix_view(&rhs_view, strides_rhs.flatten(&out_index));
+        ndarray::linalg::general_mat_mul(
+            alpha,
+            &lhs_slice.slice(s![rows, ..]),
+            &rhs_slice.slice(s![.., cols]),
+            beta,
+            &mut out,
+        )
+    };
+    if num_out_batches >= threads {
+        let per_part = num_out_batches.div_ceil(threads);
+        let parts: Vec<_> = out_array
+            .axis_chunks_iter_mut(ndarray::Axis(0), per_part)
+            .enumerate()
+            .collect();
+        pool::run(parts, |(part, mut block)| {
+            for (i, out) in block.outer_iter_mut().enumerate() {
+                gemm(part * per_part + i, 0..m, 0..n, out);
             }
         });
-
-        out_array.into_shared().into_dyn()
-    });
+    } else {
+        // Rows of the output when there are at least as many as columns, else columns (one row
+        // per decoding step).
+        let axis = if m >= n { 0 } else { 1 };
+        let per_part = [m, n][axis].div_ceil(threads);
+        for (batch, mut out) in out_array.outer_iter_mut().enumerate() {
+            let parts: Vec<_> = out
+                .axis_chunks_iter_mut(ndarray::Axis(axis), per_part)
+                .enumerate()
+                .collect();
+            pool::run(parts, |(part, block)| {
+                let start = part * per_part;
+                let span = start..start + block.len_of(ndarray::Axis(axis));
+                match axis {
+                    0 => gemm(batch, span, 0..n, block),
+                    _ => gemm(batch, 0..m, span, block),
+                }
+            });
+        }
+    }
+    let out = out_array.into_shared().into_dyn();
 
     NdArrayOps::reshape(out, out_shape)
 }

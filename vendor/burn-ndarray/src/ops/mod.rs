@@ -1,5 +1,11 @@
 mod activation;
 mod base;
+pub(crate) mod elementwise;
+#[cfg(feature = "std")]
+pub(crate) mod pool;
+#[cfg(not(feature = "std"))]
+#[path = "pool_sequential.rs"]
+pub(crate) mod pool;
 mod bool_tensor;
 mod int_tensor;
 mod module;

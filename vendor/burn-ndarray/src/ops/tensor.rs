@@ -8,7 +8,7 @@ use burn_std::{BoolDType, IntDType};
 
 // Current crate
 use super::{
-    NdArrayMathOps, NdArrayOps,
+    NdArrayMathOps, NdArrayOps, elementwise,
     matmul::{cross, matmul},
 };
 use crate::{
@@ -481,13 +481,13 @@ where
 
     fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.exp_elem()).into_shared()
+            elementwise::map(array, |a: FloatElem| a.exp_elem())
         })
     }
 
     fn float_log(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.log_elem()).into_shared()
+            elementwise::map(array, |a: FloatElem| a.log_elem())
         })
     }
 
@@ -526,15 +526,14 @@ where
 
     fn float_powf_scalar_impl(tensor: FloatTensor<Self>, value: Scalar) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array
-                .mapv_into(|a: FloatElem| a.powf_elem(value.elem()))
-                .into_shared()
+            let value = value.elem();
+            elementwise::map(array, |a: FloatElem| a.powf_elem(value))
         })
     }
 
     fn float_sqrt(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.sqrt_elem()).into_shared()
+            elementwise::map(array, |a: FloatElem| a.sqrt_elem())
         })
     }
 
