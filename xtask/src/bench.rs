@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Options, as `--key value` pairs, with their defaults.
-const OPTIONS: [(&str, &str); 7] = [
+const OPTIONS: [(&str, &str); 8] = [
     ("model-config", "tiny"),
     ("seq", "128"),
     ("pairs", "8"),
@@ -16,6 +16,7 @@ const OPTIONS: [(&str, &str); 7] = [
     ("steps", "5"),
     ("backend", "cpu"),
     ("dtype", "f32"),
+    ("rounds", "1"),
 ];
 
 fn option<'a>(args: &'a [String], key: &str) -> &'a str {
@@ -47,6 +48,17 @@ fn phase(report: &Value, name: &str) -> f64 {
         .and_then(|a| a.iter().find(|p| p[0] == name))
         .and_then(|p| p[1].as_f64())
         .unwrap_or(f64::NAN)
+}
+
+/// The median of `f` over the rounds' reports (NaN without reports).
+fn median_of(reports: &[Value], f: impl Fn(&Value) -> f64) -> f64 {
+    let mut v: Vec<f64> = reports.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Builds the release binary, runs both benchmarks per mode and prints the ratio table.
@@ -81,45 +93,60 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&out_dir)?;
     let common = ["seq", "pairs", "steps", "dtype"];
     let mut rows = Vec::new();
+    let rounds: usize = option(args, "rounds")
+        .parse()
+        .ok()
+        .filter(|&r| r >= 1)
+        .context("--rounds must be a positive integer")?;
     for mode in option(args, "modes").split(',') {
-        let mut cmd = Command::new(&ganpo);
-        cmd.args([
-            "bench",
-            "--model-config",
-            option(args, "model-config"),
-            "--mode",
-            mode,
-        ]);
-        cmd.args(["--backend", option(args, "backend")]);
-        for k in common {
-            cmd.arg(format!("--{k}")).arg(option(args, k));
-        }
-        let g = json_of(&mut cmd)?;
-        let shape = out_dir.join(format!("{}.json", option(args, "model-config")));
-        std::fs::write(&shape, g["hf_config"].to_string())?;
-        std::fs::write(out_dir.join(format!("ganpo-{mode}.json")), g.to_string())?;
-        let t = if has_torch {
-            let device = if option(args, "backend") == "cpu" {
-                "cpu"
-            } else {
-                "cuda"
-            };
-            let mut cmd = Command::new(&python);
-            cmd.arg(root.join("bench/torch_reference.py"))
-                .arg("--hf-config")
-                .arg(&shape)
-                .args(["--mode", mode, "--device", device])
-                .env("HF_HUB_OFFLINE", "1");
+        // Rounds alternate the two frameworks, so that a slow spell of a shared machine falls
+        // on both; the table reports the median over rounds.
+        let (mut gs, mut ts) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let mut cmd = Command::new(&ganpo);
+            cmd.args([
+                "bench",
+                "--model-config",
+                option(args, "model-config"),
+                "--mode",
+                mode,
+            ]);
+            cmd.args(["--backend", option(args, "backend")]);
             for k in common {
                 cmd.arg(format!("--{k}")).arg(option(args, k));
             }
-            let t = json_of(&mut cmd)?;
-            std::fs::write(out_dir.join(format!("torch-{mode}.json")), t.to_string())?;
-            Some(t)
-        } else {
-            None
-        };
-        rows.push((mode.to_string(), g, t));
+            let g = json_of(&mut cmd)?;
+            let shape = out_dir.join(format!("{}.json", option(args, "model-config")));
+            std::fs::write(&shape, g["hf_config"].to_string())?;
+            std::fs::write(
+                out_dir.join(format!("ganpo-{mode}-{round}.json")),
+                g.to_string(),
+            )?;
+            if has_torch {
+                let device = if option(args, "backend") == "cpu" {
+                    "cpu"
+                } else {
+                    "cuda"
+                };
+                let mut cmd = Command::new(&python);
+                cmd.arg(root.join("bench/torch_reference.py"))
+                    .arg("--hf-config")
+                    .arg(&shape)
+                    .args(["--mode", mode, "--device", device])
+                    .env("HF_HUB_OFFLINE", "1");
+                for k in common {
+                    cmd.arg(format!("--{k}")).arg(option(args, k));
+                }
+                let t = json_of(&mut cmd)?;
+                std::fs::write(
+                    out_dir.join(format!("torch-{mode}-{round}.json")),
+                    t.to_string(),
+                )?;
+                ts.push(t);
+            }
+            gs.push(g);
+        }
+        rows.push((mode.to_string(), gs, ts));
     }
     println!(
         "\n{} seq {} pairs {} {} on {} (reports in {})\n",
@@ -130,6 +157,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         option(args, "backend"),
         out_dir.display()
     );
+    if rounds > 1 {
+        println!("Medians over {rounds} rounds (ganpo and PyTorch alternated).\n");
+    }
     println!("| mode | phase | ganpo ms | torch ms | ganpo / torch |\n|---|---|---|---|---|");
     for (mode, g, t) in &rows {
         let phases = [
@@ -142,17 +172,25 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         ];
         for p in phases {
             let (a, b) = if p == "step" {
-                (ms(g), t.as_ref().map_or(f64::NAN, ms))
+                (median_of(g, ms), median_of(t, ms))
             } else {
-                (phase(g, p), t.as_ref().map_or(f64::NAN, |t| phase(t, p)))
+                (median_of(g, |r| phase(r, p)), median_of(t, |r| phase(r, p)))
             };
             println!("| {mode} | {p} | {a:.1} | {b:.1} | {:.2} |", a / b);
         }
     }
+    for (mode, g, t) in rows.iter().filter(|_| rounds > 1 && has_torch) {
+        let ratios: Vec<String> = g
+            .iter()
+            .zip(t)
+            .map(|(g, t)| format!("{:.2}", ms(g) / ms(t)))
+            .collect();
+        println!("\n{mode}: ganpo / torch per round: {}", ratios.join(", "));
+    }
     if let [(_, dpo, _), (_, gan, _), ..] = rows.as_slice() {
         println!(
             "\nGANPO overhead in ganpo (second mode over first): {:.2}x",
-            ms(gan) / ms(dpo)
+            median_of(gan, ms) / median_of(dpo, ms)
         );
     }
     Ok(())

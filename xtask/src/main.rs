@@ -29,6 +29,7 @@ const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | check-export |
   check-export  export the fixtures (and SmolLM2) and load them in transformers (GANPO_PYTHON)
   bench     time the training step in ganpo and in PyTorch eager (GANPO_PYTHON), print the ratios;
             --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32
+            --rounds 1 (N: alternate the two N times, report medians)
   gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: log-prob parity with cpu, a
             shortened quickstart, bench rows (+ PyTorch on cuda); --build-only / --no-build";
 
