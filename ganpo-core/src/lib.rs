@@ -35,6 +35,8 @@ pub mod spectral_norm;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig};
 pub use ganpo::{Ganpo, GanpoConfig, MeanMode, Pooling};
-pub use logprobs::{ScoredRows, SequenceLogps, next_token_targets, sequence_logps, token_logps};
+pub use logprobs::{
+    ScoredRows, SequenceLogps, TokenStatistics, next_token_targets, sequence_logps, token_logps,
+};
 pub use loss::{LossError, LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
 pub use mode::Mode;

@@ -1,6 +1,7 @@
 //! Summed completion log-probabilities: the quantity every preference loss is built on.
 
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 
 /// Per-sequence log-probability statistics of the masked (completion) tokens.
 #[derive(Clone, Debug)]
@@ -13,6 +14,10 @@ pub struct SequenceLogps<B: Backend> {
     /// Divided by the total token count it gives TRL's `logits/chosen` and `logits/rejected`.
     pub logit_sums: Tensor<B, 1>,
 }
+
+/// Per-sequence sums of the scored tokens' entropies and of their top-1 hits, `[batch]` each,
+/// detached ([`ScoredRows::statistics`]).
+pub type TokenStatistics<B> = (Tensor<B, 1>, Tensor<B, 1>);
 
 /// The positions a loss scores (the completion tokens of a `[batch, seq]` mask), as rows.
 ///
@@ -120,50 +125,70 @@ impl<B: Backend> ScoredRows<B> {
     /// Per-sequence log-probability statistics from the logits of the scored rows
     /// (`[rows, vocab]`, e.g. the LM head applied to [`Self::gather`] of the hidden states).
     ///
-    /// The log-softmax is `x[label] - max - log(sum(exp(x - max)))` with the row maximum as a
-    /// constant shift, stable for logits of any magnitude, and the full log-softmax tensor is
-    /// never built. **Memory:** `logits` is taken by value and reused in place where the backend
-    /// can (NdArray, CubeCL and fusion backends do on uniquely owned tensors); peak extra memory
-    /// is one `[rows, vocab]` tensor (the exponentials, freed once summed) plus `O(rows)`.
+    /// Each row's log-softmax is one fused, max-shifted pass (stable for logits of any
+    /// magnitude) and one autodiff node, from which the labels' entries are gathered.
+    /// **Memory:** `logits` is taken by value; on NdArray the log-softmax is written in place of
+    /// uniquely owned logits, so beyond them only `O(rows)` is allocated in the forward pass.
     pub fn logps(&self, logits: Tensor<B, 2>) -> SequenceLogps<B> {
+        self.logps_and_statistics(logits, false).0
+    }
+
+    /// [`Self::logps`] and, with `statistics`, the [`Self::statistics`] of the same logits from
+    /// the same log-softmax (one pass over `[rows, vocab]` fewer than computing them apart).
+    pub fn logps_and_statistics(
+        &self,
+        logits: Tensor<B, 2>,
+        statistics: bool,
+    ) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
         let token_counts = self.membership.clone().sum_dim(1).reshape([self.batch]);
         if self.is_empty() {
             let zeros = token_counts.zeros_like();
-            return SequenceLogps {
+            let stats = statistics.then(|| (zeros.clone(), zeros.clone()));
+            let out = SequenceLogps {
                 logps: zeros.clone(),
                 token_counts,
                 logit_sums: zeros,
             };
+            return (out, stats);
         }
         let mean_logits = logits.clone().detach().mean_dim(1).reshape([self.rows]);
-        SequenceLogps {
-            logps: self.per_sequence(row_logps(logits, self.labels.clone())),
+        let log_probs = log_softmax(logits, 1);
+        let stats = statistics.then(|| self.statistics_of(log_probs.clone().detach()));
+        let picked = log_probs
+            .gather(1, self.labels.clone().unsqueeze_dim(1))
+            .reshape([self.rows]);
+        let out = SequenceLogps {
+            logps: self.per_sequence(picked),
             token_counts,
             logit_sums: self.per_sequence(mean_logits).detach(),
-        }
+        };
+        (out, stats)
     }
 
     /// Detached per-sequence sums of the token entropies `-sum_v p log p` and of the positions
     /// whose most likely token is the label, `[batch]` each, from the scored rows' logits
     /// (`[rows, vocab]`). Divided by the token counts they give TRL's `entropy` and
     /// `mean_token_accuracy`.
-    pub fn statistics(&self, logits: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    pub fn statistics(&self, logits: Tensor<B, 2>) -> TokenStatistics<B> {
         if self.is_empty() {
             let zeros = self.membership.clone().sum_dim(1).reshape([self.batch]);
             return (zeros.clone(), zeros);
         }
-        let logits = logits.detach();
-        let max = logits.clone().max_dim(1);
-        let shifted = logits.clone() - max;
-        let exp = shifted.clone().exp();
-        let z = exp.clone().sum_dim(1);
-        // H = log Z - sum(e * s) / Z, with s the shifted logits and e = exp(s).
-        let entropy = (z.clone().log() - (exp * shifted).sum_dim(1) / z).reshape([self.rows]);
-        let top1 = logits
+        self.statistics_of(log_softmax(logits.detach(), 1))
+    }
+
+    /// [`Self::statistics`] from the rows' log-probabilities (`[rows, vocab]`, detached).
+    fn statistics_of(&self, log_probs: Tensor<B, 2>) -> TokenStatistics<B> {
+        let top1 = log_probs
+            .clone()
             .argmax(1)
             .reshape([self.rows])
             .equal(self.labels.clone())
             .float();
+        let entropy = (log_probs.clone().exp() * log_probs)
+            .sum_dim(1)
+            .neg()
+            .reshape([self.rows]);
         (
             self.per_sequence(entropy).detach(),
             self.per_sequence(top1).detach(),
@@ -174,14 +199,9 @@ impl<B: Backend> ScoredRows<B> {
 /// Log-probabilities of `labels` (`[rows]`) under `logits` (`[rows, vocab]`), `[rows]`.
 fn row_logps<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     let rows = logits.dims()[0];
-    let picked = logits
-        .clone()
+    log_softmax(logits, 1)
         .gather(1, labels.unsqueeze_dim(1))
-        .reshape([rows]);
-    let max = logits.clone().detach().max_dim(1);
-    let shifted = logits - max.clone();
-    let log_sum_exp = shifted.exp().sum_dim(1).log() + max;
-    picked - log_sum_exp.reshape([rows])
+        .reshape([rows])
 }
 
 /// Sums the log-probabilities of `labels` under `logits` over the positions where `mask` is true.

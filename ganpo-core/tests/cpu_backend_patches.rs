@@ -4,7 +4,10 @@
 //! - the CPU backend's reshape and matmul do not copy their operands, and matmul on transposed,
 //!   sliced and broadcast operands still equals the plain triple loop;
 //! - softmax and log-softmax are one fused pass on the CPU backend and one node under autodiff,
-//!   with the values and gradients of burn's default decomposition into elementary ops.
+//!   with the values and gradients of burn's default decomposition into elementary ops, and the
+//!   scored log-probabilities (`ScoredRows`) take that fused log-softmax in place of the logits;
+//! - sigmoid is one in-place pass with the logistic function's values, and its autodiff node
+//!   keeps the output instead of recomputing it.
 //!
 //! Copies are counted with an allocator that tallies the bytes each thread allocates, so the
 //! tests are exact and independent of timing.
@@ -273,4 +276,34 @@ fn autodiff_sigmoid_keeps_its_output_instead_of_recomputing_it() {
             "d sigmoid at {i}"
         );
     }
+}
+
+#[test]
+fn scored_logps_write_the_log_softmax_in_place_of_the_logits() {
+    use burn::tensor::{Bool, Int};
+    let device = Default::default();
+    // 1024 scored rows of a 1024-token vocabulary: 4 MiB of logits, owned by the call.
+    let (batch, seq) = (8, 128);
+    let labels =
+        Tensor::<B, 2, Int>::random([batch, seq], Distribution::Uniform(0.0, 1024.0), &device);
+    let mask = Tensor::<B, 2, Bool>::from_data(
+        burn::tensor::TensorData::new(vec![true; batch * seq], [batch, seq]),
+        &device,
+    );
+    let rows = ganpo_core::ScoredRows::new(labels, mask);
+    let logits = || Tensor::<B, 2>::random([batch * seq, 1024], Distribution::Default, &device);
+    // Composing `x - max - log(sum(exp(x - max)))` allocates the shifted logits and their
+    // exponentials (8 MiB), and the statistics composed apart as many again and more.
+    let (x, scored) = (logits(), rows.clone());
+    let (bytes, out) = allocated_by(move || scored.logps(x));
+    assert!(bytes < MIB / 2, "scoring allocated {bytes} bytes");
+    let logps = out.logps.into_data().to_vec::<f32>().unwrap();
+    assert!(logps.iter().all(|l| l.is_finite() && *l < 0.0), "{logps:?}");
+    // The statistics take one more [rows, vocab] tensor, the probabilities.
+    let x = logits();
+    let (bytes, _) = allocated_by(move || rows.logps_and_statistics(x, true));
+    assert!(
+        bytes < 4 * MIB + MIB / 2,
+        "scoring with statistics allocated {bytes} bytes"
+    );
 }

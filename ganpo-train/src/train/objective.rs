@@ -42,8 +42,7 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
         out.logits = out.logits.cast(float);
         out.hidden = out.hidden.cast(float);
     }
-    let stats = with_stats.then(|| rows.statistics(out.logits.clone()));
-    let s = rows.logps(out.logits);
+    let (s, stats) = rows.logps_and_statistics(out.logits, with_stats);
     ModelPass {
         logps: s.logps,
         scored: s.token_counts,
