@@ -109,8 +109,14 @@ fn one_gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
 #[test]
 fn split_matmuls_equal_one_unsplit_gemm_bit_for_bit() {
     let device = Default::default();
-    // Split by rows (m >= n), by columns (one row, as in decoding) and by batches.
-    for (batch, m, k, n) in [(1, 300, 64, 200), (1, 1, 512, 700), (3, 40, 96, 70)] {
+    // Split by rows (m >= n), by columns (one row, as in decoding), by batches, and many small
+    // matrices (each below the split size, together above it).
+    for (batch, m, k, n) in [
+        (1, 300, 64, 200),
+        (1, 1, 512, 700),
+        (3, 40, 96, 70),
+        (64, 16, 16, 24),
+    ] {
         let a = Tensor::<B, 3>::random([batch, m, k], Distribution::Default, &device);
         let b = Tensor::<B, 3>::random([batch, k, n], Distribution::Default, &device);
         let got = host(a.clone().matmul(b.clone()));

@@ -53,14 +53,14 @@ where
     E: Copy + Send + Sync,
     F: Fn(E) -> E + Sync,
 {
-    let Some((axis, block)) = blocks(array.shape()) else {
+    let split = blocks(array.shape());
+    if split.is_none() {
         return if array.is_unique() {
             array.mapv_into(f)
         } else {
             array.mapv(f).into_shared()
         };
-    };
-    let split = Some((axis, block));
+    }
     if array.is_unique() {
         let mut array = array;
         pool::run(cut_mut(array.view_mut(), split), |mut out| out.mapv_inplace(&f));

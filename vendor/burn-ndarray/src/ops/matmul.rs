@@ -5,7 +5,7 @@ use burn_backend::ElementConversion;
 use burn_backend::Shape;
 use ndarray::{IxDyn, s};
 
-/// Products smaller than this (`m * n * k` multiply-adds) run on the calling thread.
+/// Products smaller than this (multiply-adds over all batches) run on the calling thread.
 const MIN_PARALLEL_FLOPS: usize = 1 << 18;
 
 pub(crate) fn matmul<E: NdArrayElement>(
@@ -37,7 +37,7 @@ pub(crate) fn matmul<E: NdArrayElement>(
     // summed in the same order, whatever the thread count.
     let mut out_array = ndarray::Array3::<E>::zeros((num_out_batches, m, n));
     let k = shape_lhs[ndims - 1];
-    let threads = if m * n * k >= MIN_PARALLEL_FLOPS {
+    let threads = if num_out_batches * m * n * k >= MIN_PARALLEL_FLOPS {
         pool::threads()
     } else {
         1
@@ -60,7 +60,7 @@ pub(crate) fn matmul<E: NdArrayElement>(
         )
     };
     if num_out_batches >= threads {
-        let per_part = num_out_batches.div_ceil(threads);
+        let per_part = num_out_batches.div_ceil(threads).max(1);
         let parts: Vec<_> = out_array
             .axis_chunks_iter_mut(ndarray::Axis(0), per_part)
             .enumerate()
@@ -74,7 +74,7 @@ pub(crate) fn matmul<E: NdArrayElement>(
         // Rows of the output when there are at least as many as columns, else columns (one row
         // per decoding step).
         let axis = if m >= n { 0 } else { 1 };
-        let per_part = [m, n][axis].div_ceil(threads);
+        let per_part = [m, n][axis].div_ceil(threads).max(1);
         for (batch, mut out) in out_array.outer_iter_mut().enumerate() {
             let parts: Vec<_> = out
                 .axis_chunks_iter_mut(ndarray::Axis(axis), per_part)
