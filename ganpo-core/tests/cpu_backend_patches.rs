@@ -2,7 +2,8 @@
 //! fails without the patch and against an independent computation of the same values:
 //!
 //! - the CPU backend's reshape and matmul do not copy their operands, and matmul on transposed,
-//!   sliced and broadcast operands still equals the plain triple loop;
+//!   sliced and broadcast operands still equals the plain triple loop; concatenation copies
+//!   each input once, into a standard-layout output;
 //! - softmax and log-softmax are one fused pass on the CPU backend and one node under autodiff,
 //!   with the values and gradients of burn's default decomposition into elementary ops, and the
 //!   scored log-probabilities (`ScoredRows`) take that fused log-softmax in place of the logits;
@@ -79,6 +80,44 @@ fn matmul_reads_transposed_operands_in_place() {
     // The 4 MiB output and the GEMM's packing buffers; copying both operands and the output
     // (as burn-ndarray 0.21.0 does) adds 12 MiB.
     assert!(bytes < 8 * MIB, "matmul allocated {bytes} bytes");
+}
+
+fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn concatenation_copies_each_input_once_in_standard_layout() {
+    let device = Default::default();
+    // A transposed (strided) input beside a standard one: the 4 MiB output is the only buffer.
+    let a = Tensor::<B, 2>::random([1024, 512], Distribution::Default, &device);
+    let b = Tensor::<B, 2>::random([512, 1024], Distribution::Default, &device);
+    let (bytes, c) = allocated_by(|| Tensor::cat(vec![a.clone().transpose(), b.clone()], 1));
+    assert!(bytes < 4 * MIB + MIB / 16, "cat allocated {bytes} bytes");
+    assert_eq!(c.dims(), [512, 2048]);
+    let (a, b, c) = (values(a), values(b), values(c));
+    for i in 0..512 {
+        for j in 0..2048 {
+            let want = if j < 1024 {
+                a[j * 512 + i]
+            } else {
+                b[i * 1024 + j - 1024]
+            };
+            assert_eq!(c[i * 2048 + j].to_bits(), want.to_bits(), "({i}, {j})");
+        }
+    }
+    // Three inputs along a middle axis, one of them a slice: the values in order.
+    let x = Tensor::<B, 3>::random([4, 6, 5], Distribution::Default, &device);
+    let parts = vec![
+        x.clone().slice(s![.., 0..2, ..]),
+        x.clone().slice(s![.., 2..3, ..]),
+        x.clone().slice(s![.., 3..6, ..]),
+    ];
+    assert_eq!(values(Tensor::cat(parts, 1)), values(x.clone()));
+    // The result's layout is standard: reshaping it copies nothing.
+    let y = Tensor::cat(vec![x.clone(), x.clone()], 2);
+    let (bytes, _) = allocated_by(|| y.clone().reshape([4 * 6 * 10]));
+    assert!(bytes < 1024, "reshape of a cat allocated {bytes} bytes");
 }
 
 /// `a [.., m, k] x b [.., k, n]` as the triple loop over row-major host data, batch dims

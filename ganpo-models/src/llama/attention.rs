@@ -8,7 +8,7 @@ use ganpo_core::affine::linear;
 
 use super::LlamaConfig;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{LayerCache, RmsNorm, Rotary};
+use crate::nn::{LayerCache, RmsNorm, RotaryTables};
 
 /// Fill value of masked scores: exp of it underflows to exactly 0 in f32 and bf16.
 const MASKED: f64 = -1.0e9;
@@ -53,14 +53,13 @@ impl<B: Backend> Attention<B> {
     }
 
     /// `x`: `[batch, seq, hidden]`; `masked`: `[batch, 1, seq, keys]`, true where a query may
-    /// not see a key; `cos`, `sin`: rotary tables of the new positions; `cache`: the keys and
-    /// values of earlier positions, extended with these (`keys` = cached + `seq`).
+    /// not see a key; `rotary`: the tables of the new positions; `cache`: the keys and values
+    /// of earlier positions, extended with these (`keys` = cached + `seq`).
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         masked: Tensor<B, 4, Bool>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
+        rotary: &RotaryTables<B>,
         cache: Option<&mut LayerCache<B>>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
@@ -71,7 +70,7 @@ impl<B: Backend> Attention<B> {
                 Some(norm) => norm.forward(t),
                 None => t,
             };
-            Rotary::apply(t.swap_dims(1, 2), cos, sin)
+            rotary.apply(t).swap_dims(1, 2)
         };
         let q = heads(linear(&self.q_proj, x.clone()), h, &self.q_norm);
         let k = heads(linear(&self.k_proj, x.clone()), kv, &self.k_norm);

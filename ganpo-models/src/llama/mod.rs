@@ -119,14 +119,14 @@ impl<B: Backend> Llama<B> {
         masked: Tensor<B, 4, Bool>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        let (cos, sin) = self.rotary.tables_at(positions, max_position);
+        let rotary = self.rotary.tables_at(positions, max_position);
         let mut x = self.model.embed_tokens.forward(input_ids);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let normed = layer.input_layernorm.forward(x.clone());
             x = x + layer
                 .self_attn
-                .forward(normed, masked.clone(), &cos, &sin, layer_cache);
+                .forward(normed, masked.clone(), &rotary, layer_cache);
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
         self.model.norm.forward(x)

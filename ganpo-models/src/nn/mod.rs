@@ -12,5 +12,5 @@ pub use cache::{KvCache, LayerCache};
 pub use mask::{attention_mask, positions, step_mask};
 pub use principal::principal_embeddings;
 pub use rms_norm::RmsNorm;
-pub use rope::{RopeScaling, Rotary};
+pub use rope::{RopeScaling, Rotary, RotaryTables};
 pub use tied_head::tied_head;

@@ -153,71 +153,149 @@ impl Rotary {
         }
     }
 
-    /// `(cos, sin)` tables `[seq, head_dim]` for positions `0..seq` (each half repeated, as
-    /// rotate-half expects).
-    pub fn tables<B: Backend>(
-        &self,
-        seq: usize,
-        device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    /// `cos` and `sin` of every position's angles, `[seq, 2, half]` in row-major order, the
+    /// first half of `sin` negated when `signed`.
+    fn angles(&self, seq: usize, signed: bool) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(seq * 2 * half);
         let mut sin = Vec::with_capacity(seq * 2 * half);
         for pos in 0..seq {
-            for _ in 0..2 {
+            for first in [true, false] {
                 for f in &self.inv_freq {
                     let angle = pos as f64 * self.position_scale * f;
                     cos.push(angle.cos() as f32);
-                    sin.push(angle.sin() as f32);
+                    let s = angle.sin() as f32;
+                    sin.push(if signed && first { -s } else { s });
                 }
             }
         }
-        let make = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [seq, 2 * half]), device);
-        (make(cos), make(sin))
+        (cos, sin)
     }
 
-    /// `(cos, sin)` tables `[batch, 1, seq, head_dim]` for the given positions (`[batch, seq]`,
-    /// all below `max_position`).
+    /// The tables of `positions` (`[batch, seq]`, all below `max_position`), shaped for
+    /// [`RotaryTables::apply`].
     pub fn tables_at<B: Backend>(
         &self,
         positions: Tensor<B, 2, Int>,
         max_position: usize,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    ) -> RotaryTables<B> {
         let [b, s] = positions.dims();
         let device = positions.device();
-        let (cos, sin) = self.tables::<B>(max_position, &device);
-        let d = cos.dims()[1];
+        let half = self.inv_freq.len();
+        let (cos, sin) = self.angles(max_position, true);
+        let table = |v: Vec<f32>| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, [max_position, 2 * half]), &device)
+        };
         let flat = positions.reshape([b * s]);
-        let pick = |t: Tensor<B, 2>| t.select(0, flat.clone()).reshape([b, 1, s, d]);
-        (pick(cos), pick(sin))
+        let pick = |t: Tensor<B, 2>| t.select(0, flat.clone()).reshape([b, s, 1, 2, half]);
+        RotaryTables {
+            cos: pick(table(cos)),
+            signed_sin: pick(table(sin)),
+        }
     }
+}
 
-    /// Rotates `x` (`[batch, heads, seq, head_dim]`) by its positions' tables
-    /// (`[batch or 1, 1, seq, head_dim]`).
-    pub fn apply<B: Backend>(
-        x: Tensor<B, 4>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
-    ) -> Tensor<B, 4> {
-        let d = x.dims()[3];
-        let half = d / 2;
-        let x1 = x.clone().slice(s![.., .., .., 0..half]);
-        let x2 = x.clone().slice(s![.., .., .., half..d]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+/// The rotary tables of a batch's positions, `[batch, seq, 1, 2, head_dim / 2]`: `cos`, and
+/// `sin` with its first half negated.
+///
+/// HF's rotate-half, `x * cos + cat(-x2, x1) * sin` (`x1`, `x2` the halves of `x`), is here
+/// `x * cos + flip(x) * signed_sin` on `x` viewed as `[.., 2, half]`: the same products
+/// (`-x2 * sin == x2 * -sin` exactly), so the same bits, without the two slices, the negation
+/// and the concatenation, or their gradients' zero-filled slice assignments.
+#[derive(Clone, Debug)]
+pub struct RotaryTables<B: Backend> {
+    cos: Tensor<B, 5>,
+    signed_sin: Tensor<B, 5>,
+}
+
+impl<B: Backend> RotaryTables<B> {
+    /// Rotates `x` (`[batch, seq, heads, head_dim]`, the projections' own layout, before the
+    /// heads are moved forward) by its positions' angles.
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, s, h, d] = x.dims();
+        let pairs = x.reshape([b, s, h, 2, d / 2]);
         // The tables are built in f32; a model running in another dtype (mixed precision) uses
         // them in its own.
-        let (cos, sin) = if cos.dtype() == x.dtype() {
-            (cos.clone(), sin.clone())
+        let (cos, sin) = if self.cos.dtype() == pairs.dtype() {
+            (self.cos.clone(), self.signed_sin.clone())
         } else {
-            (cos.clone().cast(x.dtype()), sin.clone().cast(x.dtype()))
+            let dtype = pairs.dtype();
+            (
+                self.cos.clone().cast(dtype),
+                self.signed_sin.clone().cast(dtype),
+            )
         };
-        x * cos + rotated * sin
+        let rotated = pairs.clone().flip([3]) * sin;
+        (pairs * cos + rotated).reshape([b, s, h, d])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    /// HF's `apply_rotary_pos_emb` on `[batch, heads, seq, head_dim]`, written as transformers
+    /// writes it: `x * cos + rotate_half(x) * sin`.
+    fn rotate_half_reference<B: Backend>(
+        x: Tensor<B, 4>,
+        rotary: &Rotary,
+        positions: &[i64],
+    ) -> Tensor<B, 4> {
+        let [_, _, s, d] = x.dims();
+        let device = x.device();
+        let (cos, sin): (Vec<f32>, Vec<f32>) = positions
+            .iter()
+            .flat_map(|&p| {
+                (0..d).map(move |j| {
+                    let angle = p as f64 * rotary.position_scale * rotary.inv_freq[j % (d / 2)];
+                    (angle.cos() as f32, angle.sin() as f32)
+                })
+            })
+            .unzip();
+        let table = |v: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(v, [s, d]), &device);
+        let (cos, sin) = (table(cos).unsqueeze::<4>(), table(sin).unsqueeze::<4>());
+        let x1 = x.clone().slice(s![.., .., .., 0..d / 2]);
+        let x2 = x.clone().slice(s![.., .., .., d / 2..d]);
+        x * cos + Tensor::cat(vec![x2.neg(), x1], 3) * sin
+    }
+
+    /// The flipped, signed-sin form gives rotate-half's values and gradients bit for bit.
+    #[test]
+    fn rotation_equals_rotate_half_bit_for_bit() {
+        type B = Autodiff<NdArray>;
+        let device = Default::default();
+        let rotary = Rotary::new(16, 10000.0, &RopeScaling::Linear { factor: 2.0 });
+        let positions = [0i64, 3, 7, 11, 250];
+        let (b, s, h, d) = (1, positions.len(), 3, 16);
+        let values: Vec<f32> = (0..b * s * h * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let x = || {
+            Tensor::<B, 4>::from_data(TensorData::new(values.clone(), [b, s, h, d]), &device)
+                .require_grad()
+        };
+        let upstream: Vec<f32> = (0..b * h * s * d).map(|i| (i % 13) as f32 - 6.0).collect();
+        let upstream = Tensor::<B, 4>::from_data(TensorData::new(upstream, [b, h, s, d]), &device);
+        let ids =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(positions.to_vec(), [b, s]), &device);
+
+        let (x_ours, x_theirs) = (x(), x());
+        let ours = rotary
+            .tables_at(ids, 256)
+            .apply(x_ours.clone())
+            .swap_dims(1, 2);
+        let theirs = rotate_half_reference(x_theirs.clone().swap_dims(1, 2), &rotary, &positions);
+        ours.to_data().assert_eq(&theirs.to_data(), true);
+
+        let g_ours = (ours * upstream.clone()).sum().backward();
+        let g_theirs = (theirs * upstream).sum().backward();
+        x_ours
+            .grad(&g_ours)
+            .unwrap()
+            .to_data()
+            .assert_eq(&x_theirs.grad(&g_theirs).unwrap().to_data(), true);
+    }
 
     /// Llama 3.1 8B's scaling: the per-frequency divisors it implies (what llama.cpp stores as
     /// `rope_freqs.weight`) give the parameters back.

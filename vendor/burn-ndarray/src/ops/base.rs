@@ -372,14 +372,28 @@ where
         arrays: &[ndarray::ArrayView<E, IxDyn>],
         dim: usize,
     ) -> SharedArray<E> {
-        let array = ndarray::concatenate(Axis(dim), arrays)
-            .unwrap()
-            .into_shared();
-
-        // Transform column-major layout into row-major (standard) layout. (fix #1053)
-        // Get shape first (via reference), then pass ownership to avoid clone
-        let shape = array.shape().into_shape();
-        Self::reshape(array, shape)
+        // ganpo patch (vendor/README.md): 0.21.0 appended the inputs to an array whose `dim` is
+        // its outermost axis (`ndarray::concatenate`), then copied that into standard layout: two
+        // copies, the second one strided. Here each input is copied once into its block of a
+        // standard-layout output, the large ones over the worker threads.
+        let mut shape = arrays[0].shape().to_vec();
+        for a in arrays {
+            let mut other = a.shape().to_vec();
+            other[dim] = shape[dim];
+            assert_eq!(other, shape, "cat: shapes differ outside dimension {dim}");
+        }
+        shape[dim] = arrays.iter().map(|a| a.len_of(Axis(dim))).sum();
+        let mut out = ArrayD::<E>::uninit(IxDyn(&shape));
+        let mut start = 0;
+        for a in arrays {
+            let end = start + a.len_of(Axis(dim));
+            let block = out.slice_axis_mut(Axis(dim), ndarray::Slice::from(start..end));
+            elementwise::write_into(block, a.view());
+            start = end;
+        }
+        // SAFETY: the inputs' blocks cover `dim` from 0 to its length, and `write_into` wrote
+        // every element of each.
+        unsafe { out.assume_init() }.into_shared()
     }
 
     pub fn cat(tensors: Vec<SharedArray<E>>, dim: usize) -> SharedArray<E> {

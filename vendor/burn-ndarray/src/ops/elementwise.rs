@@ -7,6 +7,8 @@
 //! expression from the same inputs, so results do not depend on the thread count or the split.
 //! Reductions are not routed here: splitting them would change their summation order.
 
+use core::mem::MaybeUninit;
+
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, Axis, Dimension, IxDyn, Zip};
 
 use super::pool::{self, threads};
@@ -130,6 +132,23 @@ where
         // SAFETY: the blocks cover the output and every element of each was written.
         unsafe { out.assume_init() }.into_shared()
     }
+}
+
+/// Copies `src` into `out` (same shape), the blocks of a large one on the worker threads.
+pub(crate) fn write_into<E: Copy + Send + Sync>(
+    out: ArrayViewMutD<'_, MaybeUninit<E>>,
+    src: ArrayViewD<'_, E>,
+) {
+    let split = blocks(src.shape());
+    let parts: Vec<_> = cut_mut(out, split)
+        .into_iter()
+        .zip(cut(src, split))
+        .collect();
+    pool::run(parts, |(o, s)| {
+        Zip::from(o).and(s).for_each(|o, &s| {
+            o.write(s);
+        })
+    });
 }
 
 /// `view` cut into blocks of `block` along `axis` (the whole view when `split` is `None`).
