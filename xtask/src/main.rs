@@ -35,6 +35,11 @@ const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | check-export |
 
 fn main() -> Result<()> {
     let root = workspace_root();
+    // `cargo xtask bench --help` and the like: every command's options are in the usage text.
+    if std::env::args().skip(2).any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match std::env::args().nth(1).as_deref() {
         Some("ci") => run(Command::new("bash")
             .arg(root.join(".ci/run"))
