@@ -1,20 +1,22 @@
 //! The GANPO regularizer: closed forms, running means, state, plugging into base losses, and a
-//! toy end-to-end loop.
+//! toy end-to-end loop; all but the configuration checks run on the backend `GANPO_TEST_BACKEND`
+//! names (tests/common).
 
-use burn::backend::{Autodiff, NdArray};
+mod common;
+
+use burn::backend::NdArray;
 use burn::module::{Module, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::Distribution;
+use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::discriminator::{
     DiscriminatorConfig, MlpDiscriminatorConfig, TransformerDiscriminatorConfig,
 };
 use ganpo_core::ganpo::{GanpoConfig, LatentBatch, MeanMode, Pooling};
 use ganpo_core::loss::{LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
 use ganpo_core::mode::Mode;
-
-type A = Autodiff<NdArray>;
 
 fn mlp() -> DiscriminatorConfig {
     DiscriminatorConfig::Mlp(MlpDiscriminatorConfig {
@@ -23,17 +25,11 @@ fn mlp() -> DiscriminatorConfig {
     })
 }
 
-fn latents(
-    device: &<A as burn::tensor::backend::BackendTypes>::Device,
-    shift: f64,
-) -> Tensor<A, 3> {
+fn latents<A: AutodiffBackend>(device: &A::Device, shift: f64) -> Tensor<A, 3> {
     Tensor::random([6, 5, 8], Distribution::Normal(shift, 1.0), device)
 }
 
-fn batch(
-    device: &<A as burn::tensor::backend::BackendTypes>::Device,
-    policy_shift: f64,
-) -> LatentBatch<A> {
+fn batch<A: AutodiffBackend>(device: &A::Device, policy_shift: f64) -> LatentBatch<A> {
     LatentBatch {
         policy_chosen: latents(device, 0.5 + policy_shift),
         policy_rejected: latents(device, -0.5 + policy_shift),
@@ -44,7 +40,7 @@ fn batch(
     }
 }
 
-fn vec1(t: Tensor<A, 1>) -> Vec<f64> {
+fn vec1<A: Backend>(t: Tensor<A, 1>) -> Vec<f64> {
     t.into_data().convert::<f64>().to_vec().unwrap()
 }
 
@@ -58,181 +54,189 @@ fn softplus(x: f64) -> f64 {
 
 #[test]
 fn generator_loss_at_identical_latents_has_its_closed_form() {
-    let device = Default::default();
-    for mean in [MeanMode::Batch, MeanMode::Ema] {
-        let ganpo = GanpoConfig {
-            discriminator: mlp(),
-            mean,
-            ..Default::default()
-        }
-        .init::<A>(8, &device);
-        let b = batch(&device, 0.0);
-        // Policy == reference.
-        let same = LatentBatch {
-            policy_chosen: b.reference_chosen.clone(),
-            policy_rejected: b.reference_rejected.clone(),
-            ..b
-        };
-        let _ = ganpo.discriminator_loss(&same.detach_policy());
-        let scores = ganpo.score(&same, Mode::Eval);
-        let c = vec1(scores.c_policy_chosen.clone());
-        let r = vec1(scores.r_policy_rejected.clone());
-        let (m_c, m_r) = match mean {
-            // c(P+) == c(R+), so the batch mean of the reference scores is the mean of c.
-            MeanMode::Batch => (c.iter().sum::<f64>() / 6.0, r.iter().sum::<f64>() / 6.0),
-            MeanMode::Ema => {
-                let m = vec1(ganpo.means.current());
-                (m[0], m[4])
+    on_test_backend!(|A, device| {
+        for mean in [MeanMode::Batch, MeanMode::Ema] {
+            let ganpo = GanpoConfig {
+                discriminator: mlp(),
+                mean,
+                ..Default::default()
             }
-        };
-        let mean_sp =
-            |s: &[f64], m: f64| s.iter().map(|x| softplus(-(x - m))).sum::<f64>() / s.len() as f64;
-        let expected = 0.5 * (mean_sp(&c, m_c) + mean_sp(&r, m_r));
-        let got: f64 = ganpo.generator_loss(&same).loss.into_scalar().elem();
-        assert!(
-            (got - expected).abs() < 1e-6,
-            "{mean:?}: {got} vs closed form {expected}"
-        );
-        if mean == MeanMode::Batch {
-            // The closed form at identical latents with batch means is near log 2 when scores agree.
-            assert!(got > 0.0 && got < 1.5);
+            .init::<A>(8, &device);
+            let b = batch(&device, 0.0);
+            // Policy == reference.
+            let same = LatentBatch {
+                policy_chosen: b.reference_chosen.clone(),
+                policy_rejected: b.reference_rejected.clone(),
+                ..b
+            };
+            let _ = ganpo.discriminator_loss(&same.detach_policy());
+            let scores = ganpo.score(&same, Mode::Eval);
+            let c = vec1(scores.c_policy_chosen.clone());
+            let r = vec1(scores.r_policy_rejected.clone());
+            let (m_c, m_r) = match mean {
+                // c(P+) == c(R+), so the batch mean of the reference scores is the mean of c.
+                MeanMode::Batch => (c.iter().sum::<f64>() / 6.0, r.iter().sum::<f64>() / 6.0),
+                MeanMode::Ema => {
+                    let m = vec1(ganpo.means.current());
+                    (m[0], m[4])
+                }
+            };
+            let mean_sp = |s: &[f64], m: f64| {
+                s.iter().map(|x| softplus(-(x - m))).sum::<f64>() / s.len() as f64
+            };
+            let expected = 0.5 * (mean_sp(&c, m_c) + mean_sp(&r, m_r));
+            let got: f64 = ganpo.generator_loss(&same).loss.into_scalar().elem();
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{mean:?}: {got} vs closed form {expected}"
+            );
+            if mean == MeanMode::Batch {
+                // The closed form at identical latents with batch means is near log 2 when scores agree.
+                assert!(got > 0.0 && got < 1.5);
+            }
         }
-    }
+    });
 }
 
 #[test]
 fn ema_means_start_at_the_first_batch_and_then_blend_with_the_momentum() {
-    let device = Default::default();
-    let config = GanpoConfig {
-        discriminator: DiscriminatorConfig::Mlp(MlpDiscriminatorConfig {
-            hidden: 8,
-            dropout: 0.0,
+    on_test_backend!(|A, device| {
+        let config = GanpoConfig {
+            discriminator: DiscriminatorConfig::Mlp(MlpDiscriminatorConfig {
+                hidden: 8,
+                dropout: 0.0,
+                ..Default::default()
+            }),
+            momentum: 0.75,
             ..Default::default()
-        }),
-        momentum: 0.75,
-        ..Default::default()
-    };
-    let ganpo = config.init::<A>(8, &device);
-    assert_eq!(ganpo.means.update_count(), 0);
-    let b1 = batch(&device, 1.0);
-    let b2 = batch(&device, -1.0);
-    // Converge the spectral-norm vectors first, so that eval-mode scores equal the scores of the
-    // next training pass (which moves them once more); scoring does not touch the means.
-    for _ in 0..100 {
-        let _ = ganpo.score(&b1, Mode::Train);
-    }
-    assert_eq!(ganpo.means.update_count(), 0);
-    let m1 = vec1(ganpo.score(&b1, Mode::Eval).batch_means());
-    let _ = ganpo.discriminator_loss(&b1);
-    let after1 = vec1(ganpo.means.current());
-    for (a, b) in after1.iter().zip(&m1) {
-        assert!(
-            (a - b).abs() < 1e-5,
-            "first update should copy the batch means: {a} vs {b}"
-        );
-    }
-    let m2 = vec1(ganpo.score(&b2, Mode::Eval).batch_means());
-    let _ = ganpo.discriminator_loss(&b2);
-    let after2 = vec1(ganpo.means.current());
-    for i in 0..6 {
-        let want = 0.75 * after1[i] + 0.25 * m2[i];
-        assert!(
-            (after2[i] - want).abs() < 1e-5,
-            "mean {i}: {} vs {want}",
-            after2[i]
-        );
-    }
-    assert_eq!(ganpo.means.update_count(), 2);
+        };
+        let ganpo = config.init::<A>(8, &device);
+        assert_eq!(ganpo.means.update_count(), 0);
+        let b1 = batch(&device, 1.0);
+        let b2 = batch(&device, -1.0);
+        // Converge the spectral-norm vectors first, so that eval-mode scores equal the scores of the
+        // next training pass (which moves them once more); scoring does not touch the means.
+        for _ in 0..100 {
+            let _ = ganpo.score(&b1, Mode::Train);
+        }
+        assert_eq!(ganpo.means.update_count(), 0);
+        let m1 = vec1(ganpo.score(&b1, Mode::Eval).batch_means());
+        let _ = ganpo.discriminator_loss(&b1);
+        let after1 = vec1(ganpo.means.current());
+        for (a, b) in after1.iter().zip(&m1) {
+            assert!(
+                (a - b).abs() < 1e-5,
+                "first update should copy the batch means: {a} vs {b}"
+            );
+        }
+        let m2 = vec1(ganpo.score(&b2, Mode::Eval).batch_means());
+        let _ = ganpo.discriminator_loss(&b2);
+        let after2 = vec1(ganpo.means.current());
+        for i in 0..6 {
+            let want = 0.75 * after1[i] + 0.25 * m2[i];
+            assert!(
+                (after2[i] - want).abs() < 1e-5,
+                "mean {i}: {} vs {want}",
+                after2[i]
+            );
+        }
+        assert_eq!(ganpo.means.update_count(), 2);
+    });
 }
 
 #[test]
 fn batch_mode_leaves_the_running_means_alone() {
-    let device = Default::default();
-    let ganpo = GanpoConfig {
-        discriminator: mlp(),
-        mean: MeanMode::Batch,
-        ..Default::default()
-    }
-    .init::<A>(8, &device);
-    let _ = ganpo.discriminator_loss(&batch(&device, 0.3));
-    assert_eq!(ganpo.means.update_count(), 0);
+    on_test_backend!(|A, device| {
+        let ganpo = GanpoConfig {
+            discriminator: mlp(),
+            mean: MeanMode::Batch,
+            ..Default::default()
+        }
+        .init::<A>(8, &device);
+        let _ = ganpo.discriminator_loss(&batch(&device, 0.3));
+        assert_eq!(ganpo.means.update_count(), 0);
+    });
 }
 
 #[test]
 fn generator_term_is_deterministic_and_scaled_by_adv_weight() {
-    let device = Default::default();
-    let ganpo = GanpoConfig {
-        adv_weight: 0.25,
-        ..Default::default()
-    }
-    .init::<A>(8, &device);
-    let b = batch(&device, 0.7);
-    let _ = ganpo.discriminator_loss(&b.detach_policy());
-    let g1 = ganpo.generator_loss(&b);
-    let g2 = ganpo.generator_loss(&b);
-    let (l1, l2): (f64, f64) = (
-        g1.loss.into_scalar().elem(),
-        g2.loss.clone().into_scalar().elem(),
-    );
-    assert_eq!(l1, l2, "dropout leaked into the generator pass");
-    let term: f64 = g2.term.into_scalar().elem();
-    assert!((term - 0.25 * l2).abs() < 1e-7);
-    assert_eq!(g2.metrics.get("gan/gen_loss"), Some(l2));
+    on_test_backend!(|A, device| {
+        let ganpo = GanpoConfig {
+            adv_weight: 0.25,
+            ..Default::default()
+        }
+        .init::<A>(8, &device);
+        let b = batch(&device, 0.7);
+        let _ = ganpo.discriminator_loss(&b.detach_policy());
+        let g1 = ganpo.generator_loss(&b);
+        let g2 = ganpo.generator_loss(&b);
+        let (l1, l2): (f64, f64) = (
+            g1.loss.into_scalar().elem(),
+            g2.loss.clone().into_scalar().elem(),
+        );
+        assert_eq!(l1, l2, "dropout leaked into the generator pass");
+        let term: f64 = g2.term.into_scalar().elem();
+        assert!((term - 0.25 * l2).abs() < 1e-7);
+        assert_eq!(g2.metrics.get("gan/gen_loss"), Some(l2));
+    });
 }
 
 #[test]
 fn running_means_and_spectral_state_survive_a_save_and_load() {
-    let device = Default::default();
-    let config = GanpoConfig::default();
-    let ganpo = config.init::<A>(8, &device);
-    let b = batch(&device, 0.4);
-    for _ in 0..3 {
-        let _ = ganpo.discriminator_loss(&b.detach_policy());
-    }
-    let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
-    let bytes = recorder.record(ganpo.clone().into_record(), ()).unwrap();
-    let loaded = config
-        .init::<A>(8, &device)
-        .load_record(recorder.load(bytes, &device).unwrap());
-    assert_eq!(loaded.means.update_count(), 3);
-    assert_eq!(vec1(loaded.means.current()), vec1(ganpo.means.current()));
-    let g = |m: &ganpo_core::Ganpo<A>| -> f64 { m.generator_loss(&b).loss.into_scalar().elem() };
-    assert_eq!(g(&loaded), g(&ganpo));
+    on_test_backend!(|A, device| {
+        let config = GanpoConfig::default();
+        let ganpo = config.init::<A>(8, &device);
+        let b = batch(&device, 0.4);
+        for _ in 0..3 {
+            let _ = ganpo.discriminator_loss(&b.detach_policy());
+        }
+        let recorder = BinBytesRecorder::<FullPrecisionSettings>::default();
+        let bytes = recorder.record(ganpo.clone().into_record(), ()).unwrap();
+        let loaded = config
+            .init::<A>(8, &device)
+            .load_record(recorder.load(bytes, &device).unwrap());
+        assert_eq!(loaded.means.update_count(), 3);
+        assert_eq!(vec1(loaded.means.current()), vec1(ganpo.means.current()));
+        let g =
+            |m: &ganpo_core::Ganpo<A>| -> f64 { m.generator_loss(&b).loss.into_scalar().elem() };
+        assert_eq!(g(&loaded), g(&ganpo));
+    });
 }
 
 #[test]
 fn plugs_into_simpo_without_reference_log_probs() {
-    let device = Default::default();
-    let ganpo = GanpoConfig {
-        discriminator: mlp(),
-        ..Default::default()
-    }
-    .init::<A>(8, &device);
-    let b = batch(&device, 0.5);
-    let b = LatentBatch {
-        policy_chosen: b.policy_chosen.require_grad(),
-        ..b
-    };
-    let logps =
-        Tensor::<A, 1>::from_floats([-8.0, -9.5, -7.0, -12.0, -6.0, -10.0], &device).require_grad();
-    let inputs = PreferenceInputs {
-        policy_chosen: logps.clone().slice(s![0..3]),
-        policy_rejected: logps.clone().slice(s![3..6]),
-        reference: None,
-        lengths: PairLengths::new(vec![4, 5, 3], vec![6, 5, 4]).unwrap(),
-        logit_sums: None,
-    };
-    let simpo = PreferenceLoss {
-        beta: 2.0,
-        ..PreferenceLoss::single(LossKind::Simpo)
-    };
-    let base = simpo.compute(&inputs).unwrap();
-    let _ = ganpo.discriminator_loss(&b.detach_policy());
-    let total = base.loss + ganpo.generator_loss(&b).term;
-    let grads = total.backward();
-    assert!(logps.grad(&grads).is_some());
-    let g = b.policy_chosen.grad(&grads).unwrap();
-    assert!(g.abs().sum().into_scalar() > 0.0);
+    on_test_backend!(|A, device| {
+        let ganpo = GanpoConfig {
+            discriminator: mlp(),
+            ..Default::default()
+        }
+        .init::<A>(8, &device);
+        let b = batch(&device, 0.5);
+        let b = LatentBatch {
+            policy_chosen: b.policy_chosen.require_grad(),
+            ..b
+        };
+        let logps = Tensor::<A, 1>::from_floats([-8.0, -9.5, -7.0, -12.0, -6.0, -10.0], &device)
+            .require_grad();
+        let inputs = PreferenceInputs {
+            policy_chosen: logps.clone().slice(s![0..3]),
+            policy_rejected: logps.clone().slice(s![3..6]),
+            reference: None,
+            lengths: PairLengths::new(vec![4, 5, 3], vec![6, 5, 4]).unwrap(),
+            logit_sums: None,
+        };
+        let simpo = PreferenceLoss {
+            beta: 2.0,
+            ..PreferenceLoss::single(LossKind::Simpo)
+        };
+        let base = simpo.compute(&inputs).unwrap();
+        let _ = ganpo.discriminator_loss(&b.detach_policy());
+        let total = base.loss + ganpo.generator_loss(&b).term;
+        let grads = total.backward();
+        assert!(logps.grad(&grads).is_some());
+        let g = b.policy_chosen.grad(&grads).unwrap();
+        assert!(g.abs().sum().into_scalar().elem::<f64>() > 0.0);
+    });
 }
 
 #[test]
@@ -263,103 +267,105 @@ impl<B: Backend> Offset<B> {
 
 #[test]
 fn toy_loop_discriminators_separate_and_the_generator_pulls_the_policy_back() {
-    let device = Default::default();
-    A::seed(&device, 3);
-    let d = 8;
-    let config = GanpoConfig {
-        discriminator: DiscriminatorConfig::Transformer(TransformerDiscriminatorConfig {
-            hidden: 16,
-            layers: 1,
-            heads: 2,
-            ff: 32,
-            max_positions: 8,
+    on_test_backend!(|A, device| {
+        A::seed(&device, 3);
+        let d = 8;
+        let config = GanpoConfig {
+            discriminator: DiscriminatorConfig::Transformer(TransformerDiscriminatorConfig {
+                hidden: 16,
+                layers: 1,
+                heads: 2,
+                ff: 32,
+                max_positions: 8,
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut ganpo = config.init::<A>(d, &device);
-    let mut policy = Offset {
-        shift: Param::from_tensor(Tensor::<A, 1>::ones([d], &device) * 0.6),
-    };
-    let mut d_optim = AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.01)
-        .init();
-    let mut p_optim = AdamWConfig::new()
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.0)
-        .init();
-    let data =
-        |shift: f64| Tensor::<A, 3>::random([8, 6, d], Distribution::Normal(shift, 1.0), &device);
-
-    let mut step = |ganpo: ganpo_core::Ganpo<A>, policy: &Offset<A>, train_policy: bool| {
-        let (xc, xr) = (data(0.5), data(-0.5));
-        let batch = LatentBatch {
-            policy_chosen: policy.forward(xc.clone()),
-            policy_rejected: policy.forward(xr.clone()),
-            reference_chosen: xc,
-            reference_rejected: xr,
-            chosen_mask: None,
-            rejected_mask: None,
         };
-        let out = ganpo.discriminator_loss(&batch.detach_policy());
-        let grads = GradientsParams::from_grads(out.loss.backward(), &ganpo);
-        let ganpo = d_optim.step(1e-3, ganpo, grads);
-        let generator = train_policy.then(|| ganpo.generator_loss(&batch));
-        (ganpo, out.metrics, generator)
-    };
+        let mut ganpo = config.init::<A>(d, &device);
+        let mut policy = Offset {
+            shift: Param::from_tensor(Tensor::<A, 1>::ones([d], &device) * 0.6),
+        };
+        let mut d_optim = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.01)
+            .init();
+        let mut p_optim = AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(0.0)
+            .init();
+        let data = |shift: f64| {
+            Tensor::<A, 3>::random([8, 6, d], Distribution::Normal(shift, 1.0), &device)
+        };
 
-    // Phase A: the policy is off by 0.6 in every coordinate; only the discriminators learn.
-    let mut first = None;
-    let mut last = None;
-    for _ in 0..120 {
-        let (g, metrics, _) = step(ganpo, &policy, false);
-        ganpo = g;
-        first.get_or_insert_with(|| metrics.clone());
-        last = Some(metrics);
-    }
-    let (first, last) = (first.unwrap(), last.unwrap());
-    let sep = |m: &ganpo_core::metrics::Metrics<A>| {
-        (m.get("gan/d_chosen_ref_vs_policy").unwrap()
-            + m.get("gan/d_rejected_ref_vs_policy").unwrap())
-            / 2.0
-    };
-    let loss = |m: &ganpo_core::metrics::Metrics<A>| {
-        m.get("gan/d_chosen_loss").unwrap() + m.get("gan/d_rejected_loss").unwrap()
-    };
-    assert!(
-        sep(&last) >= 0.9,
-        "discriminators did not separate policy from reference: {}",
-        sep(&last)
-    );
-    assert!(
-        loss(&last) < loss(&first) - 0.2,
-        "discriminator loss {} -> {}",
-        loss(&first),
-        loss(&last)
-    );
-    let drift_before = last.get("gan/latent_drift").unwrap();
+        let mut step = |ganpo: ganpo_core::Ganpo<A>, policy: &Offset<A>, train_policy: bool| {
+            let (xc, xr) = (data(0.5), data(-0.5));
+            let batch = LatentBatch {
+                policy_chosen: policy.forward(xc.clone()),
+                policy_rejected: policy.forward(xr.clone()),
+                reference_chosen: xc,
+                reference_rejected: xr,
+                chosen_mask: None,
+                rejected_mask: None,
+            };
+            let out = ganpo.discriminator_loss(&batch.detach_policy());
+            let grads = GradientsParams::from_grads(out.loss.backward(), &ganpo);
+            let ganpo = d_optim.step(1e-3, ganpo, grads);
+            let generator = train_policy.then(|| ganpo.generator_loss(&batch));
+            (ganpo, out.metrics, generator)
+        };
 
-    // Phase B: the generator term alone moves the policy; the latents come back together.
-    for _ in 0..150 {
-        let (g, _, generator) = step(ganpo, &policy, true);
-        ganpo = g;
-        let grads = GradientsParams::from_grads(generator.unwrap().term.backward(), &policy);
-        policy = p_optim.step(2e-2, policy, grads);
-    }
-    let shift: Vec<f32> = policy.shift.val().into_data().to_vec().unwrap();
-    let norm = shift.iter().map(|s| s * s).sum::<f32>().sqrt();
-    let start = 0.6 * (d as f32).sqrt();
-    assert!(
-        norm < 0.35 * start,
-        "policy offset norm {start} -> {norm}: generator did not pull it back"
-    );
-    let (_, metrics, _) = step(ganpo, &policy, false);
-    let drift_after = metrics.get("gan/latent_drift").unwrap();
-    assert!(
-        drift_after < 0.8 * drift_before,
-        "latent drift {drift_before} -> {drift_after}"
-    );
+        // Phase A: the policy is off by 0.6 in every coordinate; only the discriminators learn.
+        let mut first = None;
+        let mut last = None;
+        for _ in 0..120 {
+            let (g, metrics, _) = step(ganpo, &policy, false);
+            ganpo = g;
+            first.get_or_insert_with(|| metrics.clone());
+            last = Some(metrics);
+        }
+        let (first, last) = (first.unwrap(), last.unwrap());
+        let sep = |m: &ganpo_core::metrics::Metrics<A>| {
+            (m.get("gan/d_chosen_ref_vs_policy").unwrap()
+                + m.get("gan/d_rejected_ref_vs_policy").unwrap())
+                / 2.0
+        };
+        let loss = |m: &ganpo_core::metrics::Metrics<A>| {
+            m.get("gan/d_chosen_loss").unwrap() + m.get("gan/d_rejected_loss").unwrap()
+        };
+        assert!(
+            sep(&last) >= 0.9,
+            "discriminators did not separate policy from reference: {}",
+            sep(&last)
+        );
+        assert!(
+            loss(&last) < loss(&first) - 0.2,
+            "discriminator loss {} -> {}",
+            loss(&first),
+            loss(&last)
+        );
+        let drift_before = last.get("gan/latent_drift").unwrap();
+
+        // Phase B: the generator term alone moves the policy; the latents come back together.
+        for _ in 0..150 {
+            let (g, _, generator) = step(ganpo, &policy, true);
+            ganpo = g;
+            let grads = GradientsParams::from_grads(generator.unwrap().term.backward(), &policy);
+            policy = p_optim.step(2e-2, policy, grads);
+        }
+        let shift: Vec<f32> = policy.shift.val().into_data().to_vec().unwrap();
+        let norm = shift.iter().map(|s| s * s).sum::<f32>().sqrt();
+        let start = 0.6 * (d as f32).sqrt();
+        assert!(
+            norm < 0.35 * start,
+            "policy offset norm {start} -> {norm}: generator did not pull it back"
+        );
+        let (_, metrics, _) = step(ganpo, &policy, false);
+        let drift_after = metrics.get("gan/latent_drift").unwrap();
+        assert!(
+            drift_after < 0.8 * drift_before,
+            "latent drift {drift_before} -> {drift_after}"
+        );
+    });
 }
 
 #[test]

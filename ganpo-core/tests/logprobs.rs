@@ -10,7 +10,7 @@ use ganpo_core::next_token_targets;
 
 #[test]
 fn matches_float64_reference_in_f32_even_for_huge_logits() {
-    check::<NdArray>(2e-6);
+    on_test_backend!(inner, |B, device| check::<B>(2e-6));
 }
 
 #[test]

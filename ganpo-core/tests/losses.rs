@@ -10,7 +10,7 @@ use ganpo_core::loss::{LossError, PairLengths, PreferenceInputs, PreferenceLoss}
 
 #[test]
 fn losses_and_metrics_match_trl_in_f32() {
-    check_all::<NdArray<f32>>(2e-5, 1e-6);
+    on_test_backend!(inner, |B, device| check_all::<B>(2e-5, 1e-6));
 }
 
 #[test]

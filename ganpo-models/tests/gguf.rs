@@ -54,7 +54,7 @@ fn every_supported_type_dequantizes_like_gguf_py() {
 fn llama_gguf_matches_transformers_loading_the_same_file() {
     let loaded = load_model::<B>(&dir().join("tiny_llama.gguf"), &Default::default()).unwrap();
     let e = expected(&dir().join("tiny_llama_expected.safetensors"));
-    let max = e.max_diff(e.run(&loaded.model).logits, &e.logits);
+    let max = e.max_diff(e.run(&loaded.model, &Default::default()).logits, &e.logits);
     assert!(max < 1e-4, "logits differ by {max}");
 }
 
@@ -67,7 +67,7 @@ fn llama3_rope_freqs_tensor_matches_transformers_and_exports_as_llama3_scaling()
     let loaded = load_model::<B>(&gguf, &Default::default()).unwrap();
     let source = dir().join("../llama3_rope");
     let e = expected(&source.join("expected.safetensors"));
-    let max = e.max_diff(e.run(&loaded.model).logits, &e.logits);
+    let max = e.max_diff(e.run(&loaded.model, &Default::default()).logits, &e.logits);
     assert!(max < 1e-4, "logits differ by {max}");
     // Without the factors (plain RoPE), the logits would be far off: the test can fail.
     let (mut config, _, _) = load_gguf::<B>(&gguf, &Default::default()).unwrap();
@@ -80,7 +80,7 @@ fn llama3_rope_freqs_tensor_matches_transformers_and_exports_as_llama3_scaling()
         plain,
         burn::module::Module::into_record(loaded.model.clone()),
     );
-    let off = e.max_diff(e.run(&plain).logits, &e.logits);
+    let off = e.max_diff(e.run(&plain, &Default::default()).logits, &e.logits);
     assert!(off > 1e-2, "plain RoPE differs by only {off}");
 
     let tmp = tempfile::tempdir().unwrap();

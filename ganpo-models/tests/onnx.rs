@@ -15,7 +15,11 @@ fn check(name: &str) {
     let dir = fixture(&format!("onnx/{name}"));
     let loaded = load_model::<B>(&dir.join("model.onnx"), &Default::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    expected(&dir.join("expected.safetensors")).assert_matches(&loaded.model, name);
+    expected(&dir.join("expected.safetensors")).assert_matches(
+        &loaded.model,
+        &Default::default(),
+        name,
+    );
 }
 
 #[test]

@@ -27,15 +27,19 @@ fn expected_of(name: &str) -> common::Expected {
 fn gpt_neox_generated_code_matches_transformers() {
     let model = GptNeoX::<B>::pretrained(&Default::default());
     assert_eq!((model.hidden_size(), model.vocab_size()), (32, 320));
-    expected_of("gpt_neox").assert_matches(&model, "gpt_neox");
+    expected_of("gpt_neox").assert_matches(&model, &Default::default(), "gpt_neox");
 }
 
 #[test]
 fn llama_by_both_onnx_paths_matches_transformers_and_itself() {
     let e = expected_of("llama");
-    let generated = e.assert_matches(&LlamaGraph::<B>::pretrained(&Default::default()), "llama");
+    let generated = e.assert_matches(
+        &LlamaGraph::<B>::pretrained(&Default::default()),
+        &Default::default(),
+        "llama",
+    );
     let loaded = load_model::<B>(&fixture("onnx/llama/model.onnx"), &Default::default()).unwrap();
-    let built_in = e.assert_matches(&loaded.model, "llama");
+    let built_in = e.assert_matches(&loaded.model, &Default::default(), "llama");
     // Compared where the token is real (padded positions are defined by neither path).
     let built_in: Vec<f32> = built_in.logits.into_data().to_vec().unwrap();
     let worst = e.max_diff(generated.logits, &built_in);

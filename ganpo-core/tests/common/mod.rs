@@ -1,5 +1,8 @@
-//! Fixture readers and checks shared by the f32 and float64 test binaries.
+//! Fixture readers and checks shared by the f32 and float64 test binaries, and (`backend`) the
+//! choice of the backend that the backend-generic tests run on.
 #![allow(dead_code)]
+
+pub mod backend;
 
 pub mod losses {
     use burn::prelude::*;

@@ -1,5 +1,9 @@
-//! Reading the expected outputs that the fixture scripts write, and comparing against them.
+//! Reading the expected outputs that the fixture scripts write, and comparing against them on
+//! any backend (`backend`: the one `GANPO_TEST_BACKEND` names, as in ganpo-core's tests).
 #![allow(dead_code)]
+
+#[path = "../../../ganpo-core/tests/common/backend.rs"]
+pub mod backend;
 
 use std::path::{Path, PathBuf};
 
@@ -9,14 +13,16 @@ use ganpo_core::ScoredRows;
 use ganpo_models::{CausalLm, LmOutput};
 use safetensors::SafeTensors;
 
-/// The test backend.
+/// The backend of the tests that run on the CPU only.
 pub type B = NdArray;
 
-/// A fixture directory or file under `tests/fixtures`.
+/// A fixture directory or file under `tests/fixtures`: of the crate directory that
+/// `CARGO_MANIFEST_DIR` names when the test runs (cargo sets it; `cargo xtask gpu-check` sets it
+/// for test binaries built on another machine), else of the one the binary was built in.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    crate_dir.join("tests/fixtures").join(name)
 }
 
 /// An `expected*.safetensors` file: inputs (`input_ids`, `attention_mask`, right padding) and
@@ -74,27 +80,27 @@ pub fn expected(path: &Path) -> Expected {
 
 impl Expected {
     /// The expected inputs: ids and attention mask, `[batch, seq]`.
-    fn inputs(&self) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
-        let device = Default::default();
+    fn inputs<B: Backend>(&self, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
         let shape = [self.batch, self.seq];
-        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(self.ids.clone(), shape), &device);
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(self.ids.clone(), shape), device);
         let mask: Vec<bool> = self.mask.iter().map(|&m| m == 1).collect();
-        (
-            ids,
-            Tensor::from_data(TensorData::new(mask, shape), &device),
-        )
+        (ids, Tensor::from_data(TensorData::new(mask, shape), device))
     }
 
-    /// The model's outputs on the expected inputs.
-    pub fn run<M: CausalLm<B>>(&self, model: &M) -> LmOutput<B> {
-        let (ids, mask) = self.inputs();
+    /// The model's outputs on the expected inputs, on `device` (the model's).
+    pub fn run<B: Backend, M: CausalLm<B>>(&self, model: &M, device: &B::Device) -> LmOutput<B> {
+        let (ids, mask) = self.inputs(device);
         model.forward(ids, mask)
     }
 
     /// Max abs difference between [`CausalLm::forward_rows`]'s logits for every other real token
     /// (the rows a loss would score) and the reference logits at those positions.
-    fn rows_max_diff<M: CausalLm<B>>(&self, model: &M) -> (usize, f32) {
-        let (ids, mask) = self.inputs();
+    fn rows_max_diff<B: Backend, M: CausalLm<B>>(
+        &self,
+        model: &M,
+        device: &B::Device,
+    ) -> (usize, f32) {
+        let (ids, mask) = self.inputs(device);
         let picked: Vec<usize> = (0..self.mask.len())
             .filter(|&p| self.mask[p] == 1 && p % 2 == 0)
             .collect();
@@ -102,7 +108,7 @@ impl Expected {
         let shape = [self.batch, self.seq];
         let rows = ScoredRows::new(
             ids.zeros_like(),
-            Tensor::from_data(TensorData::new(flags, shape), &Default::default()),
+            Tensor::from_data(TensorData::new(flags, shape), device),
         );
         let got: Vec<f32> = model
             .forward_rows(ids, mask, &rows)
@@ -123,13 +129,18 @@ impl Expected {
 
     /// Runs `model` and asserts its logits and last hidden states are within 1e-4 of the
     /// reference over real tokens (and that the reference logits are not trivially small).
-    pub fn assert_matches<M: CausalLm<B>>(&self, model: &M, name: &str) -> LmOutput<B> {
-        let out = self.run(model);
+    pub fn assert_matches<B: Backend, M: CausalLm<B>>(
+        &self,
+        model: &M,
+        device: &B::Device,
+        name: &str,
+    ) -> LmOutput<B> {
+        let out = self.run(model, device);
         let dl = self.max_diff(out.logits.clone(), &self.logits);
         let dh = self.max_diff(out.hidden.clone(), self.hidden.as_ref().expect("hidden"));
         assert!(dl < 1e-4, "{name}: logits differ by {dl}");
         assert!(dh < 1e-4, "{name}: hidden states differ by {dh}");
-        let (rows, dr) = self.rows_max_diff(model);
+        let (rows, dr) = self.rows_max_diff(model, device);
         assert!(rows > 1, "{name}: {rows} rows");
         assert!(
             dr < 1e-4,
@@ -140,7 +151,7 @@ impl Expected {
     }
 
     /// Max abs difference between `got` (`[batch, seq, width]`) and `want` over real tokens.
-    pub fn max_diff(&self, got: Tensor<B, 3>, want: &[f32]) -> f32 {
+    pub fn max_diff<B: Backend>(&self, got: Tensor<B, 3>, want: &[f32]) -> f32 {
         let width = got.dims()[2];
         let got: Vec<f32> = got.into_data().to_vec().unwrap();
         let mut max = 0f32;
