@@ -61,6 +61,12 @@ impl<B: Backend> SnLinear<B> {
     /// [`Mode::Eval`] it uses the stored vectors. `sigma = u^T W v` with `u`, `v` constant, so the
     /// gradient flows through both `W` and `sigma`, as in PyTorch.
     pub fn normalized_weight(&self, mode: Mode) -> Tensor<B, 2> {
+        let (w, sigma) = self.weight_and_sigma(mode);
+        w / sigma
+    }
+
+    /// `W` and `sigma = u^T W v` (`[1, 1]`), running one power iteration in training mode.
+    fn weight_and_sigma(&self, mode: Mode) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let w = self.weight_orig.val();
         let [out, inp] = w.dims();
         let (u, v) = if mode.is_train() {
@@ -86,7 +92,7 @@ impl<B: Backend> SnLinear<B> {
             .reshape([1, out])
             .matmul(w.clone())
             .matmul(v.reshape([inp, 1]));
-        w / sigma
+        (w, sigma)
     }
 
     /// The current estimate `sigma = u^T W v` of the largest singular value (no state change).
@@ -100,7 +106,14 @@ impl<B: Backend> SnLinear<B> {
 
     /// Applies the layer to `x` of shape `[..., d_input]`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: Mode) -> Tensor<B, D> {
-        let w = self.normalized_weight(mode).transpose();
-        crate::affine::affine(x, w, self.bias.as_ref().map(|b| b.val()))
+        // `W^T / sigma`, the transposed view divided, rather than `(W / sigma)^T`: the same
+        // quotients (bit for bit on the CPU), but burn 0.21's GPU fusion computes a one-row
+        // product with the latter form and a bias wrong (docs/benchmarks.md, lavapipe).
+        let (w, sigma) = self.weight_and_sigma(mode);
+        crate::affine::affine(
+            x,
+            w.transpose() / sigma,
+            self.bias.as_ref().map(|b| b.val()),
+        )
     }
 }
