@@ -19,16 +19,16 @@ pub fn test_backend() -> ganpo_core::backend::BackendKind {
 #[macro_export]
 macro_rules! on_test_backend {
     (|$B:ident, $device:ident| $body:expr) => {
-        $crate::on_test_backend!(@run burn::tensor::backend::AutodiffBackend, A, A, $B, $device, $body)
+        $crate::on_test_backend!(@run burn::tensor::backend::AutodiffBackend, A, $B, $device, $body)
     };
     (inner, |$B:ident, $device:ident| $body:expr) => {
-        $crate::on_test_backend!(@run burn::prelude::Backend, A, A::InnerBackend, $B, $device, $body)
+        $crate::on_test_backend!(@run burn::prelude::Backend, A::InnerBackend, $B, $device, $body)
     };
-    (@run $bound:path, $A:ident, $picked:ty, $B:ident, $device:ident, $body:expr) => {{
+    (@run $bound:path, $picked:ty, $B:ident, $device:ident, $body:expr) => {{
         struct Job;
         impl ganpo_core::backend::BackendJob for Job {
             type Output = ();
-            fn run<$A: burn::tensor::backend::AutodiffBackend>(self, device: $A::Device) {
+            fn run<A: burn::tensor::backend::AutodiffBackend>(self, device: A::Device) {
                 #[allow(unused_variables)]
                 fn body<$B: $bound>($device: $B::Device) {
                     $body;

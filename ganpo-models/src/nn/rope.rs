@@ -154,8 +154,8 @@ impl Rotary {
     }
 
     /// `cos` and `sin` of every position's angles, `[seq, 2, half]` in row-major order, the
-    /// first half of `sin` negated when `signed`.
-    fn angles(&self, seq: usize, signed: bool) -> (Vec<f32>, Vec<f32>) {
+    /// first half of `sin` negated ([`RotaryTables`]).
+    fn angles(&self, seq: usize) -> (Vec<f32>, Vec<f32>) {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(seq * 2 * half);
         let mut sin = Vec::with_capacity(seq * 2 * half);
@@ -165,7 +165,7 @@ impl Rotary {
                     let angle = pos as f64 * self.position_scale * f;
                     cos.push(angle.cos() as f32);
                     let s = angle.sin() as f32;
-                    sin.push(if signed && first { -s } else { s });
+                    sin.push(if first { -s } else { s });
                 }
             }
         }
@@ -182,7 +182,7 @@ impl Rotary {
         let [b, s] = positions.dims();
         let device = positions.device();
         let half = self.inv_freq.len();
-        let (cos, sin) = self.angles(max_position, true);
+        let (cos, sin) = self.angles(max_position);
         let table = |v: Vec<f32>| {
             Tensor::<B, 2>::from_data(TensorData::new(v, [max_position, 2 * half]), &device)
         };
