@@ -22,6 +22,7 @@
 
 pub mod activation;
 pub mod affine;
+pub mod attention;
 pub mod backend;
 pub mod discriminator;
 pub mod ganpo;

@@ -1,81 +1,170 @@
-//! A model of any supported architecture, chosen from the checkpoint's `model_type`.
+//! The registry of architectures: [`ModelConfig`] and [`Lm`], a configuration and a model of any
+//! of them, chosen from the checkpoint's `model_type`.
+//!
+//! Adding an architecture is one file implementing [`Architecture`] and [`Decoder`]
+//! (see [`crate::architecture`]) plus one line in the `architectures!` list at the bottom.
 
 use std::path::Path;
 
 use burn::module::Param;
+use burn::nn::Embedding;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::nn::{AttentionMasks, KvCache};
+use crate::{Architecture, Decoder, Init, ModelError};
+
+/// Generates [`ModelConfig`] and [`Lm`] with one variant per architecture, and their methods by
+/// delegation to the variant's [`Architecture`] / [`Decoder`] implementation.
+macro_rules! architectures {
+    ($($(#[$doc:meta])* $variant:ident($config:ty, $model:ident)),+ $(,)?) => {
+        /// The configuration of a supported architecture.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "architecture", rename_all = "snake_case")]
+        pub enum ModelConfig {
+            $($(#[$doc])* $variant($config),)+
+        }
+
+        /// A causal LM of any supported architecture.
+        // Moved by value through optimizer steps; boxing the larger variants would buy nothing.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Module, Debug)]
+        pub enum Lm<B: Backend> {
+            $($(#[$doc])* $variant($model<B>),)+
+        }
+
+        /// Every `model_type` ganpo reads, in registry order.
+        pub fn supported_model_types() -> Vec<&'static str> {
+            [$(<$config as Architecture>::MODEL_TYPES),+].concat()
+        }
+
+        impl ModelConfig {
+            /// Reads an HF `config.json` (parsed) of any registered architecture; `path` is for
+            /// error messages.
+            pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
+                let model_type = json.get("model_type").and_then(Value::as_str);
+                $(
+                    if model_type.is_some_and(|t| <$config>::MODEL_TYPES.contains(&t)) {
+                        return Ok(Self::$variant(<$config>::from_hf(json, path)?));
+                    }
+                )+
+                Err(ModelError::UnsupportedArchitecture {
+                    path: path.to_path_buf(),
+                    model_type: model_type.unwrap_or("(missing)").to_string(),
+                    supported: supported_model_types().join(", "),
+                })
+            }
+
+            /// The HF `config.json` of this configuration (`dir` names the export in errors).
+            pub fn to_hf(&self, dir: &Path) -> Result<Value, ModelError> {
+                match self { $(Self::$variant(c) => c.to_hf(dir),)+ }
+            }
+
+            /// The checkpoint's `model_type`.
+            pub fn model_type(&self) -> &'static str {
+                match self { $(Self::$variant(c) => c.model_type(),)+ }
+            }
+
+            /// A randomly initialized model drawn by `init`.
+            pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Lm<B> {
+                match self { $(Self::$variant(c) => Lm::$variant(Architecture::init_with(c, init, device)),)+ }
+            }
+
+            /// Vocabulary size.
+            pub fn vocab_size(&self) -> usize {
+                match self { $(Self::$variant(c) => Architecture::vocab_size(c),)+ }
+            }
+
+            /// Width of the last hidden state.
+            pub fn hidden_size(&self) -> usize {
+                match self { $(Self::$variant(c) => Architecture::hidden_size(c),)+ }
+            }
+
+            /// Decoder layers.
+            pub fn num_layers(&self) -> usize {
+                match self { $(Self::$variant(c) => Architecture::num_layers(c),)+ }
+            }
+
+            fn set_num_layers(&mut self, n: usize) {
+                match self { $(Self::$variant(c) => c.set_num_layers(n),)+ }
+            }
+
+            /// Whether the LM head is the embedding matrix.
+            pub fn tied_embeddings(&self) -> bool {
+                match self { $(Self::$variant(c) => c.tied_embeddings(),)+ }
+            }
+        }
+
+        impl<B: Backend> Decoder<B> for Lm<B> {
+            fn hidden_at(
+                &self,
+                input_ids: Tensor<B, 2, Int>,
+                positions: Tensor<B, 2, Int>,
+                max_position: usize,
+                masks: &AttentionMasks<B>,
+                cache: Option<&mut KvCache<B>>,
+            ) -> Tensor<B, 3> {
+                match self {
+                    $(Lm::$variant(m) => m.hidden_at(input_ids, positions, max_position, masks, cache),)+
+                }
+            }
+
+            fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+                match self { $(Lm::$variant(m) => m.head(hidden),)+ }
+            }
+
+            fn attention_windows(&self) -> Vec<Option<usize>> {
+                match self { $(Lm::$variant(m) => m.attention_windows(),)+ }
+            }
+
+            fn num_layers(&self) -> usize {
+                match self { $(Lm::$variant(m) => m.num_layers(),)+ }
+            }
+
+            fn truncate_layers(&mut self, n: usize) {
+                match self { $(Lm::$variant(m) => m.truncate_layers(n),)+ }
+            }
+
+            fn embed_tokens(&self) -> &Embedding<B> {
+                match self { $(Lm::$variant(m) => m.embed_tokens(),)+ }
+            }
+
+            fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
+                match self { $(Lm::$variant(m) => m.embed_tokens_mut(),)+ }
+            }
+
+            fn remove_lm_head(&mut self) {
+                match self { $(Lm::$variant(m) => m.remove_lm_head(),)+ }
+            }
+        }
+    };
+}
+
+crate::causal_lm_via_decoder!(Lm);
+
+use crate::gemma::{Gemma, GemmaConfig};
 use crate::gpt2::{Gpt2, Gpt2Config};
 use crate::llama::{Llama, LlamaConfig};
-use crate::{CausalLm, Init, LmOutput, ModelError, RowsOutput};
-use ganpo_core::ScoredRows;
 
-/// `model_type`s ganpo can load.
-pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, gpt2";
-
-/// The configuration of a supported architecture.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "architecture", rename_all = "snake_case")]
-pub enum ModelConfig {
-    /// Llama, Mistral, Qwen2, Qwen3.
-    Llama(LlamaConfig),
+architectures! {
+    /// Llama 2/3, SmolLM2, Mistral, Qwen2, Qwen3.
+    Llama(LlamaConfig, Llama),
     /// GPT-2.
-    Gpt2(Gpt2Config),
+    Gpt2(Gpt2Config, Gpt2),
+    /// Gemma 2 and Gemma 3 (text).
+    Gemma(GemmaConfig, Gemma),
 }
 
 impl ModelConfig {
-    /// Reads an HF `config.json` (parsed); `path` is for error messages.
-    pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
-        match json.get("model_type").and_then(Value::as_str) {
-            Some("gpt2") => Ok(Self::Gpt2(Gpt2Config::from_hf(json, path)?)),
-            Some("llama" | "mistral" | "qwen2" | "qwen3") => {
-                Ok(Self::Llama(LlamaConfig::from_hf(json, path)?))
-            }
-            other => Err(ModelError::UnsupportedArchitecture {
-                path: path.to_path_buf(),
-                model_type: other.unwrap_or("(missing)").to_string(),
-                supported: SUPPORTED_MODEL_TYPES,
-            }),
-        }
-    }
-
     /// A randomly initialized model of this configuration, drawn as transformers does.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Lm<B> {
         self.init_with(Init::Transformers, device)
     }
 
-    /// A randomly initialized model drawn by `init`.
-    pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Lm<B> {
-        match self {
-            Self::Llama(c) => Lm::Llama(c.init_with(init, device)),
-            Self::Gpt2(c) => Lm::Gpt2(c.init_with(init, device)),
-        }
-    }
-
-    /// Vocabulary size.
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            Self::Llama(c) => c.vocab_size,
-            Self::Gpt2(c) => c.vocab_size,
-        }
-    }
-
-    /// Width of the last hidden state.
-    pub fn hidden_size(&self) -> usize {
-        match self {
-            Self::Llama(c) => c.hidden_size,
-            Self::Gpt2(c) => c.n_embd,
-        }
-    }
-
     /// This configuration with `n` decoder layers; `n` must be between 1 and the current count.
     pub fn with_layers(&self, n: usize) -> Result<Self, ModelError> {
-        let have = match self {
-            Self::Llama(c) => c.num_hidden_layers,
-            Self::Gpt2(c) => c.n_layer,
-        };
+        let have = self.num_layers();
         if n == 0 || n > have {
             return Err(ModelError::InvalidConfig {
                 path: "config.json".into(),
@@ -84,31 +173,9 @@ impl ModelConfig {
             });
         }
         let mut c = self.clone();
-        match &mut c {
-            Self::Llama(c) => c.num_hidden_layers = n,
-            Self::Gpt2(c) => c.n_layer = n,
-        }
+        c.set_num_layers(n);
         Ok(c)
     }
-
-    /// Whether the LM head is the embedding matrix.
-    pub fn tied_embeddings(&self) -> bool {
-        match self {
-            Self::Llama(c) => c.tie_word_embeddings,
-            Self::Gpt2(_) => true,
-        }
-    }
-}
-
-/// A causal LM of any supported architecture.
-// Moved by value through optimizer steps; boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Lm<B: Backend> {
-    /// Llama family.
-    Llama(Llama<B>),
-    /// GPT-2.
-    Gpt2(Gpt2<B>),
 }
 
 impl<B: Backend> Lm<B> {
@@ -121,19 +188,13 @@ impl<B: Backend> Lm<B> {
         n: usize,
     ) -> Result<ModelConfig, ModelError> {
         let config = config.with_layers(n)?;
-        match self {
-            Lm::Llama(m) => m.model.layers.truncate(n),
-            Lm::Gpt2(m) => m.transformer.h.truncate(n),
-        }
+        Decoder::truncate_layers(self, n);
         Ok(config)
     }
 
     /// The token embedding matrix, `[vocab, hidden]` (`embed_tokens` / `wte`).
     pub fn input_embeddings(&self) -> Tensor<B, 2> {
-        match self {
-            Lm::Llama(m) => m.model.embed_tokens.weight.val(),
-            Lm::Gpt2(m) => m.transformer.wte.weight.val(),
-        }
+        self.embed_tokens().weight.val()
     }
 
     /// Replaces the token embedding matrix (and so a tied LM head); `weight` must have the
@@ -144,61 +205,7 @@ impl<B: Backend> Lm<B> {
             return Err(ModelError::EmbeddingShape { want, got });
         }
         // A fresh leaf: whatever computed `weight` is not part of the model's graph.
-        let param = Param::from_tensor(weight.detach());
-        match self {
-            Lm::Llama(m) => m.model.embed_tokens.weight = param,
-            Lm::Gpt2(m) => m.transformer.wte.weight = param,
-        }
+        self.embed_tokens_mut().weight = Param::from_tensor(weight.detach());
         Ok(())
-    }
-}
-
-impl<B: Backend> CausalLm<B> for Lm<B> {
-    fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Bool>,
-    ) -> LmOutput<B> {
-        match self {
-            Lm::Llama(m) => m.forward(input_ids, attention_mask),
-            Lm::Gpt2(m) => m.forward(input_ids, attention_mask),
-        }
-    }
-
-    fn forward_rows(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Bool>,
-        rows: &ScoredRows<B>,
-    ) -> RowsOutput<B> {
-        match self {
-            Lm::Llama(m) => m.forward_rows(input_ids, attention_mask, rows),
-            Lm::Gpt2(m) => m.forward_rows(input_ids, attention_mask, rows),
-        }
-    }
-
-    fn hidden_states(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask: Tensor<B, 2, Bool>,
-    ) -> Tensor<B, 3> {
-        match self {
-            Lm::Llama(m) => m.hidden_states(input_ids, attention_mask),
-            Lm::Gpt2(m) => m.hidden_states(input_ids, attention_mask),
-        }
-    }
-
-    fn hidden_size(&self) -> usize {
-        match self {
-            Lm::Llama(m) => m.hidden_size(),
-            Lm::Gpt2(m) => m.hidden_size(),
-        }
-    }
-
-    fn vocab_size(&self) -> usize {
-        match self {
-            Lm::Llama(m) => m.vocab_size(),
-            Lm::Gpt2(m) => m.vocab_size(),
-        }
     }
 }

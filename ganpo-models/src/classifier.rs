@@ -11,7 +11,8 @@ use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, TensorSnapshot};
 use serde_json::{Value, json};
 
-use crate::export::{TokenizerFiles, hf_config, write_export};
+use crate::Decoder;
+use crate::export::{TokenizerFiles, write_export};
 use crate::hf::{read_checkpoint, read_json};
 use crate::nn::init;
 use crate::nn::positions;
@@ -190,9 +191,7 @@ pub fn load_classifier<B: Backend>(
     let config = ModelConfig::from_hf(&json, &config_path)?;
     let labels = labels_of(&json, &config_path)?;
     let mut backbone = config.init::<B>(device);
-    if let Lm::Llama(m) = &mut backbone {
-        m.lm_head = None; // a classifier checkpoint has none; the head is never run
-    }
+    backbone.remove_lm_head(); // a classifier checkpoint has none; the head is never run
     let mut model = SequenceClassifier {
         backbone,
         score: init::linear(
@@ -235,7 +234,7 @@ pub fn export_classifier<B: Backend>(
     tokenizer: TokenizerFiles<'_>,
     dir: &Path,
 ) -> Result<(), ModelError> {
-    let mut json = hf_config(config);
+    let mut json = config.to_hf(dir)?;
     let causal = json["architectures"][0].as_str().unwrap_or_default();
     let architecture = causal
         .strip_suffix("LMHeadModel")
@@ -266,5 +265,5 @@ pub fn export_classifier<B: Backend>(
         })
         .filter(|t| !t.full_path().ends_with("lm_head.weight"))
         .collect();
-    write_export(config, json, tensors, tokenizer, dir)
+    write_export(json, tensors, tokenizer, dir)
 }

@@ -28,8 +28,8 @@ pub enum ModelError {
         path: PathBuf,
         /// The `model_type` found.
         model_type: String,
-        /// The supported ones.
-        supported: &'static str,
+        /// The supported ones, comma-separated.
+        supported: String,
     },
     /// A config value is missing or out of range.
     #[error("{path}: `{key}`: {message}")]

@@ -6,89 +6,14 @@ use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, TensorSnapshot};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::llama::{Family, LlamaConfig};
-use crate::nn::RopeScaling;
 use crate::{Lm, ModelConfig, ModelError, Tokenizer};
 
-/// The HF `config.json` of a model configuration.
-pub fn hf_config(config: &ModelConfig) -> Value {
-    match config {
-        ModelConfig::Llama(c) => llama_config(c),
-        ModelConfig::Gpt2(c) => json!({
-            "model_type": "gpt2",
-            "architectures": ["GPT2LMHeadModel"],
-            "vocab_size": c.vocab_size,
-            "n_positions": c.n_positions,
-            "n_embd": c.n_embd,
-            "n_layer": c.n_layer,
-            "n_head": c.n_head,
-            "n_inner": c.n_inner,
-            "layer_norm_epsilon": c.layer_norm_epsilon,
-            "activation_function": if c.tanh_gelu { "gelu_new" } else { "gelu" },
-            "tie_word_embeddings": true,
-            "torch_dtype": "float32",
-        }),
-    }
-}
-
-fn llama_config(c: &LlamaConfig) -> Value {
-    let (model_type, architecture) = match c.family {
-        Family::Llama => ("llama", "LlamaForCausalLM"),
-        Family::Mistral => ("mistral", "MistralForCausalLM"),
-        Family::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
-        Family::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
-    };
-    let mut v = json!({
-        "model_type": model_type,
-        "architectures": [architecture],
-        "vocab_size": c.vocab_size,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "max_position_embeddings": c.max_position_embeddings,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "hidden_act": "silu",
-        "mlp_bias": c.mlp_bias,
-        "torch_dtype": "float32",
-    });
-    if c.family != Family::Qwen2 {
-        v["attention_bias"] = json!(c.qkv_bias);
-    }
-    if c.family == Family::Mistral {
-        v["sliding_window"] = json!(c.sliding_window);
-    }
-    match &c.rope_scaling {
-        RopeScaling::Default => {}
-        RopeScaling::Linear { factor } => {
-            v["rope_scaling"] = json!({"rope_type": "linear", "factor": factor})
-        }
-        RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position_embeddings,
-        } => {
-            v["rope_scaling"] = json!({
-                "rope_type": "llama3",
-                "factor": factor,
-                "low_freq_factor": low_freq_factor,
-                "high_freq_factor": high_freq_factor,
-                "original_max_position_embeddings": *original_max_position_embeddings as u64,
-            })
-        }
-        // Not a transformers rope type: `export_hf` refuses such a model before writing.
-        RopeScaling::Factors { factors } => {
-            v["rope_scaling"] = json!({"rope_type": "ganpo_factors", "factors": factors})
-        }
-    }
-    v
+/// The HF `config.json` of a model configuration; an error when no transformers config can
+/// describe it (see [`crate::Architecture::to_hf`]).
+pub fn hf_config(config: &ModelConfig) -> Result<Value, ModelError> {
+    config.to_hf(Path::new("config.json"))
 }
 
 /// Where the tokenizer files of an exported directory come from.
@@ -115,14 +40,13 @@ pub fn export_hf<B: Backend>(
     dir: &Path,
 ) -> Result<(), ModelError> {
     let tensors = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
-    write_export(config, hf_config(config), tensors, tokenizer, dir)
+    write_export(config.to_hf(dir)?, tensors, tokenizer, dir)
 }
 
 /// Writes `json` as `config.json`, `tensors` (PyTorch layouts, checkpoint names) as
 /// `model.safetensors` and the tokenizer files into a temporary sibling of `dir`, then renames it
-/// to `dir`; refuses an existing `dir` and a `config` no transformers config can describe.
+/// to `dir`; refuses an existing `dir`.
 pub(crate) fn write_export(
-    config: &ModelConfig,
     json: Value,
     tensors: Vec<TensorSnapshot>,
     tokenizer: TokenizerFiles<'_>,
@@ -135,19 +59,6 @@ pub(crate) fn write_export(
                 std::io::ErrorKind::AlreadyExists,
                 "refusing to overwrite an existing path",
             ),
-        });
-    }
-    if let ModelConfig::Llama(LlamaConfig {
-        rope_scaling: RopeScaling::Factors { .. },
-        ..
-    }) = config
-    {
-        return Err(ModelError::InvalidConfig {
-            path: dir.to_path_buf(),
-            key: "rope_freqs.weight".into(),
-            message: "these per-frequency RoPE factors are not Llama 3 scaling (low/high freq \
-                      factor 1/4), so no transformers config.json can describe them"
-                .into(),
         });
     }
     let name = dir

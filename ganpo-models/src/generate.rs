@@ -5,8 +5,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{KvCache, step_mask};
-use crate::{Lm, LmOutput};
+use crate::nn::{AttentionMasks, KvCache};
+use crate::{Decoder, Lm};
 
 /// How to pick tokens and when to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,37 +38,6 @@ impl Default for GenerationConfig {
             seed: 0,
             eos_token_ids: vec![],
             pad_token_id: 0,
-        }
-    }
-}
-
-impl<B: Backend> Lm<B> {
-    fn layers(&self) -> usize {
-        match self {
-            Lm::Llama(m) => m.num_layers(),
-            Lm::Gpt2(m) => m.num_layers(),
-        }
-    }
-
-    fn window(&self) -> Option<usize> {
-        match self {
-            Lm::Llama(m) => m.sliding_window(),
-            Lm::Gpt2(_) => None,
-        }
-    }
-
-    /// One incremental step: see [`crate::llama::Llama::forward_at`].
-    pub fn forward_at(
-        &self,
-        ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        max_position: usize,
-        masked: Tensor<B, 4, Bool>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> LmOutput<B> {
-        match self {
-            Lm::Llama(m) => m.forward_at(ids, positions, max_position, masked, cache),
-            Lm::Gpt2(m) => m.forward_at(ids, positions, masked, cache),
         }
     }
 }
@@ -153,7 +122,8 @@ pub fn generate<B: Backend>(
         .iter()
         .flat_map(|p| (0..longest).map(move |j| (j as i64 - (longest - p.len()) as i64).max(0)))
         .collect();
-    let mut cache = KvCache::new(model.layers());
+    let mut cache = KvCache::new(model.num_layers());
+    let windows = model.attention_windows();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut outputs = vec![Vec::new(); b];
     let mut done = vec![false; b];
@@ -162,10 +132,9 @@ pub fn generate<B: Backend>(
         Tensor::<B, 2, Int>::from_data(TensorData::new(positions, [b, longest]), device);
     for _ in 0..config.max_new_tokens {
         let new = step_ids.dims()[1];
-        let masked = step_mask::<B>(&valid, new, model.window(), device);
-        let logits = model
-            .forward_at(step_ids, step_pos, max_position, masked, Some(&mut cache))
-            .logits;
+        let masks = AttentionMasks::step(&valid, new, &windows, device);
+        let hidden = model.hidden_at(step_ids, step_pos, max_position, &masks, Some(&mut cache));
+        let logits = model.head(hidden);
         let vocab = logits.dims()[2];
         let last: Vec<f32> = logits
             .slice(s![.., new - 1..new, ..])

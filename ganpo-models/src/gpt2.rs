@@ -9,19 +9,15 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
-use ganpo_core::ScoredRows;
 use ganpo_core::activation::{gelu, gelu_tanh};
 use ganpo_core::affine::affine;
+use ganpo_core::attention::{Scores, scaled_dot_product_attention};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{KvCache, LayerCache, attention_mask, positions, tied_head};
-use crate::{CausalLm, LmOutput, ModelError, RowsOutput};
-
-/// Fill value of masked attention scores.
-const MASKED: f64 = -1.0e9;
+use crate::nn::{AttentionMasks, KvCache, LayerCache, tied_head};
+use crate::{Architecture, Decoder, ModelError};
 
 /// GPT-2 settings from an HF `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,9 +40,13 @@ pub struct Gpt2Config {
     pub tanh_gelu: bool,
 }
 
-impl Gpt2Config {
+impl Architecture for Gpt2Config {
+    type Model<B: Backend> = Gpt2<B>;
+
+    const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
+
     /// Reads an HF GPT-2 `config.json`; `path` is for error messages.
-    pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
+    fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
         let invalid = |key: &str, message: String| ModelError::InvalidConfig {
             path: path.to_path_buf(),
             key: key.into(),
@@ -105,6 +105,53 @@ impl Gpt2Config {
         })
     }
 
+    fn to_hf(&self, _dir: &Path) -> Result<Value, ModelError> {
+        Ok(json!({
+            "model_type": "gpt2",
+            "architectures": ["GPT2LMHeadModel"],
+            "vocab_size": self.vocab_size,
+            "n_positions": self.n_positions,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": self.n_inner,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "activation_function": if self.tanh_gelu { "gelu_new" } else { "gelu" },
+            "tie_word_embeddings": true,
+            "torch_dtype": "float32",
+        }))
+    }
+
+    fn model_type(&self) -> &'static str {
+        "gpt2"
+    }
+
+    fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Gpt2<B> {
+        Gpt2Config::init_with(self, init, device)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.n_embd
+    }
+
+    fn num_layers(&self) -> usize {
+        self.n_layer
+    }
+
+    fn set_num_layers(&mut self, n: usize) {
+        self.n_layer = n;
+    }
+
+    fn tied_embeddings(&self) -> bool {
+        true
+    }
+}
+
+impl Gpt2Config {
     /// A randomly initialized model (load weights with [`crate::hf::load`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt2<B> {
         self.init_with(Init::Transformers, device)
@@ -249,11 +296,9 @@ impl<B: Backend> Gpt2Attention<B> {
             Some(cache) => cache.extend(k, v),
             None => (k, v),
         };
-        // Scaled on q, not on the larger scores (as in llama/attention.rs).
-        let scores = (q / (hd as f64).sqrt()).matmul(k.swap_dims(2, 3));
-        let weights = softmax(scores.mask_fill(masked, MASKED), 3);
+        let context = scaled_dot_product_attention(q, k, v, Some(masked), Scores::new(hd));
         self.c_proj
-            .forward(weights.matmul(v).swap_dims(1, 2).reshape([b, s, d]))
+            .forward(context.swap_dims(1, 2).reshape([b, s, d]))
     }
 }
 
@@ -269,32 +314,17 @@ impl<B: Backend> Gpt2Mlp<B> {
     }
 }
 
-impl<B: Backend> Gpt2<B> {
-    /// Runs `input_ids` (`[batch, new]`) at `positions` with attention mask `masked`
-    /// (`[batch, 1, new, keys]`, true = hidden), extending `cache` when given.
-    pub fn forward_at(
+impl<B: Backend> Decoder<B> for Gpt2<B> {
+    fn hidden_at(
         &self,
         input_ids: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
-        masked: Tensor<B, 4, Bool>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> LmOutput<B> {
-        let hidden = self.hidden_at(input_ids, positions, masked, cache);
-        LmOutput {
-            logits: tied_head(hidden.clone(), self.transformer.wte.weight.val()),
-            hidden,
-        }
-    }
-
-    /// [`Self::forward_at`] without the LM head: the last hidden states.
-    pub fn hidden_at(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        masked: Tensor<B, 4, Bool>,
+        _max_position: usize,
+        masks: &AttentionMasks<B>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let t = &self.transformer;
+        let masked = masks.get(None);
         let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
         for (i, block) in t.h.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -307,61 +337,29 @@ impl<B: Backend> Gpt2<B> {
         t.ln_f.forward(x)
     }
 
-    /// Number of blocks (the length of a [`KvCache`] for this model).
-    pub fn num_layers(&self) -> usize {
+    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        tied_head(hidden, self.transformer.wte.weight.val())
+    }
+
+    fn attention_windows(&self) -> Vec<Option<usize>> {
+        vec![None]
+    }
+
+    fn num_layers(&self) -> usize {
         self.transformer.h.len()
     }
-}
 
-impl<B: Backend> CausalLm<B> for Gpt2<B> {
-    fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-    ) -> LmOutput<B> {
-        let hidden = self.hidden_states(input_ids, attention_mask_2d);
-        LmOutput {
-            logits: tied_head(hidden.clone(), self.transformer.wte.weight.val()),
-            hidden,
-        }
+    fn truncate_layers(&mut self, n: usize) {
+        self.transformer.h.truncate(n);
     }
 
-    fn forward_rows(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-        rows: &ScoredRows<B>,
-    ) -> RowsOutput<B> {
-        let hidden = self.hidden_states(input_ids, attention_mask_2d);
-        RowsOutput {
-            logits: tied_head(
-                rows.gather(hidden.clone()),
-                self.transformer.wte.weight.val(),
-            ),
-            hidden,
-        }
+    fn embed_tokens(&self) -> &Embedding<B> {
+        &self.transformer.wte
     }
 
-    fn hidden_states(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-    ) -> Tensor<B, 3> {
-        let [b, s] = input_ids.dims();
-        let positions = positions::<B>(b, s, &input_ids.device());
-        self.hidden_at(
-            input_ids,
-            positions,
-            attention_mask(attention_mask_2d, None),
-            None,
-        )
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.transformer.wte.weight.dims()[1]
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.transformer.wte.weight.dims()[0]
+    fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
+        &mut self.transformer.wte
     }
 }
+
+crate::causal_lm_via_decoder!(Gpt2);

@@ -6,6 +6,9 @@
 //!
 //! - [`llama`]: the Llama family (Llama 2/3.x, SmolLM2, Mistral, Qwen2/2.5, Qwen3);
 //! - [`gpt2`]: GPT-2, with its `Conv1D` weight layout;
+//! - [`gemma`]: Gemma 2 and Gemma 3 (text): (1 + w) norms, GeGLU, soft-caps, sliding windows;
+//! - [`architecture`]: what each of those files implements ([`Architecture`], [`Decoder`]), and
+//!   the registry that makes [`ModelConfig`] / [`Lm`] of them;
 //! - [`hf::load`]: any of them from an HF directory, as an [`Lm`]; [`gguf::load_gguf`]: the
 //!   Llama family from a GGUF file (quantized weights dequantized to f32);
 //! - [`onnx::load_onnx`]: any of them from an ONNX export (`model.onnx` next to `config.json`);
@@ -15,13 +18,18 @@
 //!   directory;
 //! - [`classifier`]: sequence classifiers and reward models (a backbone and a `score` head), HF's
 //!   `*ForSequenceClassification`;
-//! - [`TinyLm`]: a deliberately small causal LM for `ganpo toy` and tests.
+//!
+//! Models from elsewhere (an ONNX graph, a hand-written module) join by implementing
+//! [`CausalLm`] themselves (`ganpo_train::toy::TinyLm`, `examples/onnx-import`).
 
+pub mod architecture;
 mod auto;
 mod causal_lm;
 pub mod classifier;
+mod config_reader;
 mod error;
 pub mod export;
+pub mod gemma;
 pub mod generate;
 pub mod gguf;
 pub mod gpt2;
@@ -30,14 +38,13 @@ pub mod llama;
 mod load;
 pub mod nn;
 pub mod onnx;
-mod tiny;
 mod tokenizer;
 pub mod weights;
 
-pub use auto::{Lm, ModelConfig, SUPPORTED_MODEL_TYPES};
+pub use architecture::{Architecture, Decoder};
+pub use auto::{Lm, ModelConfig, supported_model_types};
 pub use causal_lm::{CausalLm, LmOutput, RowsOutput};
 pub use error::ModelError;
 pub use load::{LoadedModel, load_model, weight_dtypes};
 pub use nn::init::Init;
-pub use tiny::{TinyLm, TinyLmConfig};
 pub use tokenizer::Tokenizer;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use burn::backend::NdArray;
 use burn::prelude::*;
 use ganpo_models::generate::{GenerationConfig, generate};
-use ganpo_models::nn::{KvCache, step_mask};
-use ganpo_models::{CausalLm, Lm, load_model};
+use ganpo_models::nn::{AttentionMasks, KvCache};
+use ganpo_models::{CausalLm, Decoder, Lm, load_model};
 use serde_json::Value;
 
 type B = NdArray;
@@ -35,7 +35,7 @@ fn ids_of(v: &Value) -> Vec<u32> {
 #[test]
 fn cached_steps_give_the_full_forward_logits() {
     let device = Default::default();
-    for name in ["llama", "mistral", "qwen3", "gpt2"] {
+    for name in ["llama", "mistral", "qwen3", "gpt2", "gemma2", "gemma3"] {
         let m = model(name);
         let ids: Vec<i64> = vec![5, 17, 42, 99, 3, 250, 7, 8];
         let n = ids.len();
@@ -45,15 +45,8 @@ fn cached_steps_give_the_full_forward_logits() {
                 Tensor::from_data(TensorData::new(vec![true; n], [1, n]), &device),
             )
             .logits;
-        let layers = match &m {
-            Lm::Llama(l) => l.num_layers(),
-            Lm::Gpt2(g) => g.num_layers(),
-        };
-        let window = match &m {
-            Lm::Llama(l) => l.sliding_window(),
-            Lm::Gpt2(_) => None,
-        };
-        let mut cache = KvCache::<B>::new(layers);
+        let windows = m.attention_windows();
+        let mut cache = KvCache::<B>::new(m.num_layers());
         // Prefill 3 tokens, then one at a time.
         let chunks = std::iter::once(0..3).chain((3..n).map(|i| i..i + 1));
         let mut stepped = Vec::new();
@@ -66,11 +59,9 @@ fn cached_steps_give_the_full_forward_logits() {
             );
             let pos: Vec<i64> = r.clone().map(|p| p as i64).collect();
             let step_pos = Tensor::<B, 2, Int>::from_data(TensorData::new(pos, [1, new]), &device);
-            let masked = step_mask::<B>(&valid, new, window, &device);
-            stepped.push(
-                m.forward_at(step_ids, step_pos, n, masked, Some(&mut cache))
-                    .logits,
-            );
+            let masks = AttentionMasks::step(&valid, new, &windows, &device);
+            let hidden = m.hidden_at(step_ids, step_pos, n, &masks, Some(&mut cache));
+            stepped.push(m.head(hidden));
         }
         assert_eq!(cache.len(), n);
         let stepped = Tensor::cat(stepped, 1);

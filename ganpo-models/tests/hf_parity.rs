@@ -1,7 +1,8 @@
 //! Logits and last hidden states against HF transformers on tiny random checkpoints
 //! (tools/fixtures/model_fixtures.py): Llama (tied, sharded), Llama 3 RoPE scaling, Mistral with a
 //! sliding window, Qwen2 (q/k/v bias, bf16 file), Qwen3 (q/k norm, head_dim != hidden/heads,
-//! f16 file), GPT-2 (Conv1D layout, learned positions, tanh GELU); on the backend
+//! f16 file), GPT-2 (Conv1D layout, learned positions, tanh GELU), Gemma 2 (soft-caps, sliding and
+//! global layers, query_pre_attn_scalar) and Gemma 3 (q/k norms, local and scaled global RoPE); on the backend
 //! `GANPO_TEST_BACKEND` names (`GANPO_TEST_BACKEND=wgpu cargo test -p ganpo-models --features
 //! wgpu --test hf_parity`).
 
@@ -44,4 +45,14 @@ fn gpt2_conv1d_learned_positions() {
 #[test]
 fn qwen3_qk_norm_f16() {
     on_test_backend!(inner, |B, device| check::<B>("qwen3", &device));
+}
+
+#[test]
+fn gemma2_softcaps_alternating_windows() {
+    on_test_backend!(inner, |B, device| check::<B>("gemma2", &device));
+}
+
+#[test]
+fn gemma3_qk_norm_local_rope() {
+    on_test_backend!(inner, |B, device| check::<B>("gemma3", &device));
 }

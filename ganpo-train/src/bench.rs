@@ -13,9 +13,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{RunConfig, Scheduler};
+use crate::config::{ComputeDtype, RunConfig, Scheduler};
 use crate::data::{PreferenceDataset, TokenizedPair};
-use crate::train::{ComputeDtype, TrainError, Trainer};
+use crate::train::{TrainError, Trainer};
 
 /// Named model shapes (HF `config.json` values of the public checkpoints).
 pub const SHAPES: [&str; 5] = [
@@ -232,7 +232,7 @@ pub fn run<B: AutodiffBackend>(
         ))
     })?;
     let model_config = ModelConfig::from_hf(&json, Path::new(&c.shape))?;
-    let json = ganpo_models::export::hf_config(&model_config);
+    let json = ganpo_models::export::hf_config(&model_config)?;
     let mut config = run_config(c)?;
     config.train.max_steps = Some(c.warmup + 2 * c.steps);
     B::seed(device, c.seed);

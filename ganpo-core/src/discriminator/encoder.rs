@@ -10,15 +10,12 @@ use crate::affine::{affine, linear};
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::activation::gelu;
+use crate::attention::{Scores, attention_weights};
 
 use crate::init::{xavier_linear, xavier_uniform};
 use crate::mode::{Mode, dropout};
-
-/// Fill value for masked attention scores: exp of it underflows to exactly 0 in f32 and bf16.
-const MASKED_SCORE: f64 = -1.0e9;
 
 /// Multi-head self-attention with a packed input projection (PyTorch's `nn.MultiheadAttention`).
 #[derive(Module, Debug)]
@@ -70,17 +67,14 @@ impl<B: Backend> SelfAttention<B> {
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (heads(0), heads(1), heads(2));
-        // q is scaled before the product, as PyTorch's multi-head attention does (fewer elements
-        // than the scores).
-        let mut scores = (q / (dh as f64).sqrt()).matmul(k.swap_dims(2, 3));
-        if let Some(mask) = key_mask {
-            let masked = mask
-                .bool_not()
+        // q is scaled before the product, as PyTorch's multi-head attention does.
+        let masked = key_mask.map(|mask| {
+            mask.bool_not()
                 .reshape([n, 1, 1, seq])
-                .expand([n, h, seq, seq]);
-            scores = scores.mask_fill(masked, MASKED_SCORE);
-        }
-        let weights = dropout(softmax(scores, 3), self.dropout, mode);
+                .expand([n, h, seq, seq])
+        });
+        let weights = attention_weights(q, k, masked, Scores::new(dh));
+        let weights = dropout(weights, self.dropout, mode);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([n, seq, d]);
         linear(&self.out_proj, context)
     }

@@ -122,7 +122,7 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
             return Err(ModelError::UnsupportedArchitecture {
                 path: file.path.clone(),
                 model_type: other.into(),
-                supported: "llama, qwen2, qwen3 (GGUF)",
+                supported: "llama, qwen2, qwen3 (GGUF)".into(),
             });
         }
     };

@@ -1,17 +1,37 @@
 //! Grouped-query self-attention with rotary positions (HF names: `q_proj`, `k_proj`, `v_proj`,
-//! `o_proj`, and Qwen3's `q_norm`, `k_norm`).
+//! `o_proj`, and the per-head `q_norm`, `k_norm` of Qwen3 and Gemma 3), shared by the Llama
+//! family and Gemma.
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use ganpo_core::affine::linear;
+use ganpo_core::attention::{Scores, scaled_dot_product_attention};
 
-use super::LlamaConfig;
 use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{LayerCache, RmsNorm, RotaryTables};
 
-/// Fill value of masked scores: exp of it underflows to exactly 0 in f32 and bf16.
-const MASKED: f64 = -1.0e9;
+/// The shape of one attention layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionSpec {
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key / value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Bias on the q, k, v projections.
+    pub qkv_bias: bool,
+    /// Bias on the output projection.
+    pub o_bias: bool,
+    /// Per-head RMS norm on queries and keys, with this epsilon (Qwen3, Gemma 3).
+    pub qk_norm_eps: Option<f64>,
+    /// Gemma's `(1 + w)` norms (zero-initialized weights) rather than `w`.
+    pub unit_offset_norms: bool,
+    /// How scores are scaled and capped.
+    pub scores: Scores,
+}
 
 /// Self-attention of one decoder layer.
 #[derive(Module, Debug)]
@@ -31,14 +51,18 @@ pub struct Attention<B: Backend> {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    scores: Scores,
 }
 
 impl<B: Backend> Attention<B> {
-    /// Randomly initialized attention for `c`, drawn by `init`.
-    pub fn new(c: &LlamaConfig, init: Init, device: &B::Device) -> Self {
-        let (h, kv, d) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+    /// Randomly initialized attention of shape `c`, drawn by `init`.
+    pub fn new(c: &AttentionSpec, init: Init, device: &B::Device) -> Self {
+        let (h, kv, d) = (c.heads, c.kv_heads, c.head_dim);
         let linear = |i, o, bias| init::linear(i, o, bias, (init, INIT_STD), device);
-        let norm = || c.qk_norm.then(|| RmsNorm::new(d, c.rms_norm_eps, device));
+        let norm = || {
+            c.qk_norm_eps
+                .map(|eps| RmsNorm::with_offset(d, eps, c.unit_offset_norms, device))
+        };
         Self {
             q_proj: linear(c.hidden_size, h * d, c.qkv_bias),
             k_proj: linear(c.hidden_size, kv * d, c.qkv_bias),
@@ -49,6 +73,7 @@ impl<B: Backend> Attention<B> {
             n_heads: h,
             n_kv_heads: kv,
             head_dim: d,
+            scores: c.scores,
         }
     }
 
@@ -81,23 +106,8 @@ impl<B: Backend> Attention<B> {
             Some(cache) => cache.extend(k, v),
             None => (k, v),
         };
-        let t = k.dims()[2];
-        // Grouped-query attention: query head i uses key/value head i / (h / kv), as HF repeat_kv.
-        let repeat = |x: Tensor<B, 4>| {
-            if kv == h {
-                x
-            } else {
-                x.unsqueeze_dim::<5>(2)
-                    .expand([b, kv, h / kv, t, d])
-                    .reshape([b, h, t, d])
-            }
-        };
-        let (k, v) = (repeat(k), repeat(v));
-        // The scale on q ([.., s, d]) rather than on the scores ([.., s, t]): one pass over s x d
-        // elements instead of s x t, forward and backward (exact for HF's power-of-two head dims).
-        let scores = (q / (d as f64).sqrt()).matmul(k.swap_dims(2, 3));
-        let weights = softmax(scores.mask_fill(masked, MASKED), 3);
-        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, s, h * d]);
+        let context = scaled_dot_product_attention(q, k, v, Some(masked), self.scores);
+        let context = context.swap_dims(1, 2).reshape([b, s, h * d]);
         linear(&self.o_proj, context)
     }
 }

@@ -5,8 +5,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ModelError;
-use crate::nn::RopeScaling;
+use burn::prelude::Backend;
+use serde_json::json;
+
+use super::Llama;
+use crate::config_reader::{ConfigReader, rope_scaling};
+use crate::nn::{Init, RopeScaling};
+use crate::{Architecture, ModelError};
 
 /// Which member of the family a checkpoint is; decides the details the config leaves implicit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,9 +26,6 @@ pub enum Family {
     /// Qwen3 (RMS norm on queries and keys per head).
     Qwen3,
 }
-
-/// `model_type`s [`LlamaConfig::from_hf`] accepts.
-pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3";
 
 /// Everything that shapes a Llama-family model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,64 +68,17 @@ pub struct LlamaConfig {
     pub max_position_embeddings: usize,
 }
 
-struct Reader<'a> {
-    json: &'a Value,
-    path: &'a Path,
-}
+impl Architecture for LlamaConfig {
+    type Model<B: Backend> = Llama<B>;
 
-impl Reader<'_> {
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ModelError {
-        ModelError::InvalidConfig {
-            path: self.path.to_path_buf(),
-            key: key.to_string(),
-            message: message.into(),
-        }
-    }
+    const MODEL_TYPES: &'static [&'static str] = &["llama", "mistral", "qwen2", "qwen3"];
 
-    fn usize_opt(&self, key: &str) -> Result<Option<usize>, ModelError> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .filter(|&n| n > 0)
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| {
-                    self.invalid(key, format!("expected a positive integer, found {v}"))
-                }),
-        }
-    }
-
-    fn usize(&self, key: &str) -> Result<usize, ModelError> {
-        self.usize_opt(key)?
-            .ok_or_else(|| self.invalid(key, "missing"))
-    }
-
-    fn f64_or(&self, key: &str, default: f64) -> Result<f64, ModelError> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| self.invalid(key, format!("expected a number, found {v}"))),
-        }
-    }
-
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool, ModelError> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| self.invalid(key, format!("expected true or false, found {v}"))),
-        }
-    }
-}
-
-impl LlamaConfig {
     /// Reads an HF `config.json` (already parsed); `path` is for error messages.
     ///
     /// Accepts both the top-level `rope_theta` / `rope_scaling` of transformers 4 and the
     /// `rope_parameters` object of transformers 5.
-    pub fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
-        let r = Reader { json, path };
+    fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
+        let r = ConfigReader { json, path };
         let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
         let family = match model_type {
             "llama" => Family::Llama,
@@ -138,7 +93,7 @@ impl LlamaConfig {
                     } else {
                         other.into()
                     },
-                    supported: SUPPORTED_MODEL_TYPES,
+                    supported: Self::MODEL_TYPES.join(", "),
                 });
             }
         };
@@ -223,33 +178,109 @@ impl LlamaConfig {
             max_position_embeddings: r.usize_opt("max_position_embeddings")?.unwrap_or(2048),
         })
     }
+
+    fn to_hf(&self, dir: &Path) -> Result<Value, ModelError> {
+        if let RopeScaling::Factors { .. } = self.rope_scaling {
+            return Err(ModelError::InvalidConfig {
+                path: dir.to_path_buf(),
+                key: "rope_freqs.weight".into(),
+                message: "these per-frequency RoPE factors are not Llama 3 scaling (low/high freq \
+                          factor 1/4), so no transformers config.json can describe them"
+                    .into(),
+            });
+        }
+        Ok(hf_json(self))
+    }
+
+    fn model_type(&self) -> &'static str {
+        match self.family {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+        }
+    }
+
+    fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Llama<B> {
+        LlamaConfig::init_with(self, init, device)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn num_layers(&self) -> usize {
+        self.num_hidden_layers
+    }
+
+    fn set_num_layers(&mut self, n: usize) {
+        self.num_hidden_layers = n;
+    }
+
+    fn tied_embeddings(&self) -> bool {
+        self.tie_word_embeddings
+    }
 }
 
-/// Parses a `rope_parameters` / `rope_scaling` object.
-fn rope_scaling(s: &Value) -> Result<RopeScaling, String> {
-    let kind = s
-        .get("rope_type")
-        .or_else(|| s.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
-    let num = |key: &str| {
-        s.get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| format!("`{key}` missing for rope_type {kind}"))
+/// transformers' `config.json` for `c`.
+fn hf_json(c: &LlamaConfig) -> Value {
+    let (model_type, architecture) = match c.family {
+        Family::Llama => ("llama", "LlamaForCausalLM"),
+        Family::Mistral => ("mistral", "MistralForCausalLM"),
+        Family::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        Family::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
     };
-    match kind {
-        "default" => Ok(RopeScaling::Default),
-        "linear" => Ok(RopeScaling::Linear {
-            factor: num("factor")?,
-        }),
-        "llama3" => Ok(RopeScaling::Llama3 {
-            factor: num("factor")?,
-            low_freq_factor: num("low_freq_factor")?,
-            high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")?,
-        }),
-        other => Err(format!(
-            "rope_type `{other}` is not supported (supported: default, linear, llama3)"
-        )),
+    let mut v = json!({
+        "model_type": model_type,
+        "architectures": [architecture],
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": c.num_key_value_heads,
+        "head_dim": c.head_dim,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_position_embeddings,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "hidden_act": "silu",
+        "mlp_bias": c.mlp_bias,
+        "torch_dtype": "float32",
+    });
+    if c.family != Family::Qwen2 {
+        v["attention_bias"] = json!(c.qkv_bias);
     }
+    if c.family == Family::Mistral {
+        v["sliding_window"] = json!(c.sliding_window);
+    }
+    match &c.rope_scaling {
+        RopeScaling::Default => {}
+        RopeScaling::Linear { factor } => {
+            v["rope_scaling"] = json!({"rope_type": "linear", "factor": factor})
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            v["rope_scaling"] = json!({
+                "rope_type": "llama3",
+                "factor": factor,
+                "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": *original_max_position_embeddings as u64,
+            })
+        }
+        // Not a transformers rope type: `export_hf` refuses such a model before writing.
+        RopeScaling::Factors { factors } => {
+            v["rope_scaling"] = json!({"rope_type": "ganpo_factors", "factors": factors})
+        }
+    }
+    v
 }

@@ -1,14 +1,15 @@
-//! The SwiGLU MLP (HF names: `gate_proj`, `up_proj`, `down_proj`).
+//! The gated MLP (HF names: `gate_proj`, `up_proj`, `down_proj`): SwiGLU for the Llama family,
+//! GeGLU (tanh GELU) for Gemma.
 
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
+use ganpo_core::activation::gelu_tanh;
 use ganpo_core::affine::linear;
 
-use super::LlamaConfig;
 use crate::nn::init::{self, INIT_STD, Init};
 
-/// `down(silu(gate(x)) * up(x))`.
+/// `down(act(gate(x)) * up(x))`, `act` SiLU or tanh-approximated GELU.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
     /// `hidden -> intermediate`, through SiLU.
@@ -17,22 +18,38 @@ pub struct Mlp<B: Backend> {
     pub up_proj: Linear<B>,
     /// `intermediate -> hidden`.
     pub down_proj: Linear<B>,
+    gelu: bool,
 }
 
 impl<B: Backend> Mlp<B> {
-    /// Randomly initialized MLP for `c`, drawn by `init`.
-    pub fn new(c: &LlamaConfig, init: Init, device: &B::Device) -> Self {
-        let linear = |i, o| init::linear(i, o, c.mlp_bias, (init, INIT_STD), device);
+    /// A randomly initialized `hidden -> intermediate -> hidden` MLP, drawn by `init`; GeGLU
+    /// when `gelu`, SwiGLU otherwise.
+    pub fn new(
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        gelu: bool,
+        init: Init,
+        device: &B::Device,
+    ) -> Self {
+        let linear = |i, o| init::linear(i, o, bias, (init, INIT_STD), device);
         Self {
-            gate_proj: linear(c.hidden_size, c.intermediate_size),
-            up_proj: linear(c.hidden_size, c.intermediate_size),
-            down_proj: linear(c.intermediate_size, c.hidden_size),
+            gate_proj: linear(hidden, intermediate),
+            up_proj: linear(hidden, intermediate),
+            down_proj: linear(intermediate, hidden),
+            gelu,
         }
     }
 
     /// `x`: `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gated = silu(linear(&self.gate_proj, x.clone())) * linear(&self.up_proj, x);
+        let gate = linear(&self.gate_proj, x.clone());
+        let gate = if self.gelu {
+            gelu_tanh(gate)
+        } else {
+            silu(gate)
+        };
+        let gated = gate * linear(&self.up_proj, x);
         linear(&self.down_proj, gated)
     }
 }

@@ -9,16 +9,16 @@ mod mlp;
 
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
-use ganpo_core::ScoredRows;
 use ganpo_core::affine::linear;
+use ganpo_core::attention::Scores;
 
-pub use attention::Attention;
-pub use config::{Family, LlamaConfig, SUPPORTED_MODEL_TYPES};
+pub use attention::{Attention, AttentionSpec};
+pub use config::{Family, LlamaConfig};
 pub use mlp::Mlp;
 
+use crate::Decoder;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{KvCache, RmsNorm, Rotary, attention_mask, positions, tied_head};
-use crate::{CausalLm, LmOutput, RowsOutput};
+use crate::nn::{AttentionMasks, KvCache, RmsNorm, Rotary, tied_head};
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -56,6 +56,21 @@ pub struct Llama<B: Backend> {
 }
 
 impl LlamaConfig {
+    /// The shape of this model's attention layers.
+    pub fn attention_spec(&self) -> AttentionSpec {
+        AttentionSpec {
+            hidden_size: self.hidden_size,
+            heads: self.num_attention_heads,
+            kv_heads: self.num_key_value_heads,
+            head_dim: self.head_dim,
+            qkv_bias: self.qkv_bias,
+            o_bias: self.o_bias,
+            qk_norm_eps: self.qk_norm.then_some(self.rms_norm_eps),
+            unit_offset_norms: false,
+            scores: Scores::new(self.head_dim),
+        }
+    }
+
     /// A randomly initialized model, drawn as transformers does (load weights with
     /// [`crate::load_model`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Llama<B> {
@@ -65,8 +80,15 @@ impl LlamaConfig {
     /// A randomly initialized model drawn by `init`.
     pub fn init_with<B: Backend>(&self, init: Init, device: &B::Device) -> Llama<B> {
         let layer = || DecoderLayer {
-            self_attn: Attention::new(self, init, device),
-            mlp: Mlp::new(self, init, device),
+            self_attn: Attention::new(&self.attention_spec(), init, device),
+            mlp: Mlp::new(
+                self.hidden_size,
+                self.intermediate_size,
+                self.mlp_bias,
+                false,
+                init,
+                device,
+            ),
             input_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
             post_attention_layernorm: RmsNorm::new(self.hidden_size, self.rms_norm_eps, device),
         };
@@ -91,35 +113,17 @@ impl LlamaConfig {
     }
 }
 
-impl<B: Backend> Llama<B> {
-    /// Runs `input_ids` (`[batch, new]`) at `positions` (`[batch, new]`, below `max_position`)
-    /// with attention mask `masked` (`[batch, 1, new, keys]`, true = hidden), extending `cache`
-    /// when given (incremental decoding).
-    pub fn forward_at(
+impl<B: Backend> Decoder<B> for Llama<B> {
+    fn hidden_at(
         &self,
         input_ids: Tensor<B, 2, Int>,
         positions: Tensor<B, 2, Int>,
         max_position: usize,
-        masked: Tensor<B, 4, Bool>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> LmOutput<B> {
-        let hidden = self.hidden_at(input_ids, positions, max_position, masked, cache);
-        LmOutput {
-            logits: self.head(hidden.clone()),
-            hidden,
-        }
-    }
-
-    /// [`Self::forward_at`] without the LM head: the last hidden states.
-    pub fn hidden_at(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        max_position: usize,
-        masked: Tensor<B, 4, Bool>,
+        masks: &AttentionMasks<B>,
         mut cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let rotary = self.rotary.tables_at(positions, max_position);
+        let masked = masks.get(self.sliding_window);
         let mut x = self.model.embed_tokens.forward(input_ids);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
@@ -132,67 +136,36 @@ impl<B: Backend> Llama<B> {
         self.model.norm.forward(x)
     }
 
-    /// The LM head: logits of `hidden` (`[batch, seq, hidden]` or `[rows, hidden]`).
-    pub fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
         match &self.lm_head {
             Some(head) => linear(head, hidden),
             None => tied_head(hidden, self.model.embed_tokens.weight.val()),
         }
     }
 
-    /// Number of decoder layers (the length of a [`KvCache`] for this model).
-    pub fn num_layers(&self) -> usize {
+    fn attention_windows(&self) -> Vec<Option<usize>> {
+        vec![self.sliding_window]
+    }
+
+    fn num_layers(&self) -> usize {
         self.model.layers.len()
     }
 
-    /// The sliding window, if the model attends to a bounded past.
-    pub fn sliding_window(&self) -> Option<usize> {
-        self.sliding_window
+    fn truncate_layers(&mut self, n: usize) {
+        self.model.layers.truncate(n);
+    }
+
+    fn embed_tokens(&self) -> &Embedding<B> {
+        &self.model.embed_tokens
+    }
+
+    fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
+        &mut self.model.embed_tokens
+    }
+
+    fn remove_lm_head(&mut self) {
+        self.lm_head = None;
     }
 }
 
-impl<B: Backend> CausalLm<B> for Llama<B> {
-    fn forward(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-    ) -> LmOutput<B> {
-        let hidden = self.hidden_states(input_ids, attention_mask_2d);
-        LmOutput {
-            logits: self.head(hidden.clone()),
-            hidden,
-        }
-    }
-
-    fn forward_rows(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-        rows: &ScoredRows<B>,
-    ) -> RowsOutput<B> {
-        let hidden = self.hidden_states(input_ids, attention_mask_2d);
-        RowsOutput {
-            logits: self.head(rows.gather(hidden.clone())),
-            hidden,
-        }
-    }
-
-    fn hidden_states(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        attention_mask_2d: Tensor<B, 2, Bool>,
-    ) -> Tensor<B, 3> {
-        let [b, s] = input_ids.dims();
-        let positions = positions::<B>(b, s, &input_ids.device());
-        let masked = attention_mask(attention_mask_2d, self.sliding_window);
-        self.hidden_at(input_ids, positions, s.max(1), masked, None)
-    }
-
-    fn hidden_size(&self) -> usize {
-        self.model.norm.weight.dims()[0]
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.model.embed_tokens.weight.dims()[0]
-    }
-}
+crate::causal_lm_via_decoder!(Llama);

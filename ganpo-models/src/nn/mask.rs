@@ -57,3 +57,51 @@ pub fn step_mask<B: Backend>(
     }
     Tensor::from_data(TensorData::new(masked, [b, 1, new, total]), device)
 }
+
+/// The attention masks of one forward pass: one `[batch, 1, new, keys]` mask (true = hidden) per
+/// sliding window the model's layers use (`None` = global), built once and shared by every layer
+/// with that window.
+#[derive(Clone, Debug)]
+pub struct AttentionMasks<B: Backend> {
+    masks: Vec<(Option<usize>, Tensor<B, 4, Bool>)>,
+}
+
+impl<B: Backend> AttentionMasks<B> {
+    /// The masks of whole sequences run from position 0 ([`attention_mask`]) for `windows`.
+    pub fn full(mask: Tensor<B, 2, Bool>, windows: &[Option<usize>]) -> Self {
+        Self {
+            masks: windows
+                .iter()
+                .map(|&w| (w, attention_mask(mask.clone(), w)))
+                .collect(),
+        }
+    }
+
+    /// The masks of one incremental step ([`step_mask`]) for `windows`.
+    pub fn step(
+        key_valid: &[Vec<bool>],
+        new: usize,
+        windows: &[Option<usize>],
+        device: &B::Device,
+    ) -> Self {
+        Self {
+            masks: windows
+                .iter()
+                .map(|&w| (w, step_mask(key_valid, new, w, device)))
+                .collect(),
+        }
+    }
+
+    /// The mask of layers with `window`.
+    ///
+    /// # Panics
+    /// When the masks were not built for `window`: the model's `attention_windows` must list
+    /// every window its layers use.
+    pub fn get(&self, window: Option<usize>) -> Tensor<B, 4, Bool> {
+        self.masks
+            .iter()
+            .find(|(w, _)| *w == window)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("no attention mask was built for window {window:?}"))
+    }
+}

@@ -9,7 +9,8 @@ mod rope;
 mod tied_head;
 
 pub use cache::{KvCache, LayerCache};
-pub use mask::{attention_mask, positions, step_mask};
+pub use init::Init;
+pub use mask::{AttentionMasks, attention_mask, positions, step_mask};
 pub use principal::principal_embeddings;
 pub use rms_norm::RmsNorm;
 pub use rope::{RopeScaling, Rotary, RotaryTables};

@@ -1,6 +1,7 @@
 //! The run configuration: one TOML file (`ganpo train --config run.toml`), overridable key by key
 //! (`--set train.lr=5e-7`). Every option is documented in `docs/configuration.md`.
 
+mod compute_dtype;
 mod overrides;
 
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use ganpo_core::ganpo::GanpoConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Truncation, TruncationMode};
-use crate::train::ComputeDtype;
+pub use compute_dtype::ComputeDtype;
 pub use overrides::{ConfigError, apply_set};
 
 /// Everything a training run needs; sections mirror the TOML tables.

@@ -9,6 +9,7 @@
 //! `https://huggingface.co`, `HF_TOKEN` is sent as a bearer token, and with `HF_HUB_OFFLINE=1`
 //! only the cache is used.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::DataError;
@@ -112,9 +113,13 @@ impl HubDataset {
             self.repo,
             self.revision
         );
-        let text = get(&url)?
-            .read_to_string()
-            .map_err(|e| hub_error(&url, e))?;
+        let mut text = String::new();
+        get(&url)?
+            .read_to_string(&mut text)
+            .map_err(|e| DataError::Hub {
+                url: url.clone(),
+                message: format!("reading the reply: {e}"),
+            })?;
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| DataError::Hub {
             url: url.clone(),
             message: format!("unexpected reply: {e}"),
@@ -147,7 +152,7 @@ impl HubDataset {
         let tmp = local.with_extension(format!("partial-{}", std::process::id()));
         let mut body = get(&url)?;
         let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        let copied = std::io::copy(&mut body.as_reader(), &mut out);
+        let copied = std::io::copy(&mut body, &mut out);
         if let Err(e) = copied.and_then(|_| out.sync_all()) {
             let _ = std::fs::remove_file(&tmp);
             return Err(DataError::Hub {
@@ -189,6 +194,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) {
     }
 }
 
+#[cfg(feature = "hub")]
 fn hub_error(url: &str, e: ureq::Error) -> DataError {
     let message = match e {
         ureq::Error::StatusCode(401 | 403) => {
@@ -206,15 +212,26 @@ fn hub_error(url: &str, e: ureq::Error) -> DataError {
     }
 }
 
-fn get(url: &str) -> Result<ureq::Body, DataError> {
+/// The body of a GET of `url` (with `HF_TOKEN` as a bearer token when set).
+#[cfg(feature = "hub")]
+fn get(url: &str) -> Result<Box<dyn Read>, DataError> {
     let mut request = ureq::get(url);
     if let Ok(token) = std::env::var("HF_TOKEN") {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
     request
         .call()
-        .map(|r| r.into_body())
+        .map(|r| Box::new(r.into_body().into_reader()) as Box<dyn Read>)
         .map_err(|e| hub_error(url, e))
+}
+
+/// Without the `hub` feature nothing is downloaded: the cache (`HF_HUB_OFFLINE=1`) still works.
+#[cfg(not(feature = "hub"))]
+fn get(url: &str) -> Result<Box<dyn Read>, DataError> {
+    Err(DataError::FeatureDisabled {
+        what: url.to_string(),
+        feature: "hub",
+    })
 }
 
 #[cfg(test)]

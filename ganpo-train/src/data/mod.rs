@@ -7,7 +7,6 @@
 //! - [`chat`]: chat templates rendered as transformers renders them;
 //! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
 //! - [`dataset`]: tokenized pairs with their sources;
-//! - [`reward_rows`]: reward-model files (labelled texts or pairs), tokenized;
 //! - [`batch`]: truncation, padding, seeded ordering, train / eval split.
 
 pub mod batch;
@@ -15,7 +14,6 @@ pub mod chat;
 pub mod dataset;
 pub mod hub;
 pub mod record;
-pub mod reward_rows;
 pub mod source;
 pub mod tokenize;
 
@@ -28,7 +26,6 @@ pub use batch::{
 pub use chat::ChatTemplate;
 pub use dataset::PreferenceDataset;
 pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
-pub use reward_rows::{LabelNames, load_reward_data};
 pub use source::{RecordError, Records, SourcedRecord, load_records, read_rows};
 pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair, tokenize_prompt_completion};
 
@@ -68,6 +65,17 @@ pub enum DataError {
         path: PathBuf,
         /// The reader's message.
         message: String,
+    },
+    /// The input needs a cargo feature this build of ganpo-train was compiled without.
+    #[error(
+        "{what}: needs ganpo-train's `{feature}` feature, which this build was compiled without \
+         (the `ganpo` binary has it; in Cargo.toml: ganpo-train = {{ features = [\"{feature}\"] }})"
+    )]
+    FeatureDisabled {
+        /// The file or URL.
+        what: String,
+        /// The cargo feature.
+        feature: &'static str,
     },
     /// The file holds no valid record.
     #[error("{}: no valid record", path.display())]

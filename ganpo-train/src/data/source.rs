@@ -89,6 +89,7 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Row>, DataError> {
 
 /// Reads the Parquet file at `path`, one row per record (nested columns, such as message lists,
 /// become JSON arrays of objects); rows are numbered from 1.
+#[cfg(feature = "parquet")]
 pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let bad = |e: parquet::errors::ParquetError| DataError::Parquet {
@@ -111,6 +112,15 @@ pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
             )
         })
         .collect())
+}
+
+/// Without the `parquet` feature a `.parquet` file is refused with an error naming the feature.
+#[cfg(not(feature = "parquet"))]
+pub fn read_parquet(path: &Path) -> Result<Vec<Row>, DataError> {
+    Err(DataError::FeatureDisabled {
+        what: path.display().to_string(),
+        feature: "parquet",
+    })
 }
 
 fn is_gzip(path: &Path) -> bool {

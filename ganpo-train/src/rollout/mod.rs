@@ -2,22 +2,16 @@
 //! turning scored samples into preference pairs, and measuring the sampled KL to a reference.
 //!
 //! - [`sample`]: [`sample_completions`], several samples per prompt, batched and seeded;
-//! - [`reward`]: [`Reward`], the reward functions `ganpo score` applies;
-//! - [`reward_model`]: [`RewardModel`], a trained reward model (sequence classifier) as a reward;
 //! - [`pairs`]: [`best_worst_pairs`], chosen = best, rejected = worst, with optional label noise;
 //! - [`kl`]: [`completion_logps`] and [`sampled_kl`];
 //! - [`stats`]: [`MeanEstimate`], a mean with its standard error.
 
 pub mod kl;
 pub mod pairs;
-pub mod reward;
-pub mod reward_model;
 pub mod sample;
 pub mod stats;
 
 pub use kl::{completion_logps, sampled_kl};
 pub use pairs::{PairSettings, PairStats, best_worst_pairs};
-pub use reward::Reward;
-pub use reward_model::RewardModel;
 pub use sample::{Sample, sample_completions};
 pub use stats::MeanEstimate;

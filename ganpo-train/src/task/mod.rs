@@ -120,7 +120,7 @@ pub fn write_task(dir: &Path, spec: &TaskSpec) -> std::io::Result<TaskFiles> {
     let eval = prompts(spec.eval_prompts, &mut rng);
     write_json(
         &files.model.join("config.json"),
-        &hf_config(&model_config(spec)),
+        &hf_config(&model_config(spec)).map_err(std::io::Error::other)?,
     )?;
     write_json(
         &files.model.join("tokenizer.json"),

@@ -6,7 +6,7 @@ use ganpo_models::CausalLm;
 
 use super::metrics::{MetricMeans, read_metrics};
 use super::objective::{base_objective, latent_batch, model_pass};
-use super::reference::{RefCache, from_cache, live};
+use super::reference::{RefCache, RefNeeds, reference_outputs};
 use crate::data::{PreferenceDataset, Truncation, collate};
 
 /// How to batch and score a held-out set.
@@ -43,7 +43,6 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
     device: &B::Device,
 ) -> Result<Vec<(String, f64)>, LossError> {
     let mut means = MetricMeans::default();
-    let needs_ref_logps = settings.loss.needs_reference();
     let pairs: Vec<_> = data.pairs.iter().collect();
     let size = settings.batch_size.max(1);
     for (b, chunk) in pairs.chunks(size).enumerate() {
@@ -57,25 +56,20 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
         let n = batch.pairs;
         let pass = model_pass(policy, &batch, true);
         let indices: Vec<usize> = (b * size..b * size + n).collect();
-        let cached =
-            precomputed.map(|c| from_cache(c, &indices, &batch, policy.hidden_size(), device));
-        let has_hidden = cached.as_ref().is_some_and(|c| c.hidden.is_some());
-        let need_live = (needs_ref_logps && cached.is_none()) || (ganpo.is_some() && !has_hidden);
-        let live_out = reference.filter(|_| need_live).map(|r| live(r, &batch));
-        let ref_logps = cached
-            .as_ref()
-            .and_then(|c| c.logps.clone())
-            .or_else(|| live_out.as_ref().and_then(|o| o.logps.clone()));
-        let ref_hidden = cached
-            .and_then(|c| c.hidden)
-            .or_else(|| live_out.and_then(|o| o.hidden));
-        let ref_logps = match (needs_ref_logps, ref_logps) {
-            (false, _) => None,
-            (true, Some(l)) => Some(l),
-            (true, None) => return Err(LossError::MissingReference("the base loss")),
+        let needs = RefNeeds {
+            logps: settings.loss.needs_reference(),
+            hidden: ganpo.is_some(),
         };
-        let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, ref_logps, &batch)?;
-        if let (Some(g), Some(r)) = (ganpo, ref_hidden) {
+        let refs = reference_outputs(
+            reference,
+            precomputed,
+            &indices,
+            &batch,
+            needs,
+            policy.hidden_size(),
+        )?;
+        let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, refs.logps, &batch)?;
+        if let (Some(g), Some(r)) = (ganpo, refs.hidden) {
             let latents = latent_batch(pass.hidden.clone(), r, &batch, settings.pooling);
             let d = g.evaluate(&latents);
             let generator = g.generator_loss(&latents);

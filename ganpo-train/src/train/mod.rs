@@ -1,13 +1,13 @@
 //! Training: the GANPO step, its schedule and clipping, evaluation, checkpoints.
 //!
-//! - [`trainer`]: [`Trainer`], the loop and the two-phase step;
+//! - [`trainer`]: [`Trainer`], the loop, evaluation, checkpoints and resume;
+//! - [`step`]: [`Trainer::step`] as named phases (reference, discriminators, policy, optimizer);
 //! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
 //! - [`reference`]: the frozen reference's outputs, live or cached before training;
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
 //! - [`profile`]: per-phase wall time of steps, for benchmarks;
 //! - [`schedule`], [`clip`]: warm-up + decay, global-norm clipping;
-//! - [`reward`]: reward-model training (TRL's `RewardTrainer`), whole or head-only;
 //! - [`sft`]: supervised fine-tuning (next-token cross-entropy), the step before preferences;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines.
@@ -20,16 +20,14 @@ pub mod objective;
 pub mod precision;
 pub mod profile;
 pub mod reference;
-pub mod reward;
-pub mod reward_checkpoint;
 pub mod schedule;
 pub mod sft;
 pub mod state;
+pub mod step;
 pub mod trainer;
 
 pub use clip::clip_grad_norm;
 pub use eval::{EvalSettings, evaluate};
-pub use precision::ComputeDtype;
 pub use schedule::{lr_multiplier, warmup_steps};
 pub use sft::{SftConfig, SftExample, SftStep, sft};
 pub use state::TrainState;

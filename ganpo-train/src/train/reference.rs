@@ -2,6 +2,8 @@
 //! once before training (`train.precompute_ref_logps`, `train.cache_ref_latents`).
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::LossError;
 use ganpo_models::CausalLm;
 
 use super::objective::{halves, model_pass};
@@ -24,6 +26,61 @@ pub struct RefOutputs<B: Backend> {
     pub logps: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     /// Hidden states `[2n, seq, d]`, zero at padding positions when they come from the cache.
     pub hidden: Option<Tensor<B, 3>>,
+}
+
+impl<B: Backend> RefOutputs<B> {
+    /// The same outputs on an autodiff backend over `B`, untracked (constants of the step's
+    /// graph).
+    pub fn lift<A: AutodiffBackend<InnerBackend = B>>(self) -> RefOutputs<A> {
+        RefOutputs {
+            logps: self
+                .logps
+                .map(|(c, r)| (Tensor::from_inner(c), Tensor::from_inner(r))),
+            hidden: self.hidden.map(Tensor::from_inner),
+        }
+    }
+}
+
+/// Which of the reference's outputs a step or an evaluation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefNeeds {
+    /// Summed completion log-probs (the base loss compares against the reference).
+    pub logps: bool,
+    /// Last-layer hidden states (GANPO's reference latents).
+    pub hidden: bool,
+}
+
+/// The reference's outputs on `batch` (the pairs `indices` of its dataset), as the training step
+/// and the evaluation both resolve them: what `needs` asks for, from `cache` where it has it, else
+/// from a live pass of `model`. An output that is needed but neither cached nor computable (no
+/// model) is an error naming what needed it.
+pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
+    model: Option<&R>,
+    cache: Option<&[RefCache]>,
+    indices: &[usize],
+    batch: &PairBatch<B>,
+    needs: RefNeeds,
+    d_model: usize,
+) -> Result<RefOutputs<B>, LossError> {
+    let device = batch.ids.device();
+    let cached = cache.map(|c| from_cache(c, indices, batch, d_model, &device));
+    let (mut logps, mut hidden) = cached.map_or((None, None), |c| (c.logps, c.hidden));
+    let missing = (needs.logps && logps.is_none()) || (needs.hidden && hidden.is_none());
+    if let Some(model) = model.filter(|_| missing) {
+        let out = live(model, batch);
+        logps = logps.or(out.logps);
+        hidden = hidden.or(out.hidden);
+    }
+    if needs.logps && logps.is_none() {
+        return Err(LossError::MissingReference("the base loss"));
+    }
+    if needs.hidden && hidden.is_none() {
+        return Err(LossError::MissingReference("GANPO's reference latents"));
+    }
+    Ok(RefOutputs {
+        logps: logps.filter(|_| needs.logps),
+        hidden: hidden.filter(|_| needs.hidden),
+    })
 }
 
 /// Runs `reference` over `data` (in order, `batch_size` pairs at a time) and keeps each pair's
@@ -81,7 +138,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
 }
 
 /// The cached outputs of the pairs `indices` (in batch order) laid out like `batch`.
-pub fn from_cache<B: Backend>(
+fn from_cache<B: Backend>(
     cache: &[RefCache],
     indices: &[usize],
     batch: &PairBatch<B>,
@@ -113,7 +170,7 @@ pub fn from_cache<B: Backend>(
 }
 
 /// The outputs of a live reference pass (on the same backend as `batch`).
-pub fn live<B: Backend, R: CausalLm<B>>(reference: &R, batch: &PairBatch<B>) -> RefOutputs<B> {
+fn live<B: Backend, R: CausalLm<B>>(reference: &R, batch: &PairBatch<B>) -> RefOutputs<B> {
     let pass = model_pass(reference, batch, false);
     RefOutputs {
         logps: Some(halves(pass.logps, batch.pairs)),

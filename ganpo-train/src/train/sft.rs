@@ -156,8 +156,8 @@ pub fn sft<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::toy::TinyLmConfig;
     use burn::backend::{Autodiff, NdArray};
-    use ganpo_models::TinyLmConfig;
 
     type B = Autodiff<NdArray>;
 

@@ -1,31 +1,27 @@
-//! The GANPO trainer: the two-phase step with gradient accumulation, the schedule, clipping,
-//! non-finite guards, evaluation, logging and checkpoints.
+//! The GANPO trainer: a run's state, its data order, the loop (`fit`: steps, logging,
+//! evaluation, checkpoints), evaluation and resume. The step itself is in [`super::step`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{Ganpo, LossError};
 use ganpo_models::CausalLm;
 
 use super::checkpoint::{self, CheckpointError, CheckpointMeta};
-use super::clip::clip_grad_norm;
 use super::eval::{EvalSettings, evaluate};
-use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
+use super::metrics::MetricMeans;
 use super::precision::cast_module;
 use super::profile::PhaseTimes;
-use super::reference::{RefCache, RefOutputs, from_cache, live, precompute};
-use super::schedule::{lr_multiplier, warmup_steps};
+use super::reference::{RefCache, precompute};
 use super::state::TrainState;
 use crate::config::RunConfig;
-use crate::data::{PairBatch, PreferenceDataset, collate, epoch_order};
+use crate::data::{PreferenceDataset, epoch_order};
 
 /// Errors that stop a run.
 #[derive(Debug, thiserror::Error)]
@@ -83,26 +79,26 @@ pub struct Trainer<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
-    config: RunConfig,
-    device: B::Device,
-    policy: M,
-    reference: Option<M::InnerModule>,
-    ganpo: Option<Ganpo<B>>,
-    policy_optim: OptimizerAdaptor<AdamW, M, B>,
-    ganpo_optim: OptimizerAdaptor<AdamW, Ganpo<B>, B>,
-    train: PreferenceDataset,
-    eval: PreferenceDataset,
-    pad_id: u32,
-    ref_cache: Option<Vec<RefCache>>,
-    eval_ref_cache: Option<Vec<RefCache>>,
-    state: TrainState,
-    window: MetricMeans,
+    pub(super) config: RunConfig,
+    pub(super) device: B::Device,
+    pub(super) policy: M,
+    pub(super) reference: Option<M::InnerModule>,
+    pub(super) ganpo: Option<Ganpo<B>>,
+    pub(super) policy_optim: OptimizerAdaptor<AdamW, M, B>,
+    pub(super) ganpo_optim: OptimizerAdaptor<AdamW, Ganpo<B>, B>,
+    pub(super) train: PreferenceDataset,
+    pub(super) eval: PreferenceDataset,
+    pub(super) pad_id: u32,
+    pub(super) ref_cache: Option<Vec<RefCache>>,
+    pub(super) eval_ref_cache: Option<Vec<RefCache>>,
+    pub(super) state: TrainState,
+    pub(super) window: MetricMeans,
     /// The visiting order of the current epoch, `(epoch, order)`, computed once per epoch.
-    order: Option<(usize, Vec<usize>)>,
+    pub(super) order: Option<(usize, Vec<usize>)>,
     /// Fingerprint of the training pairs, saved in checkpoints.
-    data_fingerprint: String,
+    pub(super) data_fingerprint: String,
     /// Per-phase timing, when enabled ([`Trainer::profile_phases`]).
-    profile: Option<PhaseTimes>,
+    pub(super) profile: Option<PhaseTimes>,
 }
 
 fn adamw(config: &RunConfig) -> AdamWConfig {
@@ -243,14 +239,8 @@ where
             .unwrap_or_else(|| t.epochs * self.steps_per_epoch())
     }
 
-    fn collate(&self, pairs: &[&crate::data::TokenizedPair]) -> Result<PairBatch<B>, TrainError> {
-        let d = &self.config.data;
-        let host = collate(pairs, &d.truncation(), self.pad_id, d.pad_to_multiple_of);
-        Ok(host.to_device::<B>(&self.device)?)
-    }
-
     /// The micro-batches (pair indices) of the next optimizer step, advancing the data position.
-    fn next_micro_batches(&mut self) -> Vec<Vec<usize>> {
+    pub(super) fn next_micro_batches(&mut self) -> Vec<Vec<usize>> {
         let t = &self.config.train;
         let d = &self.config.data;
         let per_epoch = self.micro_batches_per_epoch();
@@ -294,223 +284,10 @@ where
         self.profile.as_ref()
     }
 
-    fn lap(&mut self, phase: &str) {
+    pub(super) fn lap(&mut self, phase: &str) {
         if let Some(p) = &mut self.profile {
             p.lap::<B>(phase, &self.device);
         }
-    }
-
-    /// Runs one optimizer step (see the method doc's order) and returns its metrics.
-    pub fn step(&mut self) -> Result<Vec<(String, f64)>, TrainError> {
-        let t = self.config.train.clone();
-        let total = self.total_steps();
-        let lr = t.lr
-            * lr_multiplier(
-                t.scheduler,
-                self.state.step,
-                total,
-                warmup_steps(t.warmup_steps, t.warmup_ratio, total),
-            );
-        // Dropout draws depend on the step only, so a resumed run draws the same.
-        B::seed(
-            &self.device,
-            t.seed.wrapping_add(1 + self.state.step as u64),
-        );
-        let indices = self.next_micro_batches();
-        let k = indices.len();
-        let mut batches = Vec::with_capacity(k);
-        for idx in &indices {
-            let pairs: Vec<_> = idx.iter().map(|&i| &self.train.pairs[i]).collect();
-            self.state.tokens += pairs
-                .iter()
-                .map(|p| (2 * p.prompt.len() + p.chosen.len() + p.rejected.len()) as u64)
-                .sum::<u64>();
-            batches.push(self.collate(&pairs)?);
-        }
-        if let Some(p) = &mut self.profile {
-            p.start::<B>(&self.device);
-        }
-        let needs_ref_logps = self.config.loss.needs_reference();
-        let d_model = self.policy.hidden_size();
-        // The policy in the compute dtype; its casts are tracked, gradients reach the f32 masters.
-        let compute = match t.compute_dtype.cast_to() {
-            Some(dtype) => cast_module(self.policy.clone(), dtype),
-            None => self.policy.clone(),
-        };
-        // Reference outputs: from the cache where it has them, else a pass without autodiff.
-        let refs: Vec<RefOutputs<B>> = (0..k)
-            .map(|i| {
-                let cached = self
-                    .ref_cache
-                    .as_ref()
-                    .map(|c| from_cache(c, &indices[i], &batches[i], d_model, &self.device));
-                let has_hidden = cached.as_ref().is_some_and(|c| c.hidden.is_some());
-                let need_live =
-                    (needs_ref_logps && cached.is_none()) || (self.ganpo.is_some() && !has_hidden);
-                let live_out = self.reference.as_ref().filter(|_| need_live).map(|r| {
-                    let o = live(r, &inner_batch(&batches[i]));
-                    RefOutputs::<B> {
-                        logps: o
-                            .logps
-                            .map(|(c, r)| (Tensor::from_inner(c), Tensor::from_inner(r))),
-                        hidden: o.hidden.map(Tensor::from_inner),
-                    }
-                });
-                let (cached, live_out) = (
-                    cached.unwrap_or(RefOutputs {
-                        logps: None,
-                        hidden: None,
-                    }),
-                    live_out.unwrap_or(RefOutputs {
-                        logps: None,
-                        hidden: None,
-                    }),
-                );
-                RefOutputs {
-                    logps: cached.logps.or(live_out.logps).filter(|_| needs_ref_logps),
-                    hidden: cached
-                        .hidden
-                        .or(live_out.hidden)
-                        .filter(|_| self.ganpo.is_some()),
-                }
-            })
-            .collect();
-        self.lap("reference_forward");
-
-        let mut metrics = MetricMeans::default();
-        let mut first_pass: Option<ModelPass<B>> = None;
-        let mut nonfinite = false;
-
-        // Phase 1: the discriminators, on detached policy latents.
-        if let Some(ganpo) = self.ganpo.clone() {
-            let inner = (k > 1).then(|| compute.valid());
-            let latents: Vec<LatentBatch<B>> = (0..k)
-                .map(|i| {
-                    let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
-                    let policy_hidden = if k == 1 {
-                        let pass = model_pass(&compute, &batches[0], true);
-                        let h = pass.hidden.clone().detach();
-                        first_pass = Some(pass);
-                        h
-                    } else {
-                        let inner = inner.as_ref().expect("built when k > 1");
-                        Tensor::from_inner(
-                            model_pass(inner, &inner_batch(&batches[i]), false).hidden,
-                        )
-                    };
-                    latent_batch(
-                        policy_hidden,
-                        reference,
-                        &batches[i],
-                        self.config
-                            .ganpo
-                            .as_ref()
-                            .map(|g| g.pooling)
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            self.lap("policy_forward");
-            let mut ganpo = ganpo;
-            for _ in 0..t.disc_steps {
-                let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
-                let mut d_metrics = Vec::new();
-                for l in &latents {
-                    let d = ganpo.discriminator_loss(l);
-                    let grads = (d.loss / k as f64).backward();
-                    acc.accumulate(&ganpo, GradientsParams::from_grads(grads, &ganpo));
-                    d_metrics.push(d.metrics);
-                }
-                let mut grads = acc.grads();
-                let norm = clip_grad_norm(&ganpo, &mut grads, t.disc_max_grad_norm);
-                let values: Vec<_> = d_metrics.iter().flat_map(|m| m.to_vec()).collect();
-                if !norm.is_finite() || values.iter().any(|(_, v)| !v.is_finite()) {
-                    nonfinite = true;
-                    break;
-                }
-                ganpo = self.ganpo_optim.step(lr * t.disc_lr_ratio, ganpo, grads);
-                metrics.clear();
-                for (name, v) in values {
-                    metrics.add(name, v, 1.0);
-                }
-                metrics.add("gan/d_grad_norm", norm, 1.0);
-            }
-            self.ganpo = Some(ganpo);
-            self.lap("discriminator_step");
-        }
-
-        // Phase 2: the policy, on the base loss plus the generator term.
-        let mut acc = GradientsAccumulator::<M>::new();
-        for (i, batch) in batches.iter().enumerate() {
-            let pass = match first_pass.take() {
-                Some(p) if i == 0 => p,
-                _ => model_pass(&compute, batch, true),
-            };
-            self.lap("policy_forward");
-            let (mut loss, mut entries) =
-                base_objective(&self.config.loss, &pass, refs[i].logps.clone(), batch)?;
-            if let Some(g) = &self.ganpo {
-                let reference = refs[i].hidden.clone().expect("GANPO has reference latents");
-                let pooling = self
-                    .config
-                    .ganpo
-                    .as_ref()
-                    .map(|g| g.pooling)
-                    .unwrap_or_default();
-                let generator = g.generator_loss(&latent_batch(
-                    pass.hidden.clone(),
-                    reference,
-                    batch,
-                    pooling,
-                ));
-                loss = loss + generator.term;
-                entries.push(("gan/gen_loss", generator.loss));
-            }
-            entries.insert(0, ("loss", loss.clone().detach()));
-            let values = read_metrics(entries);
-            if values.iter().any(|(_, v)| !v.is_finite()) {
-                nonfinite = true;
-            }
-            for (name, v) in &values {
-                metrics.add(name, *v, 1.0);
-            }
-            let grads = (loss / k as f64).backward();
-            acc.accumulate(
-                &self.policy,
-                GradientsParams::from_grads(grads, &self.policy),
-            );
-        }
-        let mut grads = acc.grads();
-        let norm = clip_grad_norm(&self.policy, &mut grads, t.max_grad_norm);
-        nonfinite |= !norm.is_finite();
-        self.lap("policy_backward");
-        self.state.step += 1;
-        if nonfinite {
-            self.state.nonfinite_consecutive += 1;
-            self.state.nonfinite_total += 1;
-            tracing::warn!(
-                step = self.state.step,
-                "non-finite loss or gradient: update skipped"
-            );
-            if self.state.nonfinite_consecutive >= t.max_nonfinite_steps {
-                return Err(TrainError::NonFinite {
-                    step: self.state.step,
-                    count: self.state.nonfinite_consecutive,
-                    total: self.state.nonfinite_total,
-                });
-            }
-        } else {
-            self.state.nonfinite_consecutive = 0;
-            self.policy = self.policy_optim.step(lr, self.policy.clone(), grads);
-            self.lap("optimizer");
-        }
-        metrics.add("grad_norm", norm, 1.0);
-        metrics.add("learning_rate", lr, 1.0);
-        metrics.add("num_tokens", self.state.tokens as f64, 1.0);
-        metrics.add("nonfinite_steps", self.state.nonfinite_total as f64, 1.0);
-        let out = metrics.means();
-        self.window.add_all(&out);
-        Ok(out)
     }
 
     /// TRL's evaluation metrics (with the `eval_` prefix) on the held-out split; empty without one.
@@ -696,16 +473,5 @@ where
         }
         self.state = meta.state;
         Ok(())
-    }
-}
-
-/// The same batch on the inner (non-autodiff) backend.
-fn inner_batch<B: AutodiffBackend>(b: &PairBatch<B>) -> PairBatch<B::InnerBackend> {
-    PairBatch {
-        ids: b.ids.clone().inner(),
-        attention: b.attention.clone().inner(),
-        completion: b.completion.clone().inner(),
-        lengths: b.lengths.clone(),
-        pairs: b.pairs,
     }
 }

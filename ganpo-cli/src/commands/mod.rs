@@ -1,0 +1,99 @@
+//! The `ganpo` subcommands, one file each.
+
+pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod export;
+pub mod generate;
+pub mod inspect;
+pub mod kl;
+pub mod logprobs;
+pub mod pairs;
+pub mod plot;
+pub mod quickstart;
+pub mod reward;
+pub mod sample;
+pub mod score;
+pub mod sft;
+pub mod task;
+pub mod toy;
+pub mod train;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use burn::prelude::Backend;
+use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+/// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
+/// which file is missing.
+pub fn load_with_tokenizer<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+) -> Result<(LoadedModel<B>, Tokenizer)> {
+    let mut loaded =
+        load_model::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
+    let tokenizer = loaded.tokenizer.take().ok_or_else(|| {
+        anyhow!(
+            "{} has no tokenizer (tokenizer.json, or GGUF tokenizer metadata)",
+            path.display()
+        )
+    })?;
+    Ok((loaded, tokenizer))
+}
+
+/// Loads a reference model for a policy with `vocab` tokens; `what` names it in errors
+/// (`--ref-model`, `model.reference`).
+pub fn load_reference<B: Backend>(
+    path: &Path,
+    vocab: usize,
+    what: &str,
+    device: &B::Device,
+) -> Result<Lm<B>> {
+    let r = load_model::<B>(path, device)
+        .with_context(|| format!("loading the reference {}", path.display()))?;
+    if r.config.vocab_size() != vocab {
+        return Err(anyhow!(
+            "{what} {}: vocabulary of {} tokens, but the policy has {vocab}",
+            path.display(),
+            r.config.vocab_size(),
+        ));
+    }
+    Ok(r.model)
+}
+
+/// A progress bar of `len` steps labelled `prefix`, with ETA, on a terminal only (`None`
+/// otherwise: log lines then report progress). Bars of concurrent runs (`ganpo experiment run
+/// --jobs`) stack instead of overwriting each other.
+pub fn progress_bar(len: u64, prefix: &str) -> Option<ProgressBar> {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = BARS
+            .get_or_init(MultiProgress::new)
+            .add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} {bar:30} {pos}/{len}  {elapsed_precise} (ETA {eta_precise})  {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar
+    })
+}
+
+/// Shows step `step` of `total` with `msg`: on `bar` when there is one (a terminal), else as a
+/// log line every 50 steps and at the last, prefixed with `what`.
+pub fn report_step(bar: &Option<ProgressBar>, what: &str, step: usize, total: usize, msg: &str) {
+    match bar {
+        Some(bar) => {
+            bar.set_position(step as u64);
+            bar.set_message(msg.to_string());
+        }
+        None if step.is_multiple_of(50) || step == total => {
+            tracing::info!("{what} step {step}/{total} {msg}")
+        }
+        None => {}
+    }
+}

@@ -1,0 +1,78 @@
+//! Helpers shared by the `ganpo` binary's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `ganpo-train/tests/fixtures` (tools/fixtures/train_fixtures.py): the library's fixtures, which
+/// the binary's tests read too.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ganpo-train/tests/fixtures")
+}
+
+/// Runs the `ganpo` binary with `args` and extra environment variables, without backtraces.
+pub fn ganpo_with_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// Runs the `ganpo` binary with `args`.
+pub fn ganpo(args: &[&str]) -> Output {
+    ganpo_with_env(args, &[])
+}
+
+/// Runs the `ganpo` binary with `args`: whether it succeeded, its stdout and its stderr.
+pub fn ganpo_text(args: &[&str]) -> (bool, String, String) {
+    let out = ganpo(args);
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Writes `rows` as JSONL.
+pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `ganpo task` under `dir/task` with `examples` SFT reviews and a 32-wide model of `layers`
+/// layers; returns the task directory.
+pub fn tiny_task(dir: &Path, examples: usize, layers: usize) -> PathBuf {
+    let t = dir.join("task");
+    let (ok, _, err) = ganpo_text(&[
+        "task",
+        "--out",
+        t.to_str().unwrap(),
+        "--sft-examples",
+        &examples.to_string(),
+        "--hidden-size",
+        "32",
+        "--layers",
+        &layers.to_string(),
+    ]);
+    assert!(ok, "{err}");
+    t
+}
+
+/// `ganpo sft --init` of the task's model on its reviews for `steps` steps into `out`.
+pub fn tiny_sft(task: &Path, steps: usize, out: &Path) {
+    let (ok, _, err) = ganpo_text(&[
+        "sft",
+        "--model",
+        task.join("model").to_str().unwrap(),
+        "--init",
+        "--data",
+        task.join("sft.jsonl").to_str().unwrap(),
+        "--steps",
+        &steps.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}

@@ -1,0 +1,338 @@
+//! The phases of one optimizer step, in the order [`Trainer::step`] calls them:
+//! 1. [`micro_batches`](Trainer::micro_batches): the step's pairs, collated and on the device;
+//! 2. [`reference_phase`](Trainer::reference_phase): the reference's log-probs and latents;
+//! 3. [`discriminator_phase`](Trainer::discriminator_phase): the discriminators' AdamW steps on
+//!    detached policy latents (this updates GANPO's running means);
+//! 4. [`policy_phase`](Trainer::policy_phase): base loss + generator term through the updated,
+//!    frozen discriminators, gradients summed over micro-batches and clipped;
+//! 5. [`optimizer_step`](Trainer::optimizer_step): the policy's AdamW step, or a counted skip
+//!    when anything in the step was non-finite;
+//! 6. [`step_metrics`](Trainer::step_metrics): the step's means, added to the logging window.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::ganpo::LatentBatch;
+use ganpo_core::{Ganpo, Pooling};
+use ganpo_models::CausalLm;
+
+use super::clip::clip_grad_norm;
+use super::metrics::{MetricMeans, read_metrics};
+use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
+use super::precision::cast_module;
+use super::reference::{RefNeeds, RefOutputs, reference_outputs};
+use super::trainer::{TrainError, Trainer};
+use crate::data::PairBatch;
+
+/// One micro-batch of a step: which training pairs, and their tensors.
+pub(super) struct MicroBatch<B: Backend> {
+    /// Indices into the training set, in batch order.
+    pub indices: Vec<usize>,
+    /// The collated pairs (chosen rows first).
+    pub batch: PairBatch<B>,
+}
+
+/// What the policy phase returns: the clipped gradients, their norm before clipping, and
+/// whether any loss, metric or the norm was non-finite.
+pub(super) struct PolicyGrads {
+    pub grads: GradientsParams,
+    pub norm: f64,
+    pub nonfinite: bool,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    /// Runs one optimizer step (the module doc lists its phases) and returns its metrics.
+    pub fn step(&mut self) -> Result<Vec<(String, f64)>, TrainError> {
+        let lr = self.learning_rate();
+        // Dropout draws depend on the step only, so a resumed run draws the same.
+        let seed = self
+            .config
+            .train
+            .seed
+            .wrapping_add(1 + self.state.step as u64);
+        B::seed(&self.device, seed);
+        let micro = self.micro_batches()?;
+        if let Some(p) = &mut self.profile {
+            p.start::<B>(&self.device);
+        }
+        let policy = self.compute_policy();
+        let refs = self.reference_phase(&micro)?;
+        self.lap("reference_forward");
+
+        let mut metrics = MetricMeans::default();
+        let (first_pass, disc_nonfinite) =
+            self.discriminator_phase(&policy, &micro, &refs, lr, &mut metrics);
+        let policy_grads = self.policy_phase(&policy, &micro, &refs, first_pass, &mut metrics)?;
+        let nonfinite = disc_nonfinite || policy_grads.nonfinite;
+        self.optimizer_step(policy_grads.grads, nonfinite, lr)?;
+        Ok(self.step_metrics(metrics, policy_grads.norm, lr))
+    }
+
+    /// The learning rate of the coming step: `train.lr` times the warm-up / decay multiplier.
+    fn learning_rate(&self) -> f64 {
+        let t = &self.config.train;
+        let total = self.total_steps();
+        let warmup = super::schedule::warmup_steps(t.warmup_steps, t.warmup_ratio, total);
+        t.lr * super::schedule::lr_multiplier(t.scheduler, self.state.step, total, warmup)
+    }
+
+    /// The step's micro-batches, collated and on the device; counts their tokens.
+    fn micro_batches(&mut self) -> Result<Vec<MicroBatch<B>>, TrainError> {
+        let truncation = self.config.data.truncation();
+        let pad_to = self.config.data.pad_to_multiple_of;
+        let mut out = Vec::new();
+        for indices in self.next_micro_batches() {
+            let pairs: Vec<_> = indices.iter().map(|&i| &self.train.pairs[i]).collect();
+            self.state.tokens += pairs
+                .iter()
+                .map(|p| (2 * p.prompt.len() + p.chosen.len() + p.rejected.len()) as u64)
+                .sum::<u64>();
+            let host = crate::data::collate(&pairs, &truncation, self.pad_id, pad_to);
+            let batch = host.to_device::<B>(&self.device)?;
+            out.push(MicroBatch { indices, batch });
+        }
+        Ok(out)
+    }
+
+    /// The policy in the compute dtype; its casts are tracked, so gradients reach the f32
+    /// masters.
+    fn compute_policy(&self) -> M {
+        match self.config.train.compute_dtype.cast_to() {
+            Some(dtype) => cast_module(self.policy.clone(), dtype),
+            None => self.policy.clone(),
+        }
+    }
+
+    /// Which latent positions the discriminators see.
+    pub(super) fn pooling(&self) -> Pooling {
+        self.config
+            .ganpo
+            .as_ref()
+            .map(|g| g.pooling)
+            .unwrap_or_default()
+    }
+
+    /// The reference's outputs on each micro-batch, from the cache where it has them, else from
+    /// a pass on the inner backend (no autodiff bookkeeping), lifted as untracked tensors.
+    fn reference_phase(&self, micro: &[MicroBatch<B>]) -> Result<Vec<RefOutputs<B>>, TrainError> {
+        let needs = RefNeeds {
+            logps: self.config.loss.needs_reference(),
+            hidden: self.ganpo.is_some(),
+        };
+        let d_model = self.policy.hidden_size();
+        micro
+            .iter()
+            .map(|m| {
+                let outputs = reference_outputs(
+                    self.reference.as_ref(),
+                    self.ref_cache.as_deref(),
+                    &m.indices,
+                    &inner_batch(&m.batch),
+                    needs,
+                    d_model,
+                )?;
+                Ok(outputs.lift())
+            })
+            .collect()
+    }
+
+    /// Phase 1, with GANPO: `train.disc_steps` AdamW steps of the discriminators on detached
+    /// policy latents, the loss of each accumulated over the micro-batches (each `/ k`) and
+    /// clipped to `train.disc_max_grad_norm`. A non-finite loss or norm stops the phase without
+    /// stepping (and is reported). With one micro-batch its tracked policy pass is returned for
+    /// the policy phase to reuse; with several, the latents come from passes without autodiff.
+    fn discriminator_phase(
+        &mut self,
+        policy: &M,
+        micro: &[MicroBatch<B>],
+        refs: &[RefOutputs<B>],
+        lr: f64,
+        metrics: &mut MetricMeans,
+    ) -> (Option<ModelPass<B>>, bool) {
+        let Some(mut ganpo) = self.ganpo.clone() else {
+            return (None, false);
+        };
+        let (latents, first_pass) = self.detached_latents(policy, micro, refs);
+        self.lap("policy_forward");
+        let t = &self.config.train;
+        let k = micro.len() as f64;
+        let mut nonfinite = false;
+        for _ in 0..t.disc_steps {
+            let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
+            let mut d_metrics = Vec::new();
+            for l in &latents {
+                let d = ganpo.discriminator_loss(l);
+                let grads = (d.loss / k).backward();
+                acc.accumulate(&ganpo, GradientsParams::from_grads(grads, &ganpo));
+                d_metrics.push(d.metrics);
+            }
+            // Read once all micro-batches are queued (one device sync).
+            let values: Vec<_> = d_metrics.iter().flat_map(|m| m.to_vec()).collect();
+            let mut grads = acc.grads();
+            let norm = clip_grad_norm(&ganpo, &mut grads, t.disc_max_grad_norm);
+            if !norm.is_finite() || values.iter().any(|(_, v)| !v.is_finite()) {
+                nonfinite = true;
+                break;
+            }
+            ganpo = self.ganpo_optim.step(lr * t.disc_lr_ratio, ganpo, grads);
+            // The metrics of the last discriminator step are the step's.
+            metrics.clear();
+            for (name, v) in values {
+                metrics.add(name, v, 1.0);
+            }
+            metrics.add("gan/d_grad_norm", norm, 1.0);
+        }
+        self.ganpo = Some(ganpo);
+        self.lap("discriminator_step");
+        (first_pass, nonfinite)
+    }
+
+    /// The discriminators' inputs: detached policy latents against the reference's, one
+    /// [`LatentBatch`] per micro-batch, and the tracked pass when there is one micro-batch.
+    fn detached_latents(
+        &self,
+        policy: &M,
+        micro: &[MicroBatch<B>],
+        refs: &[RefOutputs<B>],
+    ) -> (Vec<LatentBatch<B>>, Option<ModelPass<B>>) {
+        let pooling = self.pooling();
+        let latents = |policy_hidden, i: usize| {
+            let reference = refs[i]
+                .hidden
+                .clone()
+                .expect("reference_phase resolves latents");
+            latent_batch(policy_hidden, reference, &micro[i].batch, pooling)
+        };
+        if let [only] = micro {
+            let pass = model_pass(policy, &only.batch, true);
+            (vec![latents(pass.hidden.clone().detach(), 0)], Some(pass))
+        } else {
+            let inner = policy.valid();
+            let all = (0..micro.len())
+                .map(|i| {
+                    let batch = inner_batch(&micro[i].batch);
+                    latents(
+                        Tensor::from_inner(model_pass(&inner, &batch, false).hidden),
+                        i,
+                    )
+                })
+                .collect();
+            (all, None)
+        }
+    }
+
+    /// Phase 2: per micro-batch the policy's tracked pass (phase 1's, when it made one), the
+    /// base loss and, with GANPO, the generator term of the discriminators just updated (frozen,
+    /// eval mode); the gradients summed over micro-batches (each loss `/ k`) and clipped to
+    /// `train.max_grad_norm`.
+    fn policy_phase(
+        &mut self,
+        policy: &M,
+        micro: &[MicroBatch<B>],
+        refs: &[RefOutputs<B>],
+        mut first_pass: Option<ModelPass<B>>,
+        metrics: &mut MetricMeans,
+    ) -> Result<PolicyGrads, TrainError> {
+        let k = micro.len() as f64;
+        let mut nonfinite = false;
+        let mut acc = GradientsAccumulator::<M>::new();
+        for (m, refs) in micro.iter().zip(refs) {
+            let pass = match first_pass.take() {
+                Some(pass) => pass,
+                None => model_pass(policy, &m.batch, true),
+            };
+            self.lap("policy_forward");
+            let (mut loss, mut entries) =
+                base_objective(&self.config.loss, &pass, refs.logps.clone(), &m.batch)?;
+            if let Some(g) = &self.ganpo {
+                let reference = refs
+                    .hidden
+                    .clone()
+                    .expect("reference_phase resolves latents");
+                let latents = latent_batch(pass.hidden, reference, &m.batch, self.pooling());
+                let generator = g.generator_loss(&latents);
+                loss = loss + generator.term;
+                entries.push(("gan/gen_loss", generator.loss));
+            }
+            entries.insert(0, ("loss", loss.clone().detach()));
+            let values = read_metrics(entries);
+            nonfinite |= values.iter().any(|(_, v)| !v.is_finite());
+            metrics.add_all(&values);
+            let grads = (loss / k).backward();
+            acc.accumulate(
+                &self.policy,
+                GradientsParams::from_grads(grads, &self.policy),
+            );
+        }
+        let mut grads = acc.grads();
+        let norm = clip_grad_norm(&self.policy, &mut grads, self.config.train.max_grad_norm);
+        self.lap("policy_backward");
+        Ok(PolicyGrads {
+            grads,
+            norm,
+            nonfinite: nonfinite || !norm.is_finite(),
+        })
+    }
+
+    /// Counts the step, and takes the policy's AdamW step unless the step was non-finite: then
+    /// the update is skipped and counted, and `train.max_nonfinite_steps` consecutive skips stop
+    /// the run.
+    fn optimizer_step(
+        &mut self,
+        grads: GradientsParams,
+        nonfinite: bool,
+        lr: f64,
+    ) -> Result<(), TrainError> {
+        self.state.step += 1;
+        if !nonfinite {
+            self.state.nonfinite_consecutive = 0;
+            self.policy = self.policy_optim.step(lr, self.policy.clone(), grads);
+            self.lap("optimizer");
+            return Ok(());
+        }
+        let s = &mut self.state;
+        s.nonfinite_consecutive += 1;
+        s.nonfinite_total += 1;
+        tracing::warn!(step = s.step, "non-finite loss or gradient: update skipped");
+        if s.nonfinite_consecutive >= self.config.train.max_nonfinite_steps {
+            return Err(TrainError::NonFinite {
+                step: s.step,
+                count: s.nonfinite_consecutive,
+                total: s.nonfinite_total,
+            });
+        }
+        Ok(())
+    }
+
+    /// The step's metrics (the phases' means, then the policy's gradient norm, learning rate,
+    /// tokens seen and non-finite steps so far), also added to the logging window.
+    fn step_metrics(
+        &mut self,
+        mut metrics: MetricMeans,
+        grad_norm: f64,
+        lr: f64,
+    ) -> Vec<(String, f64)> {
+        metrics.add("grad_norm", grad_norm, 1.0);
+        metrics.add("learning_rate", lr, 1.0);
+        metrics.add("num_tokens", self.state.tokens as f64, 1.0);
+        metrics.add("nonfinite_steps", self.state.nonfinite_total as f64, 1.0);
+        let out = metrics.means();
+        self.window.add_all(&out);
+        out
+    }
+}
+
+/// The same batch on the inner (non-autodiff) backend.
+pub(super) fn inner_batch<B: AutodiffBackend>(b: &PairBatch<B>) -> PairBatch<B::InnerBackend> {
+    PairBatch {
+        ids: b.ids.clone().inner(),
+        attention: b.attention.clone().inner(),
+        completion: b.completion.clone().inner(),
+        lengths: b.lengths.clone(),
+        pairs: b.pairs,
+    }
+}
