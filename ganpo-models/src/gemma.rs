@@ -156,6 +156,12 @@ impl Architecture for GemmaConfig {
                 });
             }
         };
+        if r.bool_or("use_bidirectional_attention", false)? {
+            return Err(r.invalid(
+                "use_bidirectional_attention",
+                "bidirectional Gemma (an embedding model) is not a causal LM",
+            ));
+        }
         let hidden_size = r.usize("hidden_size")?;
         let heads = r.usize("num_attention_heads")?;
         let kv_heads = r.usize_opt("num_key_value_heads")?.unwrap_or(heads);

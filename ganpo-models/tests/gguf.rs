@@ -21,7 +21,7 @@ fn every_supported_type_dequantizes_like_gguf_py() {
     let bytes = std::fs::read(dir().join("quants_expected.safetensors")).unwrap();
     let expected = SafeTensors::deserialize(&bytes).unwrap();
     let names = [
-        "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q4_k", "q5_k", "q6_k",
+        "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
     ];
     for name in names {
         let name = format!("t.{name}");

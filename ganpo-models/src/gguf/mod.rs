@@ -18,6 +18,7 @@ pub use dequant::{GgmlType, SUPPORTED_TYPES, dequantize};
 pub use reader::{GgufFile, TensorInfo, Value};
 pub use tokenizer::tokenizer_from_gguf;
 
+use crate::gemma::{GemmaConfig, Generation};
 use crate::llama::{Family, LlamaConfig};
 use crate::nn::RopeScaling;
 use crate::weights::{apply, f32_snapshot};
@@ -75,7 +76,10 @@ pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, n_head: usize) -
     out
 }
 
-fn hf_name(name: &str) -> Option<String> {
+/// The HF name of llama.cpp tensor `name` in a model of GGUF architecture `arch` (`None`: a
+/// tensor the model does not use).
+fn hf_name(arch: &str, name: &str) -> Option<String> {
+    let gemma = arch.starts_with("gemma");
     Some(match name {
         "token_embd.weight" => "model.embed_tokens.weight".into(),
         "output_norm.weight" => "model.norm.weight".into(),
@@ -86,7 +90,11 @@ fn hf_name(name: &str) -> Option<String> {
             let (module, kind) = rest.rsplit_once('.')?;
             let module = match module {
                 "attn_norm" => "input_layernorm",
+                // Llama: the MLP's input norm; Gemma: its own pre-feed-forward norm.
+                "ffn_norm" if gemma => "pre_feedforward_layernorm",
                 "ffn_norm" => "post_attention_layernorm",
+                "post_attention_norm" if gemma => "post_attention_layernorm",
+                "post_ffw_norm" if gemma => "post_feedforward_layernorm",
                 "attn_q" => "self_attn.q_proj",
                 "attn_k" => "self_attn.k_proj",
                 "attn_v" => "self_attn.v_proj",
@@ -103,28 +111,41 @@ fn hf_name(name: &str) -> Option<String> {
     })
 }
 
+/// GGUF architectures ganpo reads.
+const SUPPORTED_ARCHITECTURES: &str = "llama, qwen2, qwen3, gemma2, gemma3";
+
 /// The model config a GGUF file's metadata describes.
-pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
+pub fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ModelError::InvalidConfig {
+            path: file.path.clone(),
+            key: "general.architecture".into(),
+            message: "missing".into(),
+        })?;
+    match arch {
+        "llama" | "qwen2" | "qwen3" => Ok(ModelConfig::Llama(llama_config(file, arch)?)),
+        "gemma2" | "gemma3" => Ok(ModelConfig::Gemma(gemma_config(file, arch)?)),
+        other => Err(ModelError::UnsupportedArchitecture {
+            path: file.path.clone(),
+            model_type: other.into(),
+            supported: format!("{SUPPORTED_ARCHITECTURES} (GGUF)"),
+        }),
+    }
+}
+
+/// The Llama-family config of a GGUF file of architecture `arch`.
+fn llama_config(file: &GgufFile, arch: &str) -> Result<LlamaConfig, ModelError> {
     let invalid = |key: &str, message: &str| ModelError::InvalidConfig {
         path: file.path.clone(),
         key: key.into(),
         message: message.into(),
     };
-    let arch = file
-        .get("general.architecture")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("general.architecture", "missing"))?;
     let family = match arch {
-        "llama" => Family::Llama,
         "qwen2" => Family::Qwen2,
         "qwen3" => Family::Qwen3,
-        other => {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: file.path.clone(),
-                model_type: other.into(),
-                supported: "llama, qwen2, qwen3 (GGUF)".into(),
-            });
-        }
+        _ => Family::Llama,
     };
     let key = |k: &str| format!("{arch}.{k}");
     let size = |k: &str| -> Result<Option<usize>, ModelError> {
@@ -202,6 +223,99 @@ pub fn gguf_config(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
     })
 }
 
+/// The Gemma config of a GGUF file of architecture `gemma2` / `gemma3`. llama.cpp keeps what the
+/// metadata leaves out fixed per architecture, and so does this: the layer pattern (Gemma 2
+/// alternates sliding and global layers, Gemma 3 has one global layer in six), Gemma 3's local
+/// RoPE base (10,000), and the score scale (`head_dim`, or `hidden / heads` for the 27B models,
+/// as llama.cpp sets it).
+fn gemma_config(file: &GgufFile, arch: &str) -> Result<GemmaConfig, ModelError> {
+    let invalid = |key: &str, message: &str| ModelError::InvalidConfig {
+        path: file.path.clone(),
+        key: key.into(),
+        message: message.into(),
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let size = |k: &str| -> Result<Option<usize>, ModelError> {
+        match file.get(&key(k)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| invalid(&key(k), "expected an integer")),
+        }
+    };
+    let required = |k: &str| size(k)?.ok_or_else(|| invalid(&key(k), "missing"));
+    let float = |k: &str| file.get(&key(k)).and_then(Value::as_f64);
+    let embed = file
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .ok_or_else(|| ModelError::MissingTensors {
+            path: file.path.clone(),
+            names: vec!["token_embd.weight".into()],
+        })?;
+    let generation = if arch == "gemma2" {
+        Generation::Gemma2
+    } else {
+        Generation::Gemma3
+    };
+    let hidden_size = required("embedding_length")?;
+    let heads = required("attention.head_count")?;
+    let head_dim = size("attention.key_length")?.unwrap_or(hidden_size / heads);
+    let layers = required("block_count")?;
+    let is_27b = matches!(
+        (generation, layers),
+        (Generation::Gemma2, 46) | (Generation::Gemma3, 62)
+    );
+    let pattern = if generation == Generation::Gemma2 {
+        2
+    } else {
+        6
+    };
+    let rope_theta = float("rope.freq_base").unwrap_or(10000.0);
+    let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => RopeScaling::Default,
+        Some("linear") => RopeScaling::Linear {
+            factor: float("rope.scaling.factor").unwrap_or(1.0),
+        },
+        Some(other) => {
+            return Err(invalid(
+                &key("rope.scaling.type"),
+                &format!("`{other}` is not supported"),
+            ));
+        }
+    };
+    Ok(GemmaConfig {
+        generation,
+        vocab_size: size("vocab_size")?.unwrap_or(embed.shape[0]),
+        hidden_size,
+        intermediate_size: required("feed_forward_length")?,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: size("attention.head_count_kv")?.unwrap_or(heads),
+        head_dim,
+        rms_norm_eps: float("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+        rope_theta,
+        rope_scaling,
+        rope_local_base_freq: match generation {
+            Generation::Gemma2 => rope_theta,
+            Generation::Gemma3 => 10000.0,
+        },
+        query_pre_attn_scalar: if is_27b {
+            (hidden_size / heads) as f64
+        } else {
+            head_dim as f64
+        },
+        attn_logit_softcapping: float("attn_logit_softcapping"),
+        final_logit_softcapping: float("final_logit_softcapping"),
+        sliding_window: size("attention.sliding_window")?,
+        sliding_layers: (0..layers).map(|i| (i + 1) % pattern != 0).collect(),
+        attention_bias: false,
+        tie_word_embeddings: !file.tensors.iter().any(|t| t.name == "output.weight"),
+        max_position_embeddings: size("context_length")?.unwrap_or(8192),
+    })
+}
+
 /// Loads a model from a GGUF file: config from metadata, weights dequantized to f32, and the
 /// embedded tokenizer when ganpo can rebuild it ([`tokenizer_from_gguf`]).
 pub fn load_gguf<B: Backend>(
@@ -211,19 +325,42 @@ pub fn load_gguf<B: Backend>(
     let file = Rc::new(GgufFile::open(path)?);
     let tokenizer = tokenizer_from_gguf(&file)?;
     let config = gguf_config(&file)?;
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    // llama.cpp stores the Q / K rows of `llama` models permuted for interleaved RoPE.
+    let permuted_heads = match &config {
+        ModelConfig::Llama(c) if c.family == Family::Llama => {
+            Some((c.num_attention_heads, c.num_key_value_heads))
+        }
+        _ => None,
+    };
+    // convert_hf_to_gguf.py stores Gemma's (1 + w) norm weights as 1 + w.
+    let norm_shift = if matches!(config, ModelConfig::Gemma(_)) {
+        1.0
+    } else {
+        0.0
+    };
     let mut snapshots = Vec::new();
     for (index, info) in file.tensors.iter().enumerate() {
         if info.name == "rope_freqs.weight" {
             continue; // part of the config (rope scaling), not a parameter
         }
-        let Some(name) = hf_name(&info.name) else {
+        let Some(name) = hf_name(&arch, &info.name) else {
             tracing::warn!(checkpoint = %path.display(), tensor = %info.name, "GGUF tensor not used by the model");
             continue;
         };
-        let heads = match name.rsplit('.').nth(1) {
-            Some("q_proj") if config.family == Family::Llama => Some(config.num_attention_heads),
-            Some("k_proj") if config.family == Family::Llama => Some(config.num_key_value_heads),
+        let heads = match (name.rsplit('.').nth(1), permuted_heads) {
+            (Some("q_proj"), Some((q, _))) => Some(q),
+            (Some("k_proj"), Some((_, kv))) => Some(kv),
             _ => None,
+        };
+        let shift = if name.ends_with("norm.weight") {
+            norm_shift
+        } else {
+            0.0
         };
         // Fail on unsupported types now, with the tensor named, rather than inside the applier.
         if GgmlType::from_id(info.ggml_type).is_none() {
@@ -235,18 +372,20 @@ pub fn load_gguf<B: Backend>(
             let info = &file.tensors[index];
             let values = read_tensor(&file, info)
                 .map_err(|e| burn_store::TensorSnapshotError::DataError(e.to_string()))?;
-            let values = match heads {
+            let mut values = match heads {
                 Some(h) if info.shape.len() == 2 => {
                     unpermute_rows(&values, info.shape[0], info.shape[1], h)
                 }
                 Some(h) => unpermute_rows(&values, info.shape[0], 1, h),
                 None => values,
             };
+            if shift != 0.0 {
+                values.iter_mut().for_each(|v| *v -= shift);
+            }
             Ok(TensorData::new(values, info.shape.clone()))
         });
         snapshots.push(f32_snapshot(&name, shape, data_fn));
     }
-    let config = ModelConfig::Llama(config);
     let mut model = config.init::<B>(device);
     apply(&mut model, snapshots, path, |_| false)?;
     Ok((config, model, tokenizer))

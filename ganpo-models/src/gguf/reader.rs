@@ -42,6 +42,14 @@ impl Value {
         }
     }
 
+    /// The value as a boolean, if it is one.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
     /// As a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {

@@ -209,8 +209,8 @@ fn vocab_of(tokens: &[String]) -> tokenizers::models::bpe::Vocab {
 /// SentencePiece BPE (`tokenizer.ggml.model = "llama"`) as the sentencepiece library and llama.cpp
 /// tokenize it: BPE with byte fallback over the file's pieces, merges from
 /// `tokenizer.ggml.merges` or else recovered from `tokenizer.ggml.scores` (as transformers
-/// recovers them), a `▁` prepended to the text and every space spelled `▁`, and the decoder that
-/// undoes it.
+/// recovers them), a `▁` prepended to the text (unless `tokenizer.ggml.add_space_prefix` is
+/// false) and every space spelled `▁`, and the decoder that undoes it.
 fn sentencepiece(file: &GgufFile, tokens: &[String]) -> Result<tokenizers::Tokenizer, ModelError> {
     let vocab = vocab_of(tokens);
     let merges = if file.get("tokenizer.ggml.merges").is_some() {
@@ -250,22 +250,32 @@ fn sentencepiece(file: &GgufFile, tokens: &[String]) -> Result<tokenizers::Token
     // SentencePiece's `add_dummy_prefix` and space escaping, as the original Llama 2
     // tokenizer.json spells them: " Hello" is "▁▁Hello", the same as llama.cpp and the
     // sentencepiece library (transformers' own GGUF conversion uses a Metaspace pre-tokenizer
-    // instead, which drops that second "▁" on text starting with a space).
-    let prefix = tokenizers::normalizers::Prepend::new("▁".into());
+    // instead, which drops that second "▁" on text starting with a space). Vocabularies whose
+    // `tokenizer.ggml.add_space_prefix` is false (Gemma) only escape spaces.
+    let dummy_prefix = file
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let spaces = Replace::new(" ", "▁").expect("a literal pattern compiles");
+    let normalizer = if dummy_prefix {
+        let prefix = tokenizers::normalizers::Prepend::new("▁".into());
+        NormalizerSequence::new(vec![prefix.into(), spaces.into()])
+    } else {
+        NormalizerSequence::new(vec![spaces.into()])
+    };
     inner
-        .with_normalizer(Some(NormalizerSequence::new(vec![
-            prefix.into(),
-            spaces.into(),
-        ])))
+        .with_normalizer(Some(normalizer))
         .map_err(|e| invalid(file, "tokenizer.ggml.model", &e.to_string()))?;
     let replace = Replace::new("▁", " ").expect("a literal pattern compiles");
-    inner.with_decoder(Some(DecoderSequence::new(vec![
+    let mut decoders = vec![
         replace.into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
-        Strip::new(' ', 1, 0).into(),
-    ])));
+    ];
+    if dummy_prefix {
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
     Ok(inner)
 }
 

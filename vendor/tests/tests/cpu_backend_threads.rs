@@ -6,8 +6,6 @@
 //! On a machine with one core (or `MATMUL_NUM_THREADS=1`) nothing is split and the comparisons
 //! hold trivially; CI's machine has two.
 
-#![cfg(feature = "ndarray")]
-
 use burn::backend::NdArray;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Distribution, Tensor};

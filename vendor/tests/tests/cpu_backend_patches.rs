@@ -13,8 +13,6 @@
 //! Copies are counted with an allocator that tallies the bytes each thread allocates, so the
 //! tests are exact and independent of timing.
 
-#![cfg(feature = "ndarray")]
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
