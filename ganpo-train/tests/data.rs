@@ -1,5 +1,7 @@
 //! Dataset files: Parquet, JSONL and gzip-compressed JSONL give the same records; unreadable
-//! files are named.
+//! files are named. Parquet needs the library's `parquet` feature (the binary has it, and so has
+//! `cargo test --workspace`, which unifies features); without it a `.parquet` file is refused by
+//! name, and so is an `hf://datasets/` download without `hub`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +13,7 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
+#[cfg(feature = "parquet")]
 #[test]
 fn parquet_and_jsonl_hold_the_same_records() {
     for name in ["standard", "conversational"] {
@@ -75,14 +78,17 @@ fn gzip_compressed_jsonl_reads_as_the_plain_file() {
 #[test]
 fn unreadable_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let fake = dir.path().join("broken.parquet");
-    std::fs::write(&fake, b"PAR1 not really").unwrap();
-    let e = load_records(std::slice::from_ref(&fake), false).unwrap_err();
-    assert!(matches!(e, DataError::Parquet { .. }), "{e}");
-    assert!(
-        e.to_string().starts_with(&fake.display().to_string()),
-        "{e}"
-    );
+    #[cfg(feature = "parquet")]
+    {
+        let fake = dir.path().join("broken.parquet");
+        std::fs::write(&fake, b"PAR1 not really").unwrap();
+        let e = load_records(std::slice::from_ref(&fake), false).unwrap_err();
+        assert!(matches!(e, DataError::Parquet { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(&fake.display().to_string()),
+            "{e}"
+        );
+    }
 
     let csv = dir.path().join("pairs.csv");
     std::fs::write(&csv, "prompt,chosen,rejected\n").unwrap();
@@ -103,4 +109,39 @@ fn unreadable_files_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("empty.jsonl: no valid record"), "{e}");
+}
+
+#[cfg(not(feature = "parquet"))]
+#[test]
+fn parquet_without_the_feature_is_refused_by_name() {
+    let path = data("standard.parquet");
+    let e = load_records(std::slice::from_ref(&path), false).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DataError::FeatureDisabled {
+                feature: "parquet",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = e.to_string();
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+    assert!(e.contains("`parquet` feature"), "{e}");
+}
+
+#[cfg(not(feature = "hub"))]
+#[test]
+fn hub_downloads_without_the_feature_are_refused_by_name() {
+    let uri = PathBuf::from("hf://datasets/trl-lib/ultrafeedback_binarized/train");
+    let e = load_records(&[uri], false).unwrap_err();
+    assert!(
+        matches!(e, DataError::FeatureDisabled { feature: "hub", .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("trl-lib/ultrafeedback_binarized"),
+        "{e}"
+    );
 }
