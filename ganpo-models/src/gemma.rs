@@ -310,7 +310,12 @@ impl Architecture for GemmaConfig {
             "head_dim": self.head_dim,
             "rms_norm_eps": self.rms_norm_eps,
             "hidden_activation": "gelu_pytorch_tanh",
-            "query_pre_attn_scalar": self.query_pre_attn_scalar,
+            // transformers' config class takes an integer here (every released Gemma has one).
+            "query_pre_attn_scalar": if self.query_pre_attn_scalar.fract() == 0.0 {
+                json!(self.query_pre_attn_scalar as u64)
+            } else {
+                json!(self.query_pre_attn_scalar)
+            },
             "attn_logit_softcapping": self.attn_logit_softcapping,
             "final_logit_softcapping": self.final_logit_softcapping,
             "sliding_window": self.sliding_window,
