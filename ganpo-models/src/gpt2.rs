@@ -15,6 +15,7 @@ use ganpo_core::attention::{Scores, scaled_dot_product_attention};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::config_reader::ConfigReader;
 use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{AttentionMasks, KvCache, LayerCache, tied_head};
 use crate::{Architecture, Decoder, ModelError};
@@ -47,22 +48,9 @@ impl Architecture for Gpt2Config {
 
     /// Reads an HF GPT-2 `config.json`; `path` is for error messages.
     fn from_hf(json: &Value, path: &Path) -> Result<Self, ModelError> {
-        let invalid = |key: &str, message: String| ModelError::InvalidConfig {
-            path: path.to_path_buf(),
-            key: key.into(),
-            message,
-        };
-        let size = |key: &str| -> Result<Option<usize>, ModelError> {
-            match json.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v
-                    .as_u64()
-                    .filter(|&n| n > 0)
-                    .map(|n| Some(n as usize))
-                    .ok_or_else(|| invalid(key, format!("expected a positive integer, found {v}"))),
-            }
-        };
-        let required = |key: &str| size(key)?.ok_or_else(|| invalid(key, "missing".into()));
+        let r = ConfigReader { json, path };
+        let invalid = |key: &str, message: String| r.invalid(key, message);
+        let required = |key: &str| r.usize(key);
         let n_embd = required("n_embd")?;
         let n_head = required("n_head")?;
         if !n_embd.is_multiple_of(n_head) {
@@ -96,11 +84,8 @@ impl Architecture for Gpt2Config {
             n_embd,
             n_layer: required("n_layer")?,
             n_head,
-            n_inner: size("n_inner")?.unwrap_or(4 * n_embd),
-            layer_norm_epsilon: json
-                .get("layer_norm_epsilon")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-5),
+            n_inner: r.usize_opt("n_inner")?.unwrap_or(4 * n_embd),
+            layer_norm_epsilon: r.f64_or("layer_norm_epsilon", 1e-5)?,
             tanh_gelu,
         })
     }

@@ -213,3 +213,50 @@ fn sentencepiece_vocabulary_matches_the_sentencepiece_library() {
     }
     assert!(byte_fallbacks > 0, "the texts exercise byte fallback");
 }
+
+/// Gemma 2 as llama.cpp stores it (tools/fixtures/gguf_fixtures.py: llama.cpp's names, norms as
+/// 1 + w, soft-caps and window in the metadata) loads into the same weights and configuration as
+/// the HF checkpoint it was written from. Only the score scale differs: GGUF has no
+/// `query_pre_attn_scalar`, and llama.cpp (so ganpo) scales by the head width.
+#[test]
+fn gemma2_gguf_equals_its_hf_checkpoint() {
+    use burn_store::ModuleSnapshot;
+    use ganpo_models::ModelConfig;
+    let device = Default::default();
+    let gguf = load_model::<B>(&dir().join("tiny_gemma2.gguf"), &device).unwrap();
+    let hf = ganpo_models::hf::load::<B>(&dir().join("../gemma2"), &device).unwrap();
+    let (ModelConfig::Gemma(g), (ModelConfig::Gemma(mut h), hf_model)) = (gguf.config, hf) else {
+        panic!("both are Gemma");
+    };
+    assert_eq!(
+        (g.query_pre_attn_scalar, h.query_pre_attn_scalar),
+        (16.0, 24.0)
+    );
+    h.query_pre_attn_scalar = g.query_pre_attn_scalar;
+    // GGUF stores the epsilon as an f32.
+    assert_eq!(g.rms_norm_eps as f32, h.rms_norm_eps as f32);
+    h.rms_norm_eps = g.rms_norm_eps;
+    assert_eq!(g, h);
+    let tensors = |m: &ganpo_models::Lm<B>| {
+        m.collect(None, None, false)
+            .into_iter()
+            .map(|t| (t.full_path(), t.to_data().unwrap().to_vec::<f32>().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (tensors(&gguf.model), tensors(&hf_model));
+    assert_eq!(a.len(), b.len());
+    assert!(
+        a.iter()
+            .any(|(n, _)| n.ends_with("post_feedforward_layernorm.weight"))
+    );
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let diff = va
+            .iter()
+            .zip(vb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        // Norm weights went through 1 + w and back in f32.
+        assert!(diff <= 1e-6, "{na}: {diff}");
+    }
+}

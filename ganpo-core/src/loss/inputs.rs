@@ -3,7 +3,6 @@
 use burn::prelude::*;
 
 use super::LossError;
-use crate::logprobs::SequenceLogps;
 
 /// Completion lengths in tokens of each pair, known on the host, checked to be non-zero.
 ///
@@ -82,23 +81,6 @@ pub struct PreferenceInputs<B: Backend> {
 }
 
 impl<B: Backend> PreferenceInputs<B> {
-    /// Inputs from the policy's [`SequenceLogps`] of the chosen and rejected halves, the
-    /// reference log-probs if there are any, and the host-side lengths.
-    pub fn from_sequences(
-        chosen: SequenceLogps<B>,
-        rejected: SequenceLogps<B>,
-        reference: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
-        lengths: PairLengths,
-    ) -> Self {
-        Self {
-            policy_chosen: chosen.logps,
-            policy_rejected: rejected.logps,
-            reference,
-            lengths,
-            logit_sums: Some((chosen.logit_sums, rejected.logit_sums)),
-        }
-    }
-
     pub(crate) fn check(&self) -> Result<(), LossError> {
         let n = self.lengths.len();
         let mut sizes = vec![

@@ -1,9 +1,10 @@
 //! GGUF checkpoints (the format of llama.cpp and most local models).
 //!
-//! [`load_gguf`] reads the container ([`GgufFile`]), derives the model config from the metadata,
-//! renames llama.cpp's tensors to HF names, dequantizes them to f32 ([`dequantize`]) and undoes the
-//! row permutation llama.cpp applies to the Q and K projections of `llama` models (it stores
-//! them for interleaved RoPE; ganpo, like HF, rotates halves).
+//! [`load_gguf`] reads the container ([`GgufFile`]), derives the model config from the metadata
+//! (architectures `llama`, `qwen2`, `qwen3`, `gemma2`, `gemma3`), renames llama.cpp's tensors to
+//! HF names, dequantizes them to f32 ([`dequantize`]), undoes the row permutation llama.cpp
+//! applies to the Q and K projections of `llama` models (it stores them for interleaved RoPE;
+//! ganpo, like HF, rotates halves) and the `+ 1` it adds to Gemma's norm weights.
 
 mod dequant;
 mod reader;
