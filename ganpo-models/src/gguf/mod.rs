@@ -136,36 +136,77 @@ pub fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
     }
 }
 
+/// Typed reads of a GGUF file's `ARCH.KEY` metadata, errors naming the key.
+struct Meta<'a> {
+    file: &'a GgufFile,
+    arch: &'a str,
+}
+
+impl Meta<'_> {
+    fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    fn invalid(&self, key: &str, message: &str) -> ModelError {
+        ModelError::InvalidConfig {
+            path: self.file.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `ARCH.k` as a count, if present.
+    fn size(&self, k: &str) -> Result<Option<usize>, ModelError> {
+        match self.file.get(&self.key(k)) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|n| Some(n as usize))
+                .ok_or_else(|| self.invalid(&self.key(k), "expected an integer")),
+        }
+    }
+
+    /// `ARCH.k` as a count; missing is an error.
+    fn required(&self, k: &str) -> Result<usize, ModelError> {
+        self.size(k)?
+            .ok_or_else(|| self.invalid(&self.key(k), "missing"))
+    }
+
+    /// `ARCH.k` as a number, if present.
+    fn float(&self, k: &str) -> Option<f64> {
+        self.file.get(&self.key(k)).and_then(Value::as_f64)
+    }
+
+    /// The tensor called `name`, if the file has one.
+    fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.file.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The token embeddings (every model has them; their rows give the vocabulary size).
+    fn embeddings(&self) -> Result<&TensorInfo, ModelError> {
+        self.tensor("token_embd.weight")
+            .ok_or_else(|| ModelError::MissingTensors {
+                path: self.file.path.clone(),
+                names: vec!["token_embd.weight".into()],
+            })
+    }
+}
+
 /// The Llama-family config of a GGUF file of architecture `arch`.
 fn llama_config(file: &GgufFile, arch: &str) -> Result<LlamaConfig, ModelError> {
-    let invalid = |key: &str, message: &str| ModelError::InvalidConfig {
-        path: file.path.clone(),
-        key: key.into(),
-        message: message.into(),
-    };
+    let m = Meta { file, arch };
+    let invalid = |key: &str, message: &str| m.invalid(key, message);
     let family = match arch {
         "qwen2" => Family::Qwen2,
         "qwen3" => Family::Qwen3,
         _ => Family::Llama,
     };
-    let key = |k: &str| format!("{arch}.{k}");
-    let size = |k: &str| -> Result<Option<usize>, ModelError> {
-        match file.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| invalid(&key(k), "expected an integer")),
-        }
-    };
-    let required = |k: &str| size(k)?.ok_or_else(|| invalid(&key(k), "missing"));
-    let float =
-        |k: &str, default: f64| file.get(&key(k)).and_then(Value::as_f64).unwrap_or(default);
-    let tensor = |name: &str| file.tensors.iter().find(|t| t.name == name);
-    let embed = tensor("token_embd.weight").ok_or_else(|| ModelError::MissingTensors {
-        path: file.path.clone(),
-        names: vec!["token_embd.weight".into()],
-    })?;
+    let key = |k: &str| m.key(k);
+    let size = |k: &str| m.size(k);
+    let required = |k: &str| m.required(k);
+    let float = |k: &str, default: f64| m.float(k).unwrap_or(default);
+    let tensor = |name: &str| m.tensor(name);
+    let embed = m.embeddings()?;
     let hidden_size = required("embedding_length")?;
     let heads = required("attention.head_count")?;
     let head_dim = size("attention.key_length")?.unwrap_or(hidden_size / heads);
@@ -230,31 +271,9 @@ fn llama_config(file: &GgufFile, arch: &str) -> Result<LlamaConfig, ModelError> 
 /// RoPE base (10,000), and the score scale (`head_dim`, or `hidden / heads` for the 27B models,
 /// as llama.cpp sets it).
 fn gemma_config(file: &GgufFile, arch: &str) -> Result<GemmaConfig, ModelError> {
-    let invalid = |key: &str, message: &str| ModelError::InvalidConfig {
-        path: file.path.clone(),
-        key: key.into(),
-        message: message.into(),
-    };
-    let key = |k: &str| format!("{arch}.{k}");
-    let size = |k: &str| -> Result<Option<usize>, ModelError> {
-        match file.get(&key(k)) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| invalid(&key(k), "expected an integer")),
-        }
-    };
-    let required = |k: &str| size(k)?.ok_or_else(|| invalid(&key(k), "missing"));
-    let float = |k: &str| file.get(&key(k)).and_then(Value::as_f64);
-    let embed = file
-        .tensors
-        .iter()
-        .find(|t| t.name == "token_embd.weight")
-        .ok_or_else(|| ModelError::MissingTensors {
-            path: file.path.clone(),
-            names: vec!["token_embd.weight".into()],
-        })?;
+    let m = Meta { file, arch };
+    let (size, required, float) = (|k| m.size(k), |k| m.required(k), |k| m.float(k));
+    let embed = m.embeddings()?;
     let generation = if arch == "gemma2" {
         Generation::Gemma2
     } else {
@@ -274,14 +293,17 @@ fn gemma_config(file: &GgufFile, arch: &str) -> Result<GemmaConfig, ModelError> 
         6
     };
     let rope_theta = float("rope.freq_base").unwrap_or(10000.0);
-    let rope_scaling = match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+    let rope_scaling = match file
+        .get(&m.key("rope.scaling.type"))
+        .and_then(Value::as_str)
+    {
         None | Some("none") => RopeScaling::Default,
         Some("linear") => RopeScaling::Linear {
             factor: float("rope.scaling.factor").unwrap_or(1.0),
         },
         Some(other) => {
-            return Err(invalid(
-                &key("rope.scaling.type"),
+            return Err(m.invalid(
+                &m.key("rope.scaling.type"),
                 &format!("`{other}` is not supported"),
             ));
         }
@@ -312,7 +334,7 @@ fn gemma_config(file: &GgufFile, arch: &str) -> Result<GemmaConfig, ModelError> 
         sliding_window: size("attention.sliding_window")?,
         sliding_layers: (0..layers).map(|i| (i + 1) % pattern != 0).collect(),
         attention_bias: false,
-        tie_word_embeddings: !file.tensors.iter().any(|t| t.name == "output.weight"),
+        tie_word_embeddings: m.tensor("output.weight").is_none(),
         max_position_embeddings: size("context_length")?.unwrap_or(8192),
     })
 }
