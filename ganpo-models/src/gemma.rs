@@ -156,6 +156,15 @@ impl Architecture for GemmaConfig {
                 });
             }
         };
+        match json.get("hidden_activation").and_then(Value::as_str) {
+            None | Some("gelu_pytorch_tanh") => {}
+            Some(other) => {
+                return Err(r.invalid(
+                    "hidden_activation",
+                    format!("`{other}` is not supported (gelu_pytorch_tanh)"),
+                ));
+            }
+        }
         if r.bool_or("use_bidirectional_attention", false)? {
             return Err(r.invalid(
                 "use_bidirectional_attention",
@@ -242,9 +251,12 @@ impl Architecture for GemmaConfig {
                 (0..layers).map(|i| (i + 1) % pattern != 0).collect()
             }
         };
-        let cap = |key: &str| -> Result<Option<f64>, ModelError> {
+        // A key left out takes transformers' default (Gemma 2 caps scores at 50 and logits at
+        // 30; Gemma 3 caps neither); an explicit null turns the cap off.
+        let cap = |key: &str, gemma2_default: f64| -> Result<Option<f64>, ModelError> {
             match json.get(key) {
-                None | Some(Value::Null) => Ok(None),
+                None => Ok((generation == Generation::Gemma2).then_some(gemma2_default)),
+                Some(Value::Null) => Ok(None),
                 Some(v) => v.as_f64().filter(|c| *c > 0.0).map(Some).ok_or_else(|| {
                     r.invalid(key, format!("expected a positive number, found {v}"))
                 }),
@@ -263,10 +275,14 @@ impl Architecture for GemmaConfig {
             rope_theta: global.0,
             rope_scaling: global.1,
             rope_local_base_freq: local_theta,
-            query_pre_attn_scalar: r.f64_or("query_pre_attn_scalar", head_dim as f64)?,
-            attn_logit_softcapping: cap("attn_logit_softcapping")?,
-            final_logit_softcapping: cap("final_logit_softcapping")?,
-            sliding_window: r.usize_opt("sliding_window")?,
+            // transformers' defaults where a key is left out: 256 and a 4096-token window.
+            query_pre_attn_scalar: r.f64_or("query_pre_attn_scalar", 256.0)?,
+            attn_logit_softcapping: cap("attn_logit_softcapping", 50.0)?,
+            final_logit_softcapping: cap("final_logit_softcapping", 30.0)?,
+            sliding_window: match json.get("sliding_window") {
+                None => Some(4096),
+                Some(_) => r.usize_opt("sliding_window")?,
+            },
             sliding_layers,
             attention_bias: r.bool_or("attention_bias", false)?,
             tie_word_embeddings: r.bool_or("tie_word_embeddings", true)?,

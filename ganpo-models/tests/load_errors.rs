@@ -72,7 +72,11 @@ fn edited_gemma(edit_config: impl FnOnce(&mut serde_json::Value)) -> tempfile::T
 fn bad_gemma_configs_are_named() {
     load::<B>(edited_gemma(|_| {}).path(), &Default::default()).unwrap();
     type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
-    let cases: [(Edit, &str); 4] = [
+    let cases: [(Edit, &str); 5] = [
+        (
+            Box::new(|c| c["hidden_activation"] = "gelu".into()),
+            "`hidden_activation`: `gelu` is not supported (gelu_pytorch_tanh)",
+        ),
         (
             Box::new(|c| c["layer_types"] = serde_json::json!(["full_attention"])),
             "`layer_types`: 1 entries for 3 layers",
@@ -95,6 +99,37 @@ fn bad_gemma_configs_are_named() {
         let err = load_err(dir.path());
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// Keys a Gemma config.json leaves out take transformers' defaults (Gemma2Config /
+/// Gemma3TextConfig), not ganpo's own.
+#[test]
+fn gemma_config_defaults_are_transformers() {
+    use ganpo_models::{Architecture, gemma::GemmaConfig};
+    let mut json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("gemma2").join("config.json")).unwrap(),
+    )
+    .unwrap();
+    for key in [
+        "query_pre_attn_scalar",
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "sliding_window",
+    ] {
+        json.as_object_mut().unwrap().remove(key);
+    }
+    let c = GemmaConfig::from_hf(&json, Path::new("config.json")).unwrap();
+    assert_eq!(c.query_pre_attn_scalar, 256.0);
+    assert_eq!(c.attn_logit_softcapping, Some(50.0));
+    assert_eq!(c.final_logit_softcapping, Some(30.0));
+    assert_eq!(c.sliding_window, Some(4096));
+    json["model_type"] = "gemma3_text".into();
+    json["final_logit_softcapping"] = serde_json::Value::Null;
+    let c = GemmaConfig::from_hf(&json, Path::new("config.json")).unwrap();
+    assert_eq!(
+        (c.attn_logit_softcapping, c.final_logit_softcapping),
+        (None, None)
+    );
 }
 
 #[test]
