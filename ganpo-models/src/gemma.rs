@@ -16,7 +16,6 @@ use std::path::Path;
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::tanh;
-use ganpo_core::affine::linear;
 use ganpo_core::attention::Scores;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -24,7 +23,7 @@ use serde_json::{Value, json};
 use crate::config_reader::{ConfigReader, rope_scaling};
 use crate::llama::{Attention, AttentionSpec, Mlp};
 use crate::nn::init::{self, INIT_STD};
-use crate::nn::{AttentionMasks, Init, KvCache, RmsNorm, RopeScaling, Rotary, tied_head};
+use crate::nn::{AttentionMasks, Init, KvCache, RmsNorm, RopeScaling, Rotary, lm_head};
 use crate::{Architecture, Decoder, ModelError};
 
 /// Which Gemma.
@@ -506,10 +505,7 @@ impl<B: Backend> Decoder<B> for Gemma<B> {
     }
 
     fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-        let logits = match &self.lm_head {
-            Some(head) => linear(head, hidden),
-            None => tied_head(hidden, self.model.embed_tokens.weight.val()),
-        };
+        let logits = lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden);
         match self.final_logit_softcapping {
             Some(cap) => tanh(logits / cap) * cap,
             None => logits,

@@ -9,7 +9,6 @@ mod mlp;
 
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
-use ganpo_core::affine::linear;
 use ganpo_core::attention::Scores;
 
 pub use attention::{Attention, AttentionSpec};
@@ -18,7 +17,7 @@ pub use mlp::Mlp;
 
 use crate::Decoder;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{AttentionMasks, KvCache, RmsNorm, Rotary, tied_head};
+use crate::nn::{AttentionMasks, KvCache, RmsNorm, Rotary, lm_head};
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -137,10 +136,7 @@ impl<B: Backend> Decoder<B> for Llama<B> {
     }
 
     fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-        match &self.lm_head {
-            Some(head) => linear(head, hidden),
-            None => tied_head(hidden, self.model.embed_tokens.weight.val()),
-        }
+        lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden)
     }
 
     fn attention_windows(&self) -> Vec<Option<usize>> {

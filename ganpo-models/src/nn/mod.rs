@@ -14,4 +14,4 @@ pub use mask::{AttentionMasks, attention_mask, positions, step_mask};
 pub use principal::principal_embeddings;
 pub use rms_norm::RmsNorm;
 pub use rope::{RopeScaling, Rotary, RotaryTables};
-pub use tied_head::tied_head;
+pub use tied_head::{lm_head, tied_head};
