@@ -20,7 +20,7 @@ use serde_json::Value;
 
 #[cfg(doc)]
 use crate::CausalLm;
-use crate::nn::{AttentionMasks, Init, KvCache, positions};
+use crate::nn::{AttentionMasks, Init, KvCache, Projection, positions};
 use crate::{LmOutput, ModelError, RowsOutput};
 
 /// The configuration side of an architecture.
@@ -95,6 +95,14 @@ pub trait Decoder<B: Backend> {
     /// The token embeddings, to replace them.
     fn embed_tokens_mut(&mut self) -> &mut Embedding<B>;
 
+    /// Every projection a LoRA adapter can target (attention and MLP linears; not the LM head),
+    /// with its module name as PEFT spells it (`model.layers.0.self_attn.q_proj`).
+    fn projections(&mut self) -> Vec<(String, &mut dyn Projection<B>)>;
+
+    /// The module names PEFT adapts when `target_modules` is not given (its per-architecture
+    /// defaults: `q_proj`, `v_proj` for Llama and Gemma, `c_attn` for GPT-2).
+    fn default_lora_targets(&self) -> &'static [&'static str];
+
     /// Drops a separate LM head: a sequence classifier's backbone has none (a no-op when the
     /// head is tied to the embeddings).
     fn remove_lm_head(&mut self) {}
@@ -131,6 +139,10 @@ macro_rules! causal_lm_via_decoder {
                 attention_mask: burn::prelude::Tensor<B, 2, burn::prelude::Bool>,
             ) -> burn::prelude::Tensor<B, 3> {
                 $crate::architecture::decoder_hidden_states(self, input_ids, attention_mask)
+            }
+
+            fn set_adapters_enabled(&mut self, enabled: bool) -> usize {
+                $crate::lora::set_enabled(self, enabled)
             }
 
             fn hidden_size(&self) -> usize {

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::nn::{AttentionMasks, KvCache};
+use crate::nn::{AttentionMasks, KvCache, Projection};
 use crate::{Architecture, Decoder, Init, ModelError};
 
 /// Generates [`ModelConfig`] and [`Lm`] with one variant per architecture, and their methods by
@@ -136,6 +136,14 @@ macro_rules! architectures {
 
             fn remove_lm_head(&mut self) {
                 match self { $(Lm::$variant(m) => m.remove_lm_head(),)+ }
+            }
+
+            fn projections(&mut self) -> Vec<(String, &mut dyn Projection<B>)> {
+                match self { $(Lm::$variant(m) => m.projections(),)+ }
+            }
+
+            fn default_lora_targets(&self) -> &'static [&'static str] {
+                match self { $(Lm::$variant(m) => m.default_lora_targets(),)+ }
             }
         }
     };

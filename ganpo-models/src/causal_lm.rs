@@ -58,6 +58,14 @@ pub trait CausalLm<B: Backend> {
             hidden: out.hidden,
         }
     }
+    /// Switches the model's LoRA adapters ([`crate::lora`]) on or off and returns how many it
+    /// carries; a model without adapters returns 0 and is unchanged. The trainer's reference for
+    /// a LoRA run is the policy with its adapters off.
+    fn set_adapters_enabled(&mut self, enabled: bool) -> usize {
+        let _ = enabled;
+        0
+    }
+
     /// Width of [`LmOutput::hidden`].
     fn hidden_size(&self) -> usize;
     /// Width of [`LmOutput::logits`].

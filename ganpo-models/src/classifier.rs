@@ -12,7 +12,7 @@ use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, TensorSnapshot};
 use serde_json::{Value, json};
 
 use crate::Decoder;
-use crate::export::{TokenizerFiles, write_export};
+use crate::export::{HF_FILES, TokenizerFiles, write_export};
 use crate::hf::{read_checkpoint, read_json};
 use crate::nn::init;
 use crate::nn::positions;
@@ -265,5 +265,5 @@ pub fn export_classifier<B: Backend>(
         })
         .filter(|t| !t.full_path().ends_with("lm_head.weight"))
         .collect();
-    write_export(json, tensors, tokenizer, dir)
+    write_export(json, tensors, tokenizer, dir, &HF_FILES)
 }

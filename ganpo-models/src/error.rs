@@ -89,6 +89,14 @@ pub enum ModelError {
         model_vocab: usize,
     },
     /// Token embeddings handed to a model do not have its `[vocab, hidden]` shape.
+    /// A LoRA setting that cannot be applied to this model.
+    #[error("{key}: {message}")]
+    Lora {
+        /// The `[lora]` key (`lora.target_modules`).
+        key: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     #[error("token embeddings of shape {got:?} do not fit a model whose embeddings are {want:?}")]
     EmbeddingShape {
         /// The model's shape.

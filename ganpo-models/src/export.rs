@@ -40,17 +40,32 @@ pub fn export_hf<B: Backend>(
     dir: &Path,
 ) -> Result<(), ModelError> {
     let tensors = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
-    write_export(config.to_hf(dir)?, tensors, tokenizer, dir)
+    write_export(config.to_hf(dir)?, tensors, tokenizer, dir, &HF_FILES)
 }
 
-/// Writes `json` as `config.json`, `tensors` (PyTorch layouts, checkpoint names) as
-/// `model.safetensors` and the tokenizer files into a temporary sibling of `dir`, then renames it
-/// to `dir`; refuses an existing `dir`.
+/// The two files of an exported directory: a JSON description and the safetensors weights.
+pub(crate) struct ExportFiles {
+    /// `config.json` or `adapter_config.json`.
+    pub config: &'static str,
+    /// `model.safetensors` or `adapter_model.safetensors`.
+    pub weights: &'static str,
+}
+
+/// A transformers model directory.
+pub(crate) const HF_FILES: ExportFiles = ExportFiles {
+    config: "config.json",
+    weights: "model.safetensors",
+};
+
+/// Writes `json` as `files.config`, `tensors` (PyTorch layouts, checkpoint names) as
+/// `files.weights` and the tokenizer files into a temporary sibling of `dir`, then renames it to
+/// `dir`; refuses an existing `dir`.
 pub(crate) fn write_export(
     json: Value,
     tensors: Vec<TensorSnapshot>,
     tokenizer: TokenizerFiles<'_>,
     dir: &Path,
+    files: &ExportFiles,
 ) -> Result<(), ModelError> {
     if dir.exists() {
         return Err(ModelError::Io {
@@ -68,7 +83,7 @@ pub(crate) fn write_export(
     let tmp = dir.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(ModelError::io(&tmp))?;
-    let result = write_all(&json, tensors, tokenizer, &tmp)
+    let result = write_all(&json, tensors, tokenizer, &tmp, files)
         .and_then(|()| std::fs::rename(&tmp, dir).map_err(ModelError::io(dir)));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -81,12 +96,13 @@ fn write_all(
     snapshots: Vec<TensorSnapshot>,
     tokenizer: TokenizerFiles<'_>,
     tmp: &Path,
+    files: &ExportFiles,
 ) -> Result<(), ModelError> {
-    let config_path = tmp.join("config.json");
+    let config_path = tmp.join(files.config);
     let text = serde_json::to_string_pretty(json).expect("a JSON value serializes");
     std::fs::write(&config_path, text).map_err(ModelError::io(&config_path))?;
 
-    let weights = tmp.join("model.safetensors");
+    let weights = tmp.join(files.weights);
     let bad = |message: String| ModelError::BadWeights {
         path: weights.clone(),
         message,

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config_reader::{ConfigReader, rope_scaling};
-use crate::llama::{Attention, AttentionSpec, Mlp};
+use crate::llama::{Attention, AttentionSpec, DEFAULT_LORA_TARGETS, Mlp, layer_projections};
 use crate::nn::init::{self, INIT_STD};
-use crate::nn::{AttentionMasks, Init, KvCache, RmsNorm, RopeScaling, Rotary, lm_head};
+use crate::nn::{AttentionMasks, Init, KvCache, Projection, RmsNorm, RopeScaling, Rotary, lm_head};
 use crate::{Architecture, Decoder, ModelError};
 
 /// Which Gemma.
@@ -536,6 +536,15 @@ impl<B: Backend> Decoder<B> for Gemma<B> {
 
     fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
         &mut self.model.embed_tokens
+    }
+
+    fn projections(&mut self) -> Vec<(String, &mut dyn Projection<B>)> {
+        let layers = self.model.layers.iter_mut();
+        layer_projections(layers.map(|l| (&mut l.self_attn, &mut l.mlp)))
+    }
+
+    fn default_lora_targets(&self) -> &'static [&'static str] {
+        DEFAULT_LORA_TARGETS
     }
 
     fn remove_lm_head(&mut self) {

@@ -6,18 +6,17 @@
 
 use std::path::Path;
 
-use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use ganpo_core::activation::{gelu, gelu_tanh};
-use ganpo_core::affine::affine;
 use ganpo_core::attention::{Scores, scaled_dot_product_attention};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config_reader::ConfigReader;
+pub use crate::nn::Conv1D;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{AttentionMasks, KvCache, LayerCache, tied_head};
+use crate::nn::{AttentionMasks, KvCache, LayerCache, Projection, tied_head};
 use crate::{Architecture, Decoder, ModelError};
 
 /// GPT-2 settings from an HF `config.json`.
@@ -180,33 +179,6 @@ impl Gpt2Config {
     }
 }
 
-/// GPT-2's linear layer: `y = x W + b` with `W` stored `[in, out]`.
-#[derive(Module, Debug)]
-pub struct Conv1D<B: Backend> {
-    /// `[in, out]`.
-    pub weight: Param<Tensor<B, 2>>,
-    /// `[out]`.
-    pub bias: Param<Tensor<B, 1>>,
-}
-
-impl<B: Backend> Conv1D<B> {
-    fn new(d_in: usize, d_out: usize, std: f64, device: &B::Device) -> Self {
-        let w = Tensor::random(
-            [d_in, d_out],
-            burn::tensor::Distribution::Normal(0.0, std),
-            device,
-        );
-        Self {
-            weight: Param::from_tensor(w),
-            bias: Param::from_tensor(Tensor::zeros([d_out], device)),
-        }
-    }
-
-    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        affine(x, self.weight.val(), Some(self.bias.val()))
-    }
-}
-
 /// Causal self-attention with a fused QKV projection.
 #[derive(Module, Debug)]
 pub struct Gpt2Attention<B: Backend> {
@@ -344,6 +316,22 @@ impl<B: Backend> Decoder<B> for Gpt2<B> {
 
     fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
         &mut self.transformer.wte
+    }
+
+    fn projections(&mut self) -> Vec<(String, &mut dyn Projection<B>)> {
+        let mut all: Vec<(String, &mut dyn Projection<B>)> = Vec::new();
+        for (i, block) in self.transformer.h.iter_mut().enumerate() {
+            let p = format!("transformer.h.{i}.");
+            all.push((format!("{p}attn.c_attn"), &mut block.attn.c_attn));
+            all.push((format!("{p}attn.c_proj"), &mut block.attn.c_proj));
+            all.push((format!("{p}mlp.c_fc"), &mut block.mlp.c_fc));
+            all.push((format!("{p}mlp.c_proj"), &mut block.mlp.c_proj));
+        }
+        all
+    }
+
+    fn default_lora_targets(&self) -> &'static [&'static str] {
+        &["c_attn"]
     }
 }
 

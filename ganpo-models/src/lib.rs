@@ -16,6 +16,8 @@
 //!   metadata);
 //! - [`generate::generate`]: KV-cached batched generation; [`export::export_hf`]: back to an HF
 //!   directory;
+//! - [`lora`]: LoRA adapters as PEFT makes them (attach, switch off for the reference, merge,
+//!   PEFT adapter directories in and out);
 //! - [`classifier`]: sequence classifiers and reward models (a backbone and a `score` head), HF's
 //!   `*ForSequenceClassification`;
 //!
@@ -36,6 +38,7 @@ pub mod gpt2;
 pub mod hf;
 pub mod llama;
 mod load;
+pub mod lora;
 pub mod nn;
 pub mod onnx;
 mod tokenizer;

@@ -2,13 +2,11 @@
 //! `o_proj`, and the per-head `q_norm`, `k_norm` of Qwen3 and Gemma 3), shared by the Llama
 //! family and Gemma.
 
-use burn::nn::Linear;
 use burn::prelude::*;
-use ganpo_core::affine::linear;
 use ganpo_core::attention::{Scores, scaled_dot_product_attention};
 
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{LayerCache, RmsNorm, RotaryTables};
+use crate::nn::{LayerCache, Linear, Projection, RmsNorm, RotaryTables};
 
 /// The shape of one attention layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,7 +56,7 @@ impl<B: Backend> Attention<B> {
     /// Randomly initialized attention of shape `c`, drawn by `init`.
     pub fn new(c: &AttentionSpec, init: Init, device: &B::Device) -> Self {
         let (h, kv, d) = (c.heads, c.kv_heads, c.head_dim);
-        let linear = |i, o, bias| init::linear(i, o, bias, (init, INIT_STD), device);
+        let linear = |i, o, bias| Linear::from(init::linear(i, o, bias, (init, INIT_STD), device));
         let norm = || {
             c.qk_norm_eps
                 .map(|eps| RmsNorm::with_offset(d, eps, c.unit_offset_norms, device))
@@ -97,9 +95,11 @@ impl<B: Backend> Attention<B> {
             };
             rotary.apply(t).swap_dims(1, 2)
         };
-        let q = heads(linear(&self.q_proj, x.clone()), h, &self.q_norm);
-        let k = heads(linear(&self.k_proj, x.clone()), kv, &self.k_norm);
-        let v = linear(&self.v_proj, x)
+        let q = heads(self.q_proj.forward(x.clone()), h, &self.q_norm);
+        let k = heads(self.k_proj.forward(x.clone()), kv, &self.k_norm);
+        let v = self
+            .v_proj
+            .forward(x)
             .reshape([b, s, kv, d])
             .swap_dims(1, 2);
         let (k, v) = match cache {
@@ -108,6 +108,19 @@ impl<B: Backend> Attention<B> {
         };
         let context = scaled_dot_product_attention(q, k, v, Some(masked), self.scores);
         let context = context.swap_dims(1, 2).reshape([b, s, h * d]);
-        linear(&self.o_proj, context)
+        self.o_proj.forward(context)
+    }
+
+    /// The four projections with their module names under `prefix` (`...self_attn.`).
+    pub fn projections(&mut self, prefix: &str) -> Vec<(String, &mut dyn Projection<B>)> {
+        vec![
+            (
+                format!("{prefix}q_proj"),
+                &mut self.q_proj as &mut dyn Projection<B>,
+            ),
+            (format!("{prefix}k_proj"), &mut self.k_proj),
+            (format!("{prefix}v_proj"), &mut self.v_proj),
+            (format!("{prefix}o_proj"), &mut self.o_proj),
+        ]
     }
 }

@@ -1,13 +1,12 @@
 //! The gated MLP (HF names: `gate_proj`, `up_proj`, `down_proj`): SwiGLU for the Llama family,
 //! GeGLU (tanh GELU) for Gemma.
 
-use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 use ganpo_core::activation::gelu_tanh;
-use ganpo_core::affine::linear;
 
 use crate::nn::init::{self, INIT_STD, Init};
+use crate::nn::{Linear, Projection};
 
 /// `down(act(gate(x)) * up(x))`, `act` SiLU or tanh-approximated GELU.
 #[derive(Module, Debug)]
@@ -32,7 +31,7 @@ impl<B: Backend> Mlp<B> {
         init: Init,
         device: &B::Device,
     ) -> Self {
-        let linear = |i, o| init::linear(i, o, bias, (init, INIT_STD), device);
+        let linear = |i, o| Linear::from(init::linear(i, o, bias, (init, INIT_STD), device));
         Self {
             gate_proj: linear(hidden, intermediate),
             up_proj: linear(hidden, intermediate),
@@ -43,13 +42,25 @@ impl<B: Backend> Mlp<B> {
 
     /// `x`: `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = linear(&self.gate_proj, x.clone());
+        let gate = self.gate_proj.forward(x.clone());
         let gate = if self.gelu {
             gelu_tanh(gate)
         } else {
             silu(gate)
         };
-        let gated = gate * linear(&self.up_proj, x);
-        linear(&self.down_proj, gated)
+        let gated = gate * self.up_proj.forward(x);
+        self.down_proj.forward(gated)
+    }
+
+    /// The three projections with their module names under `prefix` (`...mlp.`).
+    pub fn projections(&mut self, prefix: &str) -> Vec<(String, &mut dyn Projection<B>)> {
+        vec![
+            (
+                format!("{prefix}gate_proj"),
+                &mut self.gate_proj as &mut dyn Projection<B>,
+            ),
+            (format!("{prefix}up_proj"), &mut self.up_proj),
+            (format!("{prefix}down_proj"), &mut self.down_proj),
+        ]
     }
 }

@@ -17,7 +17,23 @@ pub use mlp::Mlp;
 
 use crate::Decoder;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{AttentionMasks, KvCache, RmsNorm, Rotary, lm_head};
+use crate::nn::{AttentionMasks, KvCache, Projection, RmsNorm, Rotary, lm_head};
+
+/// PEFT's default `target_modules` for Llama-family and Gemma models.
+pub(crate) const DEFAULT_LORA_TARGETS: &[&str] = &["q_proj", "v_proj"];
+
+/// The projections of `model.layers.N.{self_attn, mlp}` (Llama family and Gemma), named as PEFT
+/// names them.
+pub(crate) fn layer_projections<'a, B: Backend>(
+    layers: impl Iterator<Item = (&'a mut Attention<B>, &'a mut Mlp<B>)>,
+) -> Vec<(String, &'a mut dyn Projection<B>)> {
+    let mut all = Vec::new();
+    for (i, (attn, mlp)) in layers.enumerate() {
+        all.extend(attn.projections(&format!("model.layers.{i}.self_attn.")));
+        all.extend(mlp.projections(&format!("model.layers.{i}.mlp.")));
+    }
+    all
+}
 
 /// One pre-norm decoder layer.
 #[derive(Module, Debug)]
@@ -157,6 +173,15 @@ impl<B: Backend> Decoder<B> for Llama<B> {
 
     fn embed_tokens_mut(&mut self) -> &mut Embedding<B> {
         &mut self.model.embed_tokens
+    }
+
+    fn projections(&mut self) -> Vec<(String, &mut dyn Projection<B>)> {
+        let layers = self.model.layers.iter_mut();
+        layer_projections(layers.map(|l| (&mut l.self_attn, &mut l.mlp)))
+    }
+
+    fn default_lora_targets(&self) -> &'static [&'static str] {
+        DEFAULT_LORA_TARGETS
     }
 
     fn remove_lm_head(&mut self) {

@@ -15,7 +15,9 @@ use std::rc::Rc;
 use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::DType;
-use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError};
+use burn_store::{
+    ModuleSnapshot, PathFilter, PyTorchToBurnAdapter, TensorSnapshot, TensorSnapshotError,
+};
 
 pub use self::safetensors::read_safetensors;
 use crate::ModelError;
@@ -29,7 +31,28 @@ pub fn apply<B: Backend, M: ModuleSnapshot<B>>(
     path: &Path,
     ignorable: impl Fn(&str) -> bool,
 ) -> Result<(), ModelError> {
-    let result = module.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    apply_filtered(module, tensors, path, ignorable, None)
+}
+
+/// [`apply`] to the module tensors `filter` selects only (the others are neither loaded nor
+/// missing): an adapter file applied to the adapters of a whole model.
+pub fn apply_filtered<B: Backend, M: ModuleSnapshot<B>>(
+    module: &mut M,
+    tensors: Vec<TensorSnapshot>,
+    path: &Path,
+    ignorable: impl Fn(&str) -> bool,
+    filter: Option<PathFilter>,
+) -> Result<(), ModelError> {
+    let mut result = module.apply(
+        tensors,
+        filter.clone(),
+        Some(Box::new(PyTorchToBurnAdapter)),
+        true,
+    );
+    // burn-store reports the tensors the filter left out as missing, too.
+    if let Some(filter) = &filter {
+        result.missing.retain(|(name, _)| filter.matches(name));
+    }
     if !result.errors.is_empty() {
         let message = result
             .errors
