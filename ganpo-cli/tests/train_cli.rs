@@ -404,3 +404,99 @@ fn a_reference_that_does_not_fit_the_policy_is_refused() {
     );
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn lora_run_writes_a_peft_adapter_that_eval_and_export_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "max_steps = 4\nsave_steps = 2");
+    let lora = "\n[lora]\nr = 4\nlora_alpha = 16\ntarget_modules = \"all-linear\"\n";
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(lora);
+    std::fs::write(&config, &text).unwrap();
+    let out = ganpo_train(&config, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("out");
+    let adapter = run.join("final");
+    for file in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+    ] {
+        assert!(adapter.join(file).is_file(), "final/{file}");
+    }
+    assert!(!adapter.join("model.safetensors").exists());
+    assert!(run.join("checkpoint-2/adapters.safetensors").is_file());
+    let policy = fixtures().join("policy");
+    let data = fixtures().join("data/standard.jsonl");
+    let eval = |args: &[&str]| -> Value {
+        let mut all = vec!["eval", "--data", data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = ganpo(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let with_adapter = eval(&[
+        "--model",
+        policy.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    assert!(with_adapter["eval_rewards/margins"].as_f64().unwrap().abs() > 1e-3);
+    // Merged into one HF directory, against the base as reference: the same evaluation.
+    let merged = dir.path().join("merged");
+    let out = ganpo(&[
+        "export",
+        "--model",
+        policy.to_str().unwrap(),
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--merge",
+        "--out",
+        merged.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folded = eval(&[
+        "--model",
+        merged.to_str().unwrap(),
+        "--ref-model",
+        policy.to_str().unwrap(),
+    ]);
+    for key in ["eval_loss", "eval_rewards/margins", "eval_logps/chosen"] {
+        let (a, b) = (
+            with_adapter[key].as_f64().unwrap(),
+            folded[key].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4 * (1.0 + a.abs()), "{key}: {a} vs {b}");
+    }
+
+    // LoRA with a separate reference is refused by key before anything is written.
+    let other = tempfile::tempdir().unwrap();
+    let config = write_config(other.path(), &standard(), "max_steps = 1");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replacen(
+        "[data]",
+        &format!("reference = {:?}\n\n[data]", policy.display().to_string()),
+        1,
+    );
+    text.push_str(lora);
+    std::fs::write(&config, text).unwrap();
+    let out = ganpo_train(&config, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("model.reference"),
+        "{err}"
+    );
+    assert!(!other.path().join("out").exists());
+}

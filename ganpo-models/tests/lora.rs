@@ -11,6 +11,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::{B, expected, fixture};
+use ganpo_models::export::TokenizerFiles;
 use ganpo_models::lora::{self, LoraConfig, TargetModules, peft};
 use ganpo_models::{CausalLm, Lm, hf::load};
 
@@ -201,7 +202,7 @@ fn exported_adapter_reads_back_with_peft_names() {
         let src = fixture("peft").join(case);
         let (model, config) = peft::load_adapter(base::<B>(base_name, &device), &src).unwrap();
         let out = tmp.path().join(case);
-        peft::save_adapter(&model, &config, base_name, &out).unwrap();
+        peft::save_adapter(&model, &config, base_name, TokenizerFiles::None, &out).unwrap();
         let names = |dir: &std::path::Path| {
             let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
             let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -225,7 +226,7 @@ fn exported_adapter_reads_back_with_peft_names() {
             outputs(case, &model, &device).into_data()
         );
         assert!(
-            peft::save_adapter(&model, &config, base_name, &out).is_err(),
+            peft::save_adapter(&model, &config, base_name, TokenizerFiles::None, &out).is_err(),
             "overwrites"
         );
     }

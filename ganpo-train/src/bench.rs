@@ -13,17 +13,19 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{ComputeDtype, RunConfig, Scheduler};
+use crate::config::{ComputeDtype, ConfigError, RunConfig, Scheduler, apply_set};
 use crate::data::{PreferenceDataset, TokenizedPair};
 use crate::train::{TrainError, Trainer};
 
 /// Named model shapes (HF `config.json` values of the public checkpoints).
-pub const SHAPES: [&str; 5] = [
+pub const SHAPES: [&str; 7] = [
     "tiny",
     "smollm2-135m",
     "gpt2-124m",
     "qwen2.5-0.5b",
     "llama-1b",
+    "qwen2.5-1.5b",
+    "qwen2.5-3b",
 ];
 
 /// The HF `config.json` of a named shape; `None` for an unknown name.
@@ -49,6 +51,15 @@ pub fn shape_json(name: &str) -> Option<Value> {
                               "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}),
         "qwen2.5-0.5b" => {
             let mut v = llama(896, 4864, 24, 14, 2, 151_936, 1_000_000.0);
+            v["model_type"] = json!("qwen2");
+            v["rms_norm_eps"] = json!(1e-6);
+            v
+        }
+        "qwen2.5-1.5b" | "qwen2.5-3b" => {
+            let mut v = match name {
+                "qwen2.5-1.5b" => llama(1536, 8960, 28, 12, 2, 151_936, 1_000_000.0),
+                _ => llama(2048, 11_008, 36, 16, 2, 151_936, 1_000_000.0),
+            };
             v["model_type"] = json!("qwen2");
             v["rms_norm_eps"] = json!(1e-6);
             v
@@ -85,6 +96,8 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Seed of the weights and tokens.
     pub seed: u64,
+    /// Run-configuration overrides (`lora.r=16`, `train.grad_accum=2`), as `ganpo train --set`.
+    pub sets: Vec<String>,
 }
 
 /// Errors of a benchmark.
@@ -99,6 +112,9 @@ pub enum BenchError {
     /// The step failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// An override does not apply.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The run configuration of a benchmark: the trainer's defaults (AdamW, clipping at 1.0, the
@@ -127,11 +143,28 @@ pub fn run_config(c: &BenchConfig) -> Result<RunConfig, BenchError> {
     let t = &mut r.train;
     t.seed = c.seed;
     t.batch_size = c.pairs;
-    t.max_steps = Some(c.warmup + c.steps);
     t.lr = 1e-6;
     t.scheduler = Scheduler::Constant;
     t.warmup_ratio = 0.0;
     t.compute_dtype = c.dtype;
+    if !c.sets.is_empty() {
+        let mut table = toml::Table::try_from(&r).expect("a run configuration serializes");
+        for set in &c.sets {
+            apply_set(&mut table, set)?;
+        }
+        r = RunConfig::parse_table(table, "--set")?;
+        if let Some((key, value, expected)) = r.lora.as_ref().and_then(|l| l.invalid_setting()) {
+            return Err(ConfigError::Value {
+                key: key.into(),
+                value,
+                expected: expected.into(),
+            }
+            .into());
+        }
+    }
+    // The benchmark's own step counts; nothing is logged, evaluated or saved.
+    let t = &mut r.train;
+    t.max_steps = Some(c.warmup + c.steps);
     t.logging_steps = usize::MAX;
     t.eval_steps = None;
     t.save_steps = None;
@@ -197,8 +230,10 @@ pub struct BenchReport {
     pub config: BenchConfig,
     /// The shape as an HF `config.json` (what `bench/torch_reference.py --hf-config` reads).
     pub hf_config: Value,
-    /// Trainable parameters of the policy.
+    /// Parameters of the policy.
     pub parameters: usize,
+    /// Parameters the optimizer updates (all of them, or a LoRA run's adapters).
+    pub trainable_parameters: usize,
     /// Milliseconds per step (unprofiled steps).
     pub ms_per_step: Spread,
     /// Tokens (`2 * pairs * seq`) per second at the median step time.
@@ -208,6 +243,29 @@ pub struct BenchReport {
     pub breakdown_ms: Vec<(&'static str, f64)>,
     /// Peak resident memory of the process (Linux `VmHWM`), where known.
     pub peak_rss_bytes: Option<u64>,
+    /// Peak memory of the step: the peak resident memory on the CPU backend (what the GPU
+    /// backends hold on the device is not reported by burn 0.21).
+    pub peak_memory_bytes: Option<u64>,
+    /// Bytes per policy parameter at the peak, and what they are: weights (the policy's and the
+    /// reference's f32 tensors, shared where LoRA shares them), gradients and AdamW's two moments
+    /// of the trainable parameters, and the rest (activations, workspace, the process itself
+    /// before the model was built), derived as the peak minus the others.
+    pub bytes_per_parameter: Option<MemoryBreakdown>,
+}
+
+/// Bytes per policy parameter, by what holds them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct MemoryBreakdown {
+    /// The whole peak.
+    pub total: f64,
+    /// Policy weights, plus the reference's where it is a copy.
+    pub weights: f64,
+    /// Gradients of the trainable parameters (f32).
+    pub gradients: f64,
+    /// AdamW's first and second moments of the trainable parameters (f32).
+    pub optimizer_state: f64,
+    /// The remainder: activations, workspace, discriminators, the process baseline.
+    pub activations_and_other: f64,
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (Linux only).
@@ -236,8 +294,12 @@ pub fn run<B: AutodiffBackend>(
     let mut config = run_config(c)?;
     config.train.max_steps = Some(c.warmup + 2 * c.steps);
     B::seed(device, c.seed);
-    let policy: Lm<B> = model_config.init(device);
+    let mut policy: Lm<B> = model_config.init(device);
+    if let Some(lora) = &config.lora {
+        policy = ganpo_models::lora::attach(policy, lora, c.seed)?.0;
+    }
     let parameters = burn::module::Module::num_params(&policy);
+    let trainable_parameters = crate::train::trainable_params(&policy);
     let data = random_pairs(
         model_config.vocab_size(),
         c.seq,
@@ -286,16 +348,45 @@ pub fn run<B: AutodiffBackend>(
         })
         .collect();
     let ms_per_step = Spread::of(&times);
+    let peak = (B::name(device).contains("ndarray") || B::name(device).contains("cpu"))
+        .then(peak_rss_bytes)
+        .flatten();
+    // The reference is a second f32 copy unless LoRA shares the frozen base with it.
+    let weight_copies = if trainer.uses_lora() || !trainer.holds_reference() {
+        1.0
+    } else {
+        2.0
+    };
+    let bytes_per_parameter = peak.map(|peak| {
+        let per = |bytes: f64| bytes / parameters as f64;
+        let trainable = trainable_parameters as f64 * 4.0;
+        let (weights, gradients, optimizer_state) = (
+            per(parameters as f64 * 4.0 * weight_copies),
+            per(trainable),
+            per(2.0 * trainable),
+        );
+        let total = per(peak as f64);
+        MemoryBreakdown {
+            total,
+            weights,
+            gradients,
+            optimizer_state,
+            activations_and_other: total - weights - gradients - optimizer_state,
+        }
+    });
     Ok(BenchReport {
         framework: "ganpo",
         backend: B::name(device).to_string(),
         config: c.clone(),
         hf_config: json,
         parameters,
+        trainable_parameters,
         tokens_per_second: (2 * c.pairs * c.seq) as f64 / (ms_per_step.median / 1e3),
         ms_per_step,
         breakdown_ms,
         peak_rss_bytes: peak_rss_bytes(),
+        peak_memory_bytes: peak,
+        bytes_per_parameter,
     })
 }
 
@@ -318,6 +409,8 @@ mod tests {
             ("gpt2-124m", 768, 50_257),
             ("qwen2.5-0.5b", 896, 151_936),
             ("llama-1b", 2048, 128_256),
+            ("qwen2.5-1.5b", 1536, 151_936),
+            ("qwen2.5-3b", 2048, 151_936),
         ];
         for (name, hidden, vocab) in sizes {
             let c = ModelConfig::from_hf(&shape_json(name).unwrap(), Path::new(name)).unwrap();

@@ -36,6 +36,13 @@ fn every_key_is_documented() {
     config.train.disc_max_grad_norm = Some(1.0);
     config.train.device = Some(0);
     config.model.reference = Some("r".into());
+    config.model.adapter = Some("a".into());
+    config.lora = Some(ganpo_models::lora::LoraConfig {
+        target_modules: Some(ganpo_models::lora::TargetModules::Pattern(
+            "all-linear".into(),
+        )),
+        ..Default::default()
+    });
     config.data.pad_to_multiple_of = Some(8);
     let mut keys = Vec::new();
     leaf_keys("", &toml::Value::try_from(&config).unwrap(), &mut keys);

@@ -86,22 +86,23 @@ fn fixtures(root: &Path) -> Result<()> {
     let probe = Command::new(&python)
         .args([
             "-c",
-            "import torch, trl, transformers, tokenizers, gguf, datasets, onnx, onnxscript",
+            "import torch, trl, transformers, peft, tokenizers, gguf, datasets, onnx, onnxscript",
         ])
         .status();
     if !matches!(probe, Ok(s) if s.success()) {
         bail!(
-            "`{python}` cannot import torch, trl, transformers, tokenizers, gguf, onnx and \
-             onnxscript. Install them (`pip install torch trl gguf onnx onnxscript`) or point \
+            "`{python}` cannot import torch, trl, transformers, peft, tokenizers, gguf, onnx and \
+             onnxscript. Install them (`pip install torch trl peft gguf onnx onnxscript`) or point \
              GANPO_PYTHON at a Python that has them."
         );
     }
     // Order matters: the tokenizer, GGUF and ONNX scripts read the model fixtures the model script
     // writes (ONNX also the tokenizer files); the trainer script reads the tokenizer fixture and
-    // the SmolLM2 asset (`cargo xtask assets`).
+    // the SmolLM2 asset (`cargo xtask assets`); the PEFT adapters sit on the model fixtures.
     for script in [
         "core_fixtures.py",
         "model_fixtures.py",
+        "peft_fixtures.py",
         "tokenizer_fixtures.py",
         "gguf_fixtures.py",
         "onnx_fixtures.py",

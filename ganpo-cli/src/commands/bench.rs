@@ -10,7 +10,8 @@ use ganpo_train::config::ComputeDtype;
 /// Options of `ganpo bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model shape (random weights): tiny, smollm2-135m, gpt2-124m, qwen2.5-0.5b or llama-1b.
+    /// Model shape (random weights): tiny, smollm2-135m, gpt2-124m, qwen2.5-0.5b, llama-1b,
+    /// qwen2.5-1.5b or qwen2.5-3b.
     #[arg(long, default_value = "tiny")]
     pub model_config: String,
     /// Tokens per sequence (half prompt, half completion).
@@ -43,6 +44,10 @@ pub struct Args {
     /// Device index on that backend.
     #[arg(long)]
     pub device: Option<usize>,
+    /// Override a run-configuration key as `ganpo train --set` does, for example
+    /// `--set lora.r=16 --set lora.target_modules=all-linear` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 struct Job(BenchConfig);
@@ -96,6 +101,7 @@ pub fn run(args: Args) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         seed: args.seed,
+        sets: args.set,
     };
     bench::run_config(&config)?;
     let report = run_on_device(kind, args.device, Job(config))??;

@@ -19,6 +19,10 @@ pub struct Args {
     /// The reference model; default: the model itself (rewards are then 0).
     #[arg(long)]
     pub ref_model: Option<PathBuf>,
+    /// A PEFT adapter directory on --model (a LoRA run's `final/`): the policy is --model with
+    /// it, the reference (without --ref-model) --model without it.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Dataset files (.jsonl), standard, conversational or implicit-prompt format.
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
@@ -101,7 +105,15 @@ impl BackendJob for Job {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<serde_json::Value> {
         let Job(args, loss, truncation) = self;
         type I<B> = <B as AutodiffBackend>::InnerBackend;
-        let (loaded, tokenizer) = super::load_with_tokenizer::<I<B>>(&args.model, &device)?;
+        let (mut loaded, tokenizer) = super::load_with_tokenizer::<I<B>>(&args.model, &device)?;
+        let base = match &args.adapter {
+            Some(dir) => {
+                let plain = loaded.model.clone();
+                loaded.model = super::load_adapter(loaded.model, &args.model, dir)?.0;
+                Some(plain)
+            }
+            None => None,
+        };
         let reference = args
             .ref_model
             .as_deref()
@@ -119,7 +131,10 @@ impl BackendJob for Job {
             pad_to_multiple_of: None,
             batch_size: args.batch_size,
         };
-        let reference = reference.as_ref().unwrap_or(&loaded.model);
+        let reference = reference
+            .as_ref()
+            .or(base.as_ref())
+            .unwrap_or(&loaded.model);
         let metrics = evaluate::<I<B>, _, _>(
             &loaded.model,
             Some(reference),

@@ -23,7 +23,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::Backend;
+use ganpo_models::lora::{self, LoraConfig, peft};
 use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
+use ganpo_train::config::RunConfig;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
@@ -61,6 +63,54 @@ pub fn load_reference<B: Backend>(
         ));
     }
     Ok(r.model)
+}
+
+/// The adapter at `dir` on `model` (loaded from `base`): refused when its
+/// `base_model_name_or_path` names another model (compared by last path component).
+pub fn load_adapter<B: Backend>(
+    model: Lm<B>,
+    base: &Path,
+    dir: &Path,
+) -> Result<(Lm<B>, LoraConfig)> {
+    let context = || format!("loading the adapter {}", dir.display());
+    if let Some(recorded) = peft::adapter_base(dir).with_context(context)? {
+        let last = |s: &str| {
+            let s = s.trim_end_matches('/');
+            let s = s.rsplit('/').next().unwrap_or(s);
+            s.split('@').next().unwrap_or(s).to_ascii_lowercase()
+        };
+        let here = base.to_string_lossy();
+        if last(&recorded) != last(&here) {
+            return Err(anyhow!(
+                "{}: base_model_name_or_path is {recorded:?}, but the base given is {}: an \
+                 adapter only fits the model it was trained on (if {} is that model in another \
+                 form, set base_model_name_or_path to its name)",
+                dir.join("adapter_config.json").display(),
+                base.display(),
+                base.display()
+            ));
+        }
+    }
+    peft::load_adapter(model, dir).with_context(context)
+}
+
+/// The policy a run trains: `model` with the adapters `[lora]` attaches (drawn from
+/// `train.seed`) or `model.adapter` loads, and the LoRA settings in effect; `model` unchanged
+/// for full fine-tuning.
+pub fn with_adapters<B: Backend>(
+    model: Lm<B>,
+    config: &RunConfig,
+) -> Result<(Lm<B>, Option<LoraConfig>)> {
+    if let Some(dir) = &config.model.adapter {
+        let (model, lora) = load_adapter(model, &config.model.path, dir)?;
+        return Ok((model, Some(lora)));
+    }
+    let Some(lora) = &config.lora else {
+        return Ok((model, None));
+    };
+    let (model, names) = lora::attach(model, lora, config.train.seed)?;
+    tracing::info!("LoRA r = {} on {} projections", lora.r, names.len());
+    Ok((model, Some(lora.clone())))
 }
 
 /// A progress bar of `len` steps labelled `prefix`, with ETA, on a terminal only (`None`

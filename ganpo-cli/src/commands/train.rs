@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
 use ganpo_models::export::{TokenizerFiles, export_hf};
+use ganpo_models::lora::peft;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
 use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
@@ -86,8 +87,8 @@ impl BackendJob for Job {
 }
 
 /// What `ganpo train` does once the configuration is loaded: checks, trains (resuming from
-/// `resume`), logs metrics and checkpoints, and exports the final policy, whose directory it
-/// returns.
+/// `resume`), logs metrics and checkpoints, and exports the final policy (an HF directory, or a
+/// PEFT adapter directory for a LoRA run), whose directory it returns.
 pub fn train_run<B: AutodiffBackend>(
     config: RunConfig,
     resume: Option<&Path>,
@@ -106,7 +107,9 @@ pub fn train_run<B: AutodiffBackend>(
     if let Some(dir) = &resume {
         read_meta(dir)?;
     }
-    let (policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
+    let (mut policy, tokenizer) = super::load_with_tokenizer::<B>(&config.model.path, &device)?;
+    let (model, lora) = super::with_adapters(policy.model, &config)?;
+    policy.model = model;
     let reference = config
         .model
         .reference
@@ -131,11 +134,12 @@ pub fn train_run<B: AutodiffBackend>(
         (all.subset(&t), all.subset(&e))
     };
     tracing::info!(
-        "{} training pairs, {} held-out pairs; model {} ({} parameters)",
+        "{} training pairs, {} held-out pairs; model {} ({} parameters, {} trained)",
         train.len(),
         eval.len(),
         config.model.path.display(),
-        burn::module::Module::num_params(&policy.model)
+        burn::module::Module::num_params(&policy.model),
+        ganpo_train::train::trainable_params(&policy.model)
     );
     let model_config = policy.config.clone();
     let mut trainer = Trainer::new(
@@ -228,7 +232,13 @@ pub fn train_run<B: AutodiffBackend>(
     } else {
         TokenizerFiles::Tokenizer(&tokenizer)
     };
-    export_hf(&policy, &model_config, files, &final_dir)?;
+    match &lora {
+        Some(lora) => {
+            let base = config.model.path.to_string_lossy();
+            peft::save_adapter(&policy, lora, &base, files, &final_dir)?
+        }
+        None => export_hf(&policy, &model_config, files, &final_dir)?,
+    }
     tracing::info!(
         "wrote {} (metrics: {})",
         final_dir.display(),

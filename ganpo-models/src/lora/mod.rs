@@ -11,9 +11,11 @@
 pub mod peft;
 
 use std::fmt;
+use std::path::Path;
 
 use burn::module::{Module, Param, ParamId};
 use burn::prelude::*;
+use burn_store::{ModuleSnapshot, PathFilter, SafetensorsStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regex::Regex;
@@ -118,32 +120,40 @@ impl LoraConfig {
         }
     }
 
-    /// Checks the values, each error naming its key.
-    pub fn validate(&self) -> Result<(), ModelError> {
+    /// The first setting out of range, as `(key, value, expected)`; `None` when all are valid.
+    pub fn invalid_setting(&self) -> Option<(&'static str, String, &'static str)> {
         if self.r == 0 {
-            return Err(lora_error("r", "must be at least 1".into()));
+            return Some(("lora.r", "0".into(), "a rank of at least 1"));
         }
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
-            return Err(lora_error(
-                "alpha",
-                format!("{} is not a positive number", self.alpha),
-            ));
+            return Some(("lora.alpha", self.alpha.to_string(), "a positive number"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return Err(lora_error(
-                "dropout",
-                format!("{} is not in [0, 1)", self.dropout),
+            return Some((
+                "lora.dropout",
+                self.dropout.to_string(),
+                "a probability in [0, 1)",
             ));
         }
-        if let Some(TargetModules::Names(names)) = &self.target_modules
-            && names.is_empty()
-        {
-            return Err(lora_error(
-                "target_modules",
-                "is empty: name at least one module".into(),
-            ));
+        match &self.target_modules {
+            Some(TargetModules::Names(names)) if names.is_empty() => Some((
+                "lora.target_modules",
+                "[]".into(),
+                "at least one module name, or \"all-linear\"",
+            )),
+            _ => None,
         }
-        Ok(())
+    }
+
+    /// Checks the values, each error naming its key.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self.invalid_setting() {
+            Some((key, value, expected)) => Err(ModelError::Lora {
+                key: key.into(),
+                message: format!("expected {expected}, found {value}"),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn state(&self) -> LoraState {
@@ -289,6 +299,65 @@ pub fn merge<B: Backend, M: Decoder<B>>(model: &mut M) {
         *parts.weight = Param::initialized(parts.weight.id, merged.detach());
         *parts.state = LoraState::default();
     }
+}
+
+/// The module paths of adapter tensors (`...q_proj.lora_A.weight`).
+pub const ADAPTER_TENSORS: &str = r"\.lora_[AB]\.weight$";
+
+/// Writes the adapter tensors of `model` (burn's layout and module paths) to the safetensors
+/// file `path`, for a training checkpoint; returns how many. The frozen base is not written.
+pub fn save_weights<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<usize, ModelError> {
+    let mut store = SafetensorsStore::from_file(path)
+        .with_regex(ADAPTER_TENSORS)
+        .skip_enum_variants(true);
+    model
+        .save_into(&mut store)
+        .map_err(|e| ModelError::BadWeights {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    Ok(model
+        .collect(
+            Some(PathFilter::new().with_regex(ADAPTER_TENSORS)),
+            None,
+            true,
+        )
+        .len())
+}
+
+/// Loads what [`save_weights`] wrote into the adapters of `model` (attached beforehand, with the
+/// same modules and rank); every adapter must be found in the file, with its shape.
+pub fn load_weights<B: Backend, M: Module<B>>(
+    model: &mut M,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let mut store = SafetensorsStore::from_file(path)
+        .with_regex(ADAPTER_TENSORS)
+        .skip_enum_variants(true)
+        .allow_partial(true);
+    let bad = |message: String| ModelError::BadWeights {
+        path: path.to_path_buf(),
+        message,
+    };
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| bad(e.to_string()))?;
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .map(|(name, _)| name.clone())
+        .filter(|name| name.contains(".lora_"))
+        .collect();
+    if !result.errors.is_empty() || !missing.is_empty() || !result.unused.is_empty() {
+        let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        return Err(bad(format!(
+            "adapters do not fit this model (errors: {}; missing: {}; unexpected: {})",
+            errors.join(", "),
+            missing.join(", "),
+            result.unused.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

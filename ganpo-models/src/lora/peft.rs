@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PathFilter};
 use serde_json::{Value, json};
 
-use super::{LoraConfig, TargetModules, adapted, attach_one, lora_error, set_enabled};
+use super::{LoraConfig, TargetModules, attach_one, lora_error, set_enabled};
 use crate::export::{ExportFiles, TokenizerFiles, write_export};
 use crate::hf::read_json;
 use crate::weights::{apply_filtered, read_safetensors};
@@ -24,12 +24,14 @@ const PEFT_FILES: ExportFiles = ExportFiles {
 const PREFIX: &str = "base_model.model.";
 
 /// Writes the adapters of `model` as a PEFT adapter directory at `dir` (atomically; an existing
-/// `dir` is an error). `config` is the run's `[lora]`; `base_model` is recorded as
+/// `dir` is an error), with the tokenizer files `tokenizer` names (as TRL saves them beside an
+/// adapter). `config` is the run's `[lora]`; `base_model` is recorded as
 /// `base_model_name_or_path`.
 pub fn save_adapter<B: Backend>(
     model: &Lm<B>,
     config: &LoraConfig,
     base_model: &str,
+    tokenizer: TokenizerFiles<'_>,
     dir: &Path,
 ) -> Result<(), ModelError> {
     let filter = PathFilter::new().with_regex(r"\.lora_[AB]\.weight$");
@@ -48,13 +50,11 @@ pub fn save_adapter<B: Backend>(
                 .collect(),
         );
     }
-    let mut model = model.clone();
     let targets = match &config.target_modules {
         Some(TargetModules::Pattern(p)) => json!(p),
         Some(TargetModules::Names(n)) => json!(n),
         None => json!(model.default_lora_targets()),
     };
-    let adapted = adapted(&mut model);
     let json = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -73,9 +73,8 @@ pub fn save_adapter<B: Backend>(
         "rank_pattern": {},
         "alpha_pattern": {},
         "revision": null,
-        "ganpo_adapted_modules": adapted,
     });
-    write_export(json, tensors, TokenizerFiles::None, dir, &PEFT_FILES)
+    write_export(json, tensors, tokenizer, dir, &PEFT_FILES)
 }
 
 /// The `[lora]` settings an `adapter_config.json` describes; options ganpo does not implement

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use ganpo_core::PreferenceLoss;
 use ganpo_core::ganpo::GanpoConfig;
+use ganpo_models::lora::LoraConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Truncation, TruncationMode};
@@ -26,6 +27,9 @@ pub struct RunConfig {
     pub loss: PreferenceLoss,
     /// `[ganpo]`: the latent adversarial regularizer; absent = the base loss alone.
     pub ganpo: Option<GanpoConfig>,
+    /// `[lora]`: train LoRA adapters on the frozen policy (whose adapters-off self is then the
+    /// reference); absent = full fine-tuning.
+    pub lora: Option<LoraConfig>,
     /// `[train]`: optimization, schedule, logging, checkpoints.
     pub train: TrainSection,
 }
@@ -36,8 +40,12 @@ pub struct RunConfig {
 pub struct ModelSection {
     /// The starting policy: an HF directory or a `.gguf` file.
     pub path: PathBuf,
-    /// The frozen reference; `None` = a frozen copy of the starting policy.
+    /// The frozen reference; `None` = a frozen copy of the starting policy (with LoRA: the
+    /// policy with its adapters off, no copy).
     pub reference: Option<PathBuf>,
+    /// A PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`) to start
+    /// from: its adapters are trained on, with its rank, alpha and target modules.
+    pub adapter: Option<PathBuf>,
 }
 
 /// `[data]`.
@@ -242,16 +250,19 @@ impl RunConfig {
 
     /// Builds a config from a parsed TOML table; `origin` names it in errors.
     pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Key {
-                    origin: origin.to_string(),
-                    key: e.path().to_string(),
-                    message: e.inner().to_string(),
-                }
-            })?;
+        let config = Self::parse_table(table, origin)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// [`Self::from_table`] without the checks of [`Self::validate`] (which need a model and
+    /// data): every key known and of the right type.
+    pub fn parse_table(table: toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Key {
+            origin: origin.to_string(),
+            key: e.path().to_string(),
+            message: e.inner().to_string(),
+        })
     }
 
     /// `{assets}` in a path is the asset cache ([`expand_assets`]); other relative paths in the
@@ -269,6 +280,9 @@ impl RunConfig {
         fix(&mut self.model.path);
         if let Some(r) = &mut self.model.reference {
             fix(r);
+        }
+        if let Some(a) = &mut self.model.adapter {
+            fix(a);
         }
         self.data.train.iter_mut().for_each(fix);
         self.data.eval.iter_mut().for_each(fix);
@@ -406,6 +420,38 @@ impl RunConfig {
                 value: e.value.clone(),
                 expected: e.expected.to_string(),
             })?;
+        }
+        self.validate_lora()
+    }
+
+    /// Whether the policy trains LoRA adapters (a `[lora]` table or `model.adapter`).
+    pub fn uses_lora(&self) -> bool {
+        self.lora.is_some() || self.model.adapter.is_some()
+    }
+
+    fn validate_lora(&self) -> Result<(), ConfigError> {
+        if let Some((key, value, expected)) = self.lora.as_ref().and_then(|l| l.invalid_setting()) {
+            return Err(ConfigError::Value {
+                key: key.into(),
+                value,
+                expected: expected.into(),
+            });
+        }
+        if let (Some(_), Some(a)) = (&self.lora, &self.model.adapter) {
+            return Err(ConfigError::Value {
+                key: "model.adapter".into(),
+                value: a.display().to_string(),
+                expected: "no [lora] table beside it: the adapter's adapter_config.json sets                            its rank, alpha and target modules"
+                    .into(),
+            });
+        }
+        if let (true, Some(r)) = (self.uses_lora(), &self.model.reference) {
+            return Err(ConfigError::Value {
+                key: "model.reference".into(),
+                value: r.display().to_string(),
+                expected: "no separate reference with LoRA: the reference is the policy with                            its adapters off"
+                    .into(),
+            });
         }
         Ok(())
     }

@@ -26,6 +26,8 @@ pub struct CheckpointMeta {
 pub const FORMAT: u32 = 1;
 /// File names inside a checkpoint directory (module and optimizer records without extension).
 pub const POLICY: &str = "policy";
+/// A LoRA run's adapters (the frozen base is not saved).
+pub const ADAPTERS: &str = "adapters.safetensors";
 /// Policy optimizer state.
 pub const POLICY_OPTIM: &str = "policy_optimizer";
 /// Discriminators, spectral-norm vectors and running means.

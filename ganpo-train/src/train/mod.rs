@@ -17,6 +17,7 @@ pub mod clip;
 pub mod eval;
 pub mod metrics;
 pub mod objective;
+mod params;
 pub mod precision;
 pub mod profile;
 pub mod reference;
@@ -28,6 +29,7 @@ pub mod trainer;
 
 pub use clip::clip_grad_norm;
 pub use eval::{EvalSettings, evaluate};
+pub use params::trainable_params;
 pub use schedule::{lr_multiplier, warmup_steps};
 pub use sft::{SftConfig, SftExample, SftStep, sft};
 pub use state::TrainState;

@@ -56,6 +56,21 @@ pub enum TrainError {
     /// No training pairs.
     #[error("the training set is empty (after dropping pairs whose prompt fills data.max_length)")]
     NoData,
+    /// A LoRA policy given a separate reference model.
+    #[error(
+        "the policy carries LoRA adapters, so its reference is itself with the adapters off: \
+         do not give a separate reference model (model.reference)"
+    )]
+    LoraWithReference,
+    /// `[lora]` configured but the policy has no adapters.
+    #[error(
+        "the run configures LoRA ([lora] or model.adapter) but the policy carries no adapters: \
+         attach them first (ganpo_models::lora::attach)"
+    )]
+    LoraNotAttached,
+    /// Adapter weights could not be saved or loaded.
+    #[error(transparent)]
+    Model(#[from] ganpo_models::ModelError),
 }
 
 type Recs = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -83,6 +98,9 @@ where
     pub(super) device: B::Device,
     pub(super) policy: M,
     pub(super) reference: Option<M::InnerModule>,
+    /// Whether the policy trains LoRA adapters on a frozen base (then the reference is the
+    /// policy with its adapters off, and checkpoints hold the adapters only).
+    pub(super) lora: bool,
     pub(super) ganpo: Option<Ganpo<B>>,
     pub(super) policy_optim: OptimizerAdaptor<AdamW, M, B>,
     pub(super) ganpo_optim: OptimizerAdaptor<AdamW, Ganpo<B>, B>,
@@ -126,7 +144,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
 where
     M::InnerModule: CausalLm<B::InnerBackend>,
 {
-    /// Sets up a run: the frozen reference (`reference`, or a copy of the policy), the GANPO
+    /// Sets up a run: the frozen reference (`reference`, or a copy of the policy; for a policy
+    /// with LoRA adapters, the policy with them off, sharing its frozen weights), the GANPO
     /// discriminators (seeded with `train.seed`), both optimizers, and, with
     /// `train.precompute_ref_logps` / `train.cache_ref_latents`, the reference's log-probs (and
     /// latents) of both splits, after which a reference that nothing else needs is dropped.
@@ -143,7 +162,17 @@ where
             return Err(TrainError::NoData);
         }
         B::seed(&device, config.train.seed);
-        let reference = reference.unwrap_or_else(|| policy.valid());
+        // Untracked, and with any adapters off: the start model, sharing the policy's tensors.
+        let mut start = policy.valid();
+        let lora = start.set_adapters_enabled(false) > 0;
+        if config.uses_lora() && !lora {
+            return Err(TrainError::LoraNotAttached);
+        }
+        let reference = match reference {
+            Some(_) if lora => return Err(TrainError::LoraWithReference),
+            Some(r) => r,
+            None => start,
+        };
         let reference = match config.train.compute_dtype.cast_to() {
             Some(dtype) => cast_module(reference, dtype),
             None => reference,
@@ -160,6 +189,7 @@ where
             device,
             policy,
             reference: Some(reference),
+            lora,
             ganpo,
             train,
             eval,
@@ -216,6 +246,11 @@ where
     /// Progress counters.
     pub fn state(&self) -> &TrainState {
         &self.state
+    }
+
+    /// Whether the policy trains LoRA adapters (its reference: itself with them off).
+    pub fn uses_lora(&self) -> bool {
+        self.lora
     }
 
     /// Whether the frozen reference model is held in memory.
@@ -388,10 +423,16 @@ where
                     path: dir.join(what),
                     message: e.to_string(),
                 };
-                self.policy
-                    .clone()
-                    .save_file(dir.join(checkpoint::POLICY), &Recs::new())
-                    .map_err(|e| fail(checkpoint::POLICY, &e))?;
+                if self.lora {
+                    let path = dir.join(checkpoint::ADAPTERS);
+                    ganpo_models::lora::save_weights(&self.policy, &path)
+                        .map_err(|e| fail(checkpoint::ADAPTERS, &e))?;
+                } else {
+                    self.policy
+                        .clone()
+                        .save_file(dir.join(checkpoint::POLICY), &Recs::new())
+                        .map_err(|e| fail(checkpoint::POLICY, &e))?;
+                }
                 OptimRecs::new()
                     .record(
                         self.policy_optim.to_record(),
@@ -452,11 +493,20 @@ where
             path: dir.to_path_buf(),
             message: format!("{what}: {e}"),
         };
-        self.policy = self
-            .policy
-            .clone()
-            .load_file(dir.join(checkpoint::POLICY), &Recs::new(), &self.device)
-            .map_err(|e| corrupt(checkpoint::POLICY, &e))?;
+        if self.lora {
+            let path = dir.join(checkpoint::ADAPTERS);
+            if !path.is_file() {
+                return Err(corrupt(checkpoint::ADAPTERS, &"missing").into());
+            }
+            ganpo_models::lora::load_weights(&mut self.policy, &path)
+                .map_err(|e| corrupt(checkpoint::ADAPTERS, &e))?;
+        } else {
+            self.policy = self
+                .policy
+                .clone()
+                .load_file(dir.join(checkpoint::POLICY), &Recs::new(), &self.device)
+                .map_err(|e| corrupt(checkpoint::POLICY, &e))?;
+        }
         let record = OptimRecs::new()
             .load(dir.join(checkpoint::POLICY_OPTIM), &self.device)
             .map_err(|e| corrupt(checkpoint::POLICY_OPTIM, &e))?;
