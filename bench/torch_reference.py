@@ -5,10 +5,11 @@ trainer run it: same shapes, same phases, same JSON keys as `ganpo bench`.
     python bench/torch_reference.py --hf-config SHAPE.json --seq 512 --pairs 8 --mode ganpo
 
 `--hf-config` is the `hf_config` object of a `ganpo bench` report (`cargo xtask bench` writes it).
-Needs torch and transformers.
+Needs torch and transformers (and peft for `--lora-r`).
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -61,6 +62,13 @@ def main():
     p.add_argument("--pooling", default="sequence", choices=["sequence", "completion"],
                    help="positions the discriminators attend to and pool: real tokens or the completion")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--lora-r", type=int, default=0,
+                   help="LoRA rank (PEFT); the reference is then the policy with its adapters disabled")
+    p.add_argument("--lora-alpha", type=float, default=8.0)
+    p.add_argument("--lora-targets", default="q_proj,v_proj",
+                   help="all-linear or comma-separated module names")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="transformers' gradient checkpointing (TRL's default), non-reentrant")
     a = p.parse_args()
 
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -71,15 +79,32 @@ def main():
     config = AutoConfig.for_model(**cfg)
     config._attn_implementation = "sdpa"
     policy = AutoModelForCausalLM.from_config(config).to(dev)
-    reference = AutoModelForCausalLM.from_config(config).to(dev).eval()
-    reference.load_state_dict(policy.state_dict())
-    for q in reference.parameters():
-        q.requires_grad_(False)
+    if a.lora_r > 0:
+        # TRL with a PEFT model and no ref_model: the reference pass runs the same model inside
+        # `disable_adapter()`; no second copy.
+        import peft
+        targets = a.lora_targets if a.lora_targets == "all-linear" else a.lora_targets.split(",")
+        policy = peft.get_peft_model(policy, peft.LoraConfig(
+            r=a.lora_r, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=targets,
+            task_type="CAUSAL_LM"))
+        reference = policy
+        reference_mode = policy.disable_adapter
+    else:
+        reference = AutoModelForCausalLM.from_config(config).to(dev).eval()
+        reference.load_state_dict(policy.state_dict())
+        for q in reference.parameters():
+            q.requires_grad_(False)
+        reference_mode = contextlib.nullcontext
+    if a.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if a.lora_r > 0:
+            policy.enable_input_require_grads()
+    trainable = [q for q in policy.parameters() if q.requires_grad]
     ganpo = a.mode.endswith("ganpo")
     simpo = a.mode.startswith("simpo")
     d_model = config.hidden_size if hasattr(config, "hidden_size") else config.n_embd
     discs = nn.ModuleList([Discriminator(d_model), Discriminator(d_model)]).to(dev) if ganpo else None
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-6)
+    opt = torch.optim.AdamW(trainable, lr=1e-6)
     d_opt = torch.optim.AdamW(discs.parameters(), lr=5e-7) if ganpo else None
     means = None
     vocab, n, half = config.vocab_size, a.pairs, a.seq // 2
@@ -107,7 +132,7 @@ def main():
         nonlocal means
         ids, attention, completion = batch()
         sync(); t0 = time.perf_counter()
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast, reference_mode():
             r = reference(input_ids=ids, attention_mask=attention, output_hidden_states=True)
             ref_logps, _ = logps_of(r.logits, ids, completion)
             ref_h = r.hidden_states[-1].float()
@@ -148,13 +173,28 @@ def main():
             loss = loss + gen
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         sync(); t4 = time.perf_counter()
         opt.step()
         sync(); t5 = time.perf_counter()
         if times is not None:
             times.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0])
 
+    def vm_hwm():
+        try:
+            with open("/proc/self/status") as f:
+                line = next(l for l in f if l.startswith("VmHWM:"))
+            return int(line.split()[1]) * 1024
+        except (OSError, StopIteration):
+            return None
+
+    # As `ganpo bench`: the steps' peak, with the peak of building the model reset first.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
     for _ in range(a.warmup):
         step(None)
     times = []
@@ -168,12 +208,17 @@ def main():
         "framework": "torch",
         "backend": f"torch {torch.__version__} {dev}",
         "config": {"seq": a.seq, "pairs": a.pairs, "mode": a.mode, "dtype": a.dtype,
-                   "pooling": a.pooling, "steps": a.steps, "warmup": a.warmup, "seed": a.seed},
+                   "pooling": a.pooling, "steps": a.steps, "warmup": a.warmup, "seed": a.seed,
+                   "lora_r": a.lora_r, "lora_alpha": a.lora_alpha, "lora_targets": a.lora_targets,
+                   "gradient_checkpointing": a.gradient_checkpointing},
         "parameters": sum(q.numel() for q in policy.parameters()),
+        "trainable_parameters": sum(q.numel() for q in trainable),
         "ms_per_step": {"median": med, "min": min(ms), "max": max(ms)},
         "tokens_per_second": 2 * n * a.seq / (med / 1e3),
         "breakdown_ms": [[ph, statistics.median(t[i] * 1e3 for t in times)] for i, ph in enumerate(phases)],
         "peak_rss_bytes": peak_rss,
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda"
+        else (vm_hwm() if reset else None),
         "peak_device_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
     }
     json.dump(report, sys.stdout, indent=2)

@@ -241,10 +241,13 @@ pub struct BenchReport {
     /// Milliseconds per step spent in each phase (median over separately profiled steps, each
     /// phase boundary waiting for the device).
     pub breakdown_ms: Vec<(&'static str, f64)>,
-    /// Peak resident memory of the process (Linux `VmHWM`), where known.
+    /// Peak resident memory of the whole process (Linux `VmHWM`), building the model included,
+    /// where known.
     pub peak_rss_bytes: Option<u64>,
-    /// Peak memory of the step: the peak resident memory on the CPU backend (what the GPU
-    /// backends hold on the device is not reported by burn 0.21).
+    /// Peak memory of the steps: the peak resident memory on the CPU backend from the first
+    /// step on (the peak is reset after the model is built; the weights, reference and
+    /// optimizer are resident throughout). What the GPU backends hold on the device is not
+    /// reported by burn 0.21.
     pub peak_memory_bytes: Option<u64>,
     /// Bytes per policy parameter at the peak, and what they are: weights (the policy's and the
     /// reference's f32 tensors, shared where LoRA shares them), gradients and AdamW's two moments
@@ -266,6 +269,13 @@ pub struct MemoryBreakdown {
     pub optimizer_state: f64,
     /// The remainder: activations, workspace, discriminators, the process baseline.
     pub activations_and_other: f64,
+}
+
+/// Resets the process's peak resident set size to the current one (Linux: `5` written to
+/// `/proc/self/clear_refs`), so that a later [`peak_rss_bytes`] sees what followed; `false` where
+/// that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// The process's peak resident set size, from `/proc/self/status` (Linux only).
@@ -315,6 +325,9 @@ pub fn run<B: AutodiffBackend>(
         0,
         device.clone(),
     )?;
+    let cpu = B::name(device).contains("ndarray") || B::name(device).contains("cpu");
+    let setup_peak = peak_rss_bytes();
+    let reset = cpu && reset_peak_rss();
     for _ in 0..c.warmup {
         trainer.step()?;
     }
@@ -348,9 +361,7 @@ pub fn run<B: AutodiffBackend>(
         })
         .collect();
     let ms_per_step = Spread::of(&times);
-    let peak = (B::name(device).contains("ndarray") || B::name(device).contains("cpu"))
-        .then(peak_rss_bytes)
-        .flatten();
+    let peak = reset.then(peak_rss_bytes).flatten();
     // The reference is a second f32 copy unless LoRA shares the frozen base with it.
     let weight_copies = if trainer.uses_lora() || !trainer.holds_reference() {
         1.0
@@ -384,7 +395,7 @@ pub fn run<B: AutodiffBackend>(
         tokens_per_second: (2 * c.pairs * c.seq) as f64 / (ms_per_step.median / 1e3),
         ms_per_step,
         breakdown_ms,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: peak_rss_bytes().max(setup_peak),
         peak_memory_bytes: peak,
         bytes_per_parameter,
     })
@@ -417,6 +428,48 @@ mod tests {
             assert_eq!((c.hidden_size(), c.vocab_size()), (hidden, vocab), "{name}");
         }
         assert!(shape_json("gpt5").is_none());
+    }
+
+    fn tiny(sets: &[&str]) -> BenchConfig {
+        BenchConfig {
+            shape: "tiny".into(),
+            seq: 16,
+            pairs: 1,
+            mode: "ganpo".into(),
+            dtype: ComputeDtype::F32,
+            pooling: Pooling::Sequence,
+            steps: 1,
+            warmup: 0,
+            seed: 0,
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn overrides_reach_the_run_and_are_checked_by_key() {
+        let r = run_config(&tiny(&["lora.r=16", "lora.target_modules=all-linear"])).unwrap();
+        assert_eq!(r.lora.as_ref().map(|l| l.r), Some(16));
+        assert_eq!(
+            r.train.max_steps,
+            Some(1),
+            "the benchmark's step count wins"
+        );
+        let e = run_config(&tiny(&["lora.rank=4"])).unwrap_err().to_string();
+        assert!(e.contains("lora.rank"), "{e}");
+        let e = run_config(&tiny(&["lora.r=0"])).unwrap_err().to_string();
+        assert!(e.contains("lora.r") && e.contains("at least 1"), "{e}");
+    }
+
+    #[test]
+    fn a_lora_bench_trains_the_adapters_only() {
+        type B = burn::backend::Autodiff<burn::backend::NdArray>;
+        let device = Default::default();
+        let full = run::<B>(&tiny(&[]), &device).unwrap();
+        assert_eq!(full.trainable_parameters, full.parameters);
+        let lora = run::<B>(&tiny(&["lora.r=2"]), &device).unwrap();
+        // q_proj and v_proj of 2 layers: r x (128 + 128) and r x (128 + 64) each.
+        assert_eq!(lora.trainable_parameters, 2 * 2 * (256 + 192));
+        assert_eq!(lora.parameters, full.parameters + lora.trainable_parameters);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// Options, as `--key value` pairs, with their defaults.
-const OPTIONS: [(&str, &str); 8] = [
+/// Options, as `--key value` pairs, with their defaults (`--set` repeats; see [`sets`]).
+const OPTIONS: [(&str, &str); 9] = [
     ("model-config", "tiny"),
     ("seq", "128"),
     ("pairs", "8"),
@@ -17,7 +17,45 @@ const OPTIONS: [(&str, &str); 8] = [
     ("backend", "cpu"),
     ("dtype", "f32"),
     ("rounds", "1"),
+    ("set", "(none)"),
 ];
+
+/// Every `--set KEY=VALUE` (run-configuration overrides for `ganpo bench`).
+fn sets(args: &[String]) -> Vec<String> {
+    args.windows(2)
+        .filter(|w| w[0] == "--set")
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+/// `bench/torch_reference.py`'s flags for the same overrides (PEFT for `lora.*`, transformers'
+/// gradient checkpointing); an override without an equivalent there is an error.
+fn torch_flags(sets: &[String]) -> Result<Vec<String>> {
+    let mut flags = Vec::new();
+    for set in sets {
+        let (key, value) = set
+            .split_once('=')
+            .with_context(|| format!("--set {set}: expected KEY=VALUE"))?;
+        let value = value.trim_matches('"');
+        match key {
+            "lora.r" => flags.extend(["--lora-r".into(), value.into()]),
+            "lora.alpha" | "lora.lora_alpha" => flags.extend(["--lora-alpha".into(), value.into()]),
+            "lora.target_modules" => {
+                let names = value.trim_matches(['[', ']']).replace(['"', ' '], "");
+                flags.extend(["--lora-targets".into(), names]);
+            }
+            "train.gradient_checkpointing" if value == "true" => {
+                flags.push("--gradient-checkpointing".into())
+            }
+            "train.gradient_checkpointing" => {}
+            other => bail!(
+                "--set {other}: bench/torch_reference.py has no equivalent (supported: lora.r, \
+                 lora.alpha, lora.target_modules, train.gradient_checkpointing)"
+            ),
+        }
+    }
+    Ok(flags)
+}
 
 fn option<'a>(args: &'a [String], key: &str) -> &'a str {
     args.iter()
@@ -73,6 +111,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             );
         }
     }
+    let sets = sets(args);
+    let torch_extra = torch_flags(&sets)?;
     super::run(
         Command::new("cargo")
             .args(["build", "--release", "-p", "ganpo-cli"])
@@ -112,6 +152,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                 mode,
             ]);
             cmd.args(["--backend", option(args, "backend")]);
+            for set in &sets {
+                cmd.args(["--set", set]);
+            }
             for k in common {
                 cmd.arg(format!("--{k}")).arg(option(args, k));
             }
@@ -133,6 +176,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                     .arg("--hf-config")
                     .arg(&shape)
                     .args(["--mode", mode, "--device", device])
+                    .args(&torch_extra)
                     .env("HF_HUB_OFFLINE", "1");
                 for k in common {
                     cmd.arg(format!("--{k}")).arg(option(args, k));
@@ -149,12 +193,15 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         rows.push((mode.to_string(), gs, ts));
     }
     println!(
-        "\n{} seq {} pairs {} {} on {} (reports in {})\n",
+        "\n{} seq {} pairs {} {} on {} {}(reports in {})\n",
         option(args, "model-config"),
         option(args, "seq"),
         option(args, "pairs"),
         option(args, "dtype"),
         option(args, "backend"),
+        sets.iter()
+            .map(|s| format!("--set {s} "))
+            .collect::<String>(),
         out_dir.display()
     );
     if rounds > 1 {
@@ -182,6 +229,30 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
                 println!("| {mode} | {p} | {a:.1} | {b:.1} | {:.2} |", a / b);
             }
         }
+    }
+    println!(
+        "\n| mode | peak memory ganpo GB | torch GB | ganpo / torch | ganpo bytes / parameter | \
+         trainable ganpo / torch |\n|---|---|---|---|---|---|"
+    );
+    for (mode, g, t) in &rows {
+        let gb = |r: &Value| r["peak_memory_bytes"].as_f64().unwrap_or(f64::NAN) / 1e9;
+        let (a, b) = (median_of(g, gb), median_of(t, gb));
+        let per = median_of(g, |r| {
+            r["bytes_per_parameter"]["total"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        });
+        let trainable = |r: &[Value]| {
+            r.first().map_or(f64::NAN, |r| {
+                r["trainable_parameters"].as_f64().unwrap_or(f64::NAN)
+            })
+        };
+        println!(
+            "| {mode} | {a:.2} | {b:.2} | {:.2} | {per:.2} | {:.0} / {:.0} |",
+            a / b,
+            trainable(g),
+            trainable(t)
+        );
     }
     for (mode, g, t) in rows.iter().filter(|_| rounds > 1 && has_torch) {
         let ratios: Vec<String> = g

@@ -35,7 +35,8 @@ const USAGE: &str = "usage: cargo xtask <ci | boundaries | assets | fixtures | c
   check-export  export the fixtures (and SmolLM2) and load them in transformers (GANPO_PYTHON)
   bench     time the training step in ganpo and in PyTorch eager (GANPO_PYTHON), print the ratios;
             --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32
-            --rounds 1 (N: alternate the two N times, report medians)
+            --rounds 1 (N: alternate the two N times, report medians); --set KEY=VALUE (repeatable:
+            run-configuration overrides such as lora.r=16, mirrored in PyTorch with PEFT)
   gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: log-prob parity with cpu, a
             shortened quickstart, bench rows (+ PyTorch on cuda); --build-only / --no-build";
 
