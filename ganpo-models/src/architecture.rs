@@ -20,6 +20,7 @@ use serde_json::Value;
 
 #[cfg(doc)]
 use crate::CausalLm;
+use crate::layer_stack::LayerStack;
 use crate::nn::{AttentionMasks, Init, KvCache, Projection, positions};
 use crate::{LmOutput, ModelError, RowsOutput};
 
@@ -61,8 +62,9 @@ pub trait Architecture: Clone + Sized {
     fn tied_embeddings(&self) -> bool;
 }
 
-/// The module side of an architecture: a decoder-only transformer ganpo runs.
-pub trait Decoder<B: Backend> {
+/// The module side of an architecture: a decoder-only transformer ganpo runs, a
+/// [`LayerStack`] (embedding, layers, final norm) plus what whole-model code needs.
+pub trait Decoder<B: Backend>: LayerStack<B> {
     /// The last hidden states (after the final norm), `[batch, new, hidden]`, of `input_ids`
     /// (`[batch, new]`) at `positions` (`[batch, new]`, below `max_position`); each layer
     /// attends as `masks` says for its window, and `cache` (when given) holds the keys and values
@@ -73,18 +75,20 @@ pub trait Decoder<B: Backend> {
         positions: Tensor<B, 2, Int>,
         max_position: usize,
         masks: &AttentionMasks<B>,
-        cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3>;
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let inputs = self.layer_inputs(positions, max_position, masks.clone());
+        let mut x = self.embed(input_ids, &inputs);
+        for i in 0..self.num_layers() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = self.layer(i, x, &inputs, layer_cache);
+        }
+        self.final_norm(x)
+    }
 
     /// The LM head: logits `[.., vocab]` of hidden states `[.., hidden]` (with the final soft-cap
     /// where the architecture has one).
     fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D>;
-
-    /// The sliding windows the layers use, each once (`None`: global attention).
-    fn attention_windows(&self) -> Vec<Option<usize>>;
-
-    /// Number of decoder layers (the length of a [`KvCache`] for this model).
-    fn num_layers(&self) -> usize;
 
     /// Keeps the first `n` decoder layers (the final norm and head stay).
     fn truncate_layers(&mut self, n: usize);
@@ -139,6 +143,10 @@ macro_rules! causal_lm_via_decoder {
                 attention_mask: burn::prelude::Tensor<B, 2, burn::prelude::Bool>,
             ) -> burn::prelude::Tensor<B, 3> {
                 $crate::architecture::decoder_hidden_states(self, input_ids, attention_mask)
+            }
+
+            fn layer_stack(&self) -> Option<&dyn $crate::LayerStack<B>> {
+                Some(self)
             }
 
             fn set_adapters_enabled(&mut self, enabled: bool) -> usize {

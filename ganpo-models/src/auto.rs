@@ -12,7 +12,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::nn::{AttentionMasks, KvCache, Projection};
+use crate::layer_stack::{LayerInputs, LayerStack};
+use crate::nn::{AttentionMasks, LayerCache, Projection};
 use crate::{Architecture, Decoder, Init, ModelError};
 
 /// Generates [`ModelConfig`] and [`Lm`] with one variant per architecture, and their methods by
@@ -96,30 +97,50 @@ macro_rules! architectures {
             }
         }
 
-        impl<B: Backend> Decoder<B> for Lm<B> {
-            fn hidden_at(
-                &self,
-                input_ids: Tensor<B, 2, Int>,
-                positions: Tensor<B, 2, Int>,
-                max_position: usize,
-                masks: &AttentionMasks<B>,
-                cache: Option<&mut KvCache<B>>,
-            ) -> Tensor<B, 3> {
-                match self {
-                    $(Lm::$variant(m) => m.hidden_at(input_ids, positions, max_position, masks, cache),)+
-                }
-            }
-
-            fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-                match self { $(Lm::$variant(m) => m.head(hidden),)+ }
-            }
-
+        impl<B: Backend> LayerStack<B> for Lm<B> {
             fn attention_windows(&self) -> Vec<Option<usize>> {
                 match self { $(Lm::$variant(m) => m.attention_windows(),)+ }
             }
 
             fn num_layers(&self) -> usize {
                 match self { $(Lm::$variant(m) => m.num_layers(),)+ }
+            }
+
+            fn layer_inputs(
+                &self,
+                positions: Tensor<B, 2, Int>,
+                max_position: usize,
+                masks: AttentionMasks<B>,
+            ) -> LayerInputs<B> {
+                match self { $(Lm::$variant(m) => m.layer_inputs(positions, max_position, masks),)+ }
+            }
+
+            fn embed(&self, input_ids: Tensor<B, 2, Int>, inputs: &LayerInputs<B>) -> Tensor<B, 3> {
+                match self { $(Lm::$variant(m) => m.embed(input_ids, inputs),)+ }
+            }
+
+            fn layer(
+                &self,
+                index: usize,
+                x: Tensor<B, 3>,
+                inputs: &LayerInputs<B>,
+                cache: Option<&mut LayerCache<B>>,
+            ) -> Tensor<B, 3> {
+                match self { $(Lm::$variant(m) => m.layer(index, x, inputs, cache),)+ }
+            }
+
+            fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+                match self { $(Lm::$variant(m) => m.final_norm(x),)+ }
+            }
+
+            fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+                match self { $(Lm::$variant(m) => m.head_rows(hidden),)+ }
+            }
+        }
+
+        impl<B: Backend> Decoder<B> for Lm<B> {
+            fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+                match self { $(Lm::$variant(m) => m.head(hidden),)+ }
             }
 
             fn truncate_layers(&mut self, n: usize) {

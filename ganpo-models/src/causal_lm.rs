@@ -66,6 +66,12 @@ pub trait CausalLm<B: Backend> {
         0
     }
 
+    /// The model as a stack of layers that can be run one at a time, for activation
+    /// checkpointing; `None` (the default) for a model that cannot be split so.
+    fn layer_stack(&self) -> Option<&dyn crate::LayerStack<B>> {
+        None
+    }
+
     /// Width of [`LmOutput::hidden`].
     fn hidden_size(&self) -> usize;
     /// Width of [`LmOutput::logits`].

@@ -23,8 +23,10 @@ use serde_json::{Value, json};
 use crate::config_reader::{ConfigReader, rope_scaling};
 use crate::llama::{Attention, AttentionSpec, DEFAULT_LORA_TARGETS, Mlp, layer_projections};
 use crate::nn::init::{self, INIT_STD};
-use crate::nn::{AttentionMasks, Init, KvCache, Projection, RmsNorm, RopeScaling, Rotary, lm_head};
-use crate::{Architecture, Decoder, ModelError};
+use crate::nn::{
+    AttentionMasks, Init, LayerCache, Projection, RmsNorm, RopeScaling, Rotary, lm_head,
+};
+use crate::{Architecture, Decoder, LayerInputs, LayerStack, ModelError};
 
 /// Which Gemma.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,53 +467,7 @@ pub struct Gemma<B: Backend> {
     final_logit_softcapping: Option<f64>,
 }
 
-impl<B: Backend> Decoder<B> for Gemma<B> {
-    fn hidden_at(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        max_position: usize,
-        masks: &AttentionMasks<B>,
-        mut cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let global = self
-            .rotary_global
-            .tables_at(positions.clone(), max_position);
-        let local = if self.rotary_local == self.rotary_global {
-            global.clone()
-        } else {
-            self.rotary_local.tables_at(positions, max_position)
-        };
-        let mut x = self.model.embed_tokens.forward(input_ids) * self.embed_scale;
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let rotary = match layer.sliding_window {
-                Some(_) => &local,
-                None => &global,
-            };
-            let h = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                masks.get(layer.sliding_window),
-                rotary,
-                layer_cache,
-            );
-            x = x + layer.post_attention_layernorm.forward(h);
-            let h = layer
-                .mlp
-                .forward(layer.pre_feedforward_layernorm.forward(x.clone()));
-            x = x + layer.post_feedforward_layernorm.forward(h);
-        }
-        self.model.norm.forward(x)
-    }
-
-    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-        let logits = lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden);
-        match self.final_logit_softcapping {
-            Some(cap) => tanh(logits / cap) * cap,
-            None => logits,
-        }
-    }
-
+impl<B: Backend> LayerStack<B> for Gemma<B> {
     fn attention_windows(&self) -> Vec<Option<usize>> {
         let mut windows: Vec<Option<usize>> = Vec::new();
         for layer in &self.model.layers {
@@ -524,6 +480,75 @@ impl<B: Backend> Decoder<B> for Gemma<B> {
 
     fn num_layers(&self) -> usize {
         self.model.layers.len()
+    }
+
+    /// Rotary tables: `[global, local]` (the same tables twice when both bases agree).
+    fn layer_inputs(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        max_position: usize,
+        masks: AttentionMasks<B>,
+    ) -> LayerInputs<B> {
+        let global = self
+            .rotary_global
+            .tables_at(positions.clone(), max_position);
+        let local = if self.rotary_local == self.rotary_global {
+            global.clone()
+        } else {
+            self.rotary_local.tables_at(positions.clone(), max_position)
+        };
+        LayerInputs {
+            positions,
+            rotary: vec![global, local],
+            masks,
+        }
+    }
+
+    fn embed(&self, input_ids: Tensor<B, 2, Int>, _: &LayerInputs<B>) -> Tensor<B, 3> {
+        self.model.embed_tokens.forward(input_ids) * self.embed_scale
+    }
+
+    fn layer(
+        &self,
+        index: usize,
+        x: Tensor<B, 3>,
+        inputs: &LayerInputs<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let layer = &self.model.layers[index];
+        let rotary = match layer.sliding_window {
+            Some(_) => &inputs.rotary[1],
+            None => &inputs.rotary[0],
+        };
+        let h = layer.self_attn.forward(
+            layer.input_layernorm.forward(x.clone()),
+            inputs.masks.get(layer.sliding_window),
+            rotary,
+            cache,
+        );
+        let x = x + layer.post_attention_layernorm.forward(h);
+        let h = layer
+            .mlp
+            .forward(layer.pre_feedforward_layernorm.forward(x.clone()));
+        x + layer.post_feedforward_layernorm.forward(h)
+    }
+
+    fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.model.norm.forward(x)
+    }
+
+    fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head(hidden)
+    }
+}
+
+impl<B: Backend> Decoder<B> for Gemma<B> {
+    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        let logits = lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden);
+        match self.final_logit_softcapping {
+            Some(cap) => tanh(logits / cap) * cap,
+            None => logits,
+        }
     }
 
     fn truncate_layers(&mut self, n: usize) {

@@ -5,6 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::LayerStack;
 use crate::nn::{AttentionMasks, KvCache};
 use crate::{Decoder, Lm};
 

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config_reader::ConfigReader;
+use crate::layer_stack::{LayerInputs, LayerStack};
 pub use crate::nn::Conv1D;
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{AttentionMasks, KvCache, LayerCache, Projection, tied_head};
+use crate::nn::{AttentionMasks, LayerCache, Projection, tied_head};
 use crate::{Architecture, Decoder, ModelError};
 
 /// GPT-2 settings from an HF `config.json`.
@@ -271,39 +272,59 @@ impl<B: Backend> Gpt2Mlp<B> {
     }
 }
 
-impl<B: Backend> Decoder<B> for Gpt2<B> {
-    fn hidden_at(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        _max_position: usize,
-        masks: &AttentionMasks<B>,
-        mut cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let t = &self.transformer;
-        let masked = masks.get(None);
-        let mut x = t.wte.forward(input_ids) + t.wpe.forward(positions);
-        for (i, block) in t.h.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = x.clone()
-                + block
-                    .attn
-                    .forward(block.ln_1.forward(x), masked.clone(), layer_cache);
-            x = x.clone() + block.mlp.forward(block.ln_2.forward(x));
-        }
-        t.ln_f.forward(x)
-    }
-
-    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-        tied_head(hidden, self.transformer.wte.weight.val())
-    }
-
+impl<B: Backend> LayerStack<B> for Gpt2<B> {
     fn attention_windows(&self) -> Vec<Option<usize>> {
         vec![None]
     }
 
     fn num_layers(&self) -> usize {
         self.transformer.h.len()
+    }
+
+    /// No rotary tables: GPT-2's positions are learned and added in [`LayerStack::embed`].
+    fn layer_inputs(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        _max_position: usize,
+        masks: AttentionMasks<B>,
+    ) -> LayerInputs<B> {
+        LayerInputs {
+            positions,
+            rotary: Vec::new(),
+            masks,
+        }
+    }
+
+    fn embed(&self, input_ids: Tensor<B, 2, Int>, inputs: &LayerInputs<B>) -> Tensor<B, 3> {
+        let t = &self.transformer;
+        t.wte.forward(input_ids) + t.wpe.forward(inputs.positions.clone())
+    }
+
+    fn layer(
+        &self,
+        index: usize,
+        x: Tensor<B, 3>,
+        inputs: &LayerInputs<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let block = &self.transformer.h[index];
+        let masked = inputs.masks.get(None);
+        let x = x.clone() + block.attn.forward(block.ln_1.forward(x), masked, cache);
+        x.clone() + block.mlp.forward(block.ln_2.forward(x))
+    }
+
+    fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.transformer.ln_f.forward(x)
+    }
+
+    fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head(hidden)
+    }
+}
+
+impl<B: Backend> Decoder<B> for Gpt2<B> {
+    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        tied_head(hidden, self.transformer.wte.weight.val())
     }
 
     fn truncate_layers(&mut self, n: usize) {

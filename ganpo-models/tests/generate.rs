@@ -7,7 +7,7 @@ use burn::backend::NdArray;
 use burn::prelude::*;
 use ganpo_models::generate::{GenerationConfig, generate};
 use ganpo_models::nn::{AttentionMasks, KvCache};
-use ganpo_models::{CausalLm, Decoder, Lm, load_model};
+use ganpo_models::{CausalLm, Decoder, LayerStack, Lm, load_model};
 use serde_json::Value;
 
 type B = NdArray;

@@ -7,7 +7,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_core::ganpo::GanpoConfig;
 use ganpo_core::{LossKind, PreferenceLoss};
-use ganpo_models::{CausalLm, Decoder, Lm, load_model};
+use ganpo_models::{CausalLm, LayerStack, Lm, load_model};
 use ganpo_train::config::ComputeDtype;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};

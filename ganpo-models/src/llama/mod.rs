@@ -16,8 +16,9 @@ pub use config::{Family, LlamaConfig};
 pub use mlp::Mlp;
 
 use crate::Decoder;
+use crate::layer_stack::{LayerInputs, LayerStack};
 use crate::nn::init::{self, INIT_STD, Init};
-use crate::nn::{AttentionMasks, KvCache, Projection, RmsNorm, Rotary, lm_head};
+use crate::nn::{AttentionMasks, LayerCache, Projection, RmsNorm, Rotary, lm_head};
 
 /// PEFT's default `target_modules` for Llama-family and Gemma models.
 pub(crate) const DEFAULT_LORA_TARGETS: &[&str] = &["q_proj", "v_proj"];
@@ -128,39 +129,60 @@ impl LlamaConfig {
     }
 }
 
-impl<B: Backend> Decoder<B> for Llama<B> {
-    fn hidden_at(
-        &self,
-        input_ids: Tensor<B, 2, Int>,
-        positions: Tensor<B, 2, Int>,
-        max_position: usize,
-        masks: &AttentionMasks<B>,
-        mut cache: Option<&mut KvCache<B>>,
-    ) -> Tensor<B, 3> {
-        let rotary = self.rotary.tables_at(positions, max_position);
-        let masked = masks.get(self.sliding_window);
-        let mut x = self.model.embed_tokens.forward(input_ids);
-        for (i, layer) in self.model.layers.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            let normed = layer.input_layernorm.forward(x.clone());
-            x = x + layer
-                .self_attn
-                .forward(normed, masked.clone(), &rotary, layer_cache);
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
-        }
-        self.model.norm.forward(x)
-    }
-
-    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
-        lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden)
-    }
-
+impl<B: Backend> LayerStack<B> for Llama<B> {
     fn attention_windows(&self) -> Vec<Option<usize>> {
         vec![self.sliding_window]
     }
 
     fn num_layers(&self) -> usize {
         self.model.layers.len()
+    }
+
+    fn layer_inputs(
+        &self,
+        positions: Tensor<B, 2, Int>,
+        max_position: usize,
+        masks: AttentionMasks<B>,
+    ) -> LayerInputs<B> {
+        LayerInputs {
+            rotary: vec![self.rotary.tables_at(positions.clone(), max_position)],
+            positions,
+            masks,
+        }
+    }
+
+    fn embed(&self, input_ids: Tensor<B, 2, Int>, _: &LayerInputs<B>) -> Tensor<B, 3> {
+        self.model.embed_tokens.forward(input_ids)
+    }
+
+    fn layer(
+        &self,
+        index: usize,
+        x: Tensor<B, 3>,
+        inputs: &LayerInputs<B>,
+        cache: Option<&mut LayerCache<B>>,
+    ) -> Tensor<B, 3> {
+        let layer = &self.model.layers[index];
+        let masked = inputs.masks.get(self.sliding_window);
+        let normed = layer.input_layernorm.forward(x.clone());
+        let x = x + layer
+            .self_attn
+            .forward(normed, masked, &inputs.rotary[0], cache);
+        x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x))
+    }
+
+    fn final_norm(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.model.norm.forward(x)
+    }
+
+    fn head_rows(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.head(hidden)
+    }
+}
+
+impl<B: Backend> Decoder<B> for Llama<B> {
+    fn head<const D: usize>(&self, hidden: Tensor<B, D>) -> Tensor<B, D> {
+        lm_head(self.lm_head.as_ref(), &self.model.embed_tokens, hidden)
     }
 
     fn truncate_layers(&mut self, n: usize) {

@@ -178,6 +178,10 @@ pub struct TrainSection {
     /// Dtype of the forward and backward passes (`f32`, `bf16`, `f16`; `f64` on the CPU); the
     /// optimizer keeps f32 master weights.
     pub compute_dtype: ComputeDtype,
+    /// Activation checkpointing: the policy's tracked pass keeps only each decoder layer's
+    /// input, and the backward pass recomputes one layer at a time (about one more forward pass
+    /// of time for a fraction of the activation memory).
+    pub gradient_checkpointing: bool,
     /// Compute backend: `cpu`, `wgpu` or `cuda`.
     pub backend: String,
     /// Device index on the backend; `None` = its default device.
@@ -214,6 +218,7 @@ impl Default for TrainSection {
             save_total_limit: 2,
             max_nonfinite_steps: 5,
             compute_dtype: ComputeDtype::F32,
+            gradient_checkpointing: false,
             backend: "cpu".into(),
             device: None,
         }
@@ -442,6 +447,17 @@ impl RunConfig {
                 key: "model.adapter".into(),
                 value: a.display().to_string(),
                 expected: "no [lora] table beside it: the adapter's adapter_config.json sets                            its rank, alpha and target modules"
+                    .into(),
+            });
+        }
+        if let (true, Some(l)) = (self.train.gradient_checkpointing, &self.lora)
+            && l.dropout > 0.0
+        {
+            return Err(ConfigError::Value {
+                key: "lora.dropout".into(),
+                value: l.dropout.to_string(),
+                expected: "0 with train.gradient_checkpointing (the recomputed layers would \
+                           draw other dropout masks than the forward pass)"
                     .into(),
             });
         }

@@ -13,6 +13,7 @@
 //! - [`metrics`]: averaging metrics between log lines.
 
 pub mod checkpoint;
+pub mod checkpointing;
 pub mod clip;
 pub mod eval;
 pub mod metrics;

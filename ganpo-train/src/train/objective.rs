@@ -2,12 +2,14 @@
 //! latents GANPO compares.
 
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{
     LossError, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, next_token_targets,
 };
-use ganpo_models::CausalLm;
+use ganpo_models::{CausalLm, LayerStack, RowsOutput};
 
+use super::checkpointing::{Trunk, checkpointed_pass};
 use crate::data::PairBatch;
 
 /// One model's outputs on a batch (`2n` rows, chosen first).
@@ -24,6 +26,9 @@ pub struct ModelPass<B: Backend> {
     pub stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     /// Last-layer hidden states, `[2n, seq, d]`.
     pub hidden: Tensor<B, 3>,
+    /// With activation checkpointing: what the backward pass recomputes the layers from
+    /// (`hidden` is then its leaf).
+    pub trunk: Option<Trunk<B>>,
 }
 
 /// Runs `model` on `batch`, with the LM head on the scored (completion) positions only. A model
@@ -34,9 +39,42 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
     batch: &PairBatch<B>,
     with_stats: bool,
 ) -> ModelPass<B> {
+    let rows = scored_rows(batch);
+    let out = model.forward_rows(batch.ids.clone(), batch.attention.clone(), &rows);
+    scored_pass(out, &rows, with_stats, None)
+}
+
+/// The completion positions a loss scores, with their next-token labels.
+fn scored_rows<B: Backend>(batch: &PairBatch<B>) -> ScoredRows<B> {
     let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
-    let rows = ScoredRows::new(labels, mask);
-    let mut out = model.forward_rows(batch.ids.clone(), batch.attention.clone(), &rows);
+    ScoredRows::new(labels, mask)
+}
+
+/// [`model_pass`] of the policy with activation checkpointing ([`super::checkpointing`]): its
+/// layers run without autodiff, the LM head and everything after it from a tracked leaf of the
+/// last hidden state. `stack` is the policy's, `inner` the same without autodiff.
+pub fn checkpointed_model_pass<B: AutodiffBackend>(
+    stack: &dyn LayerStack<B>,
+    inner: &dyn LayerStack<B::InnerBackend>,
+    batch: &PairBatch<B>,
+    with_stats: bool,
+) -> ModelPass<B> {
+    let trunk = checkpointed_pass(inner, batch.ids.clone(), batch.attention.clone());
+    let rows = scored_rows(batch);
+    let out = RowsOutput {
+        logits: stack.head_rows(rows.gather(trunk.leaf.clone())),
+        hidden: trunk.leaf.clone(),
+    };
+    scored_pass(out, &rows, with_stats, Some(trunk))
+}
+
+/// The scored log-probs and statistics of a pass's row logits.
+fn scored_pass<B: Backend>(
+    mut out: RowsOutput<B>,
+    rows: &ScoredRows<B>,
+    with_stats: bool,
+    trunk: Option<Trunk<B>>,
+) -> ModelPass<B> {
     let float = <B::FloatElem as burn::tensor::Element>::dtype();
     if out.logits.dtype() != float {
         out.logits = out.logits.cast(float);
@@ -49,6 +87,7 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
         logit_sums: s.logit_sums,
         stats,
         hidden: out.hidden,
+        trunk,
     }
 }
 

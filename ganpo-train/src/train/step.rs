@@ -17,9 +17,12 @@ use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{Ganpo, Pooling};
 use ganpo_models::CausalLm;
 
+use super::checkpointing::backward_through_layers;
 use super::clip::clip_grad_norm;
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{ModelPass, base_objective, latent_batch, model_pass};
+use super::objective::{
+    ModelPass, base_objective, checkpointed_model_pass, latent_batch, model_pass,
+};
 use super::precision::cast_module;
 use super::reference::{RefNeeds, RefOutputs, reference_outputs};
 use super::trainer::{TrainError, Trainer};
@@ -208,7 +211,7 @@ where
             latent_batch(policy_hidden, reference, &micro[i].batch, pooling)
         };
         if let [only] = micro {
-            let pass = model_pass(policy, &only.batch, true);
+            let pass = self.tracked_pass(policy, &only.batch);
             (vec![latents(pass.hidden.clone().detach(), 0)], Some(pass))
         } else {
             let inner = policy.valid();
@@ -241,10 +244,11 @@ where
         let mut nonfinite = false;
         let mut acc = GradientsAccumulator::<M>::new();
         for (m, refs) in micro.iter().zip(refs) {
-            let pass = match first_pass.take() {
+            let mut pass = match first_pass.take() {
                 Some(pass) => pass,
-                None => model_pass(policy, &m.batch, true),
+                None => self.tracked_pass(policy, &m.batch),
             };
+            let trunk = pass.trunk.take();
             self.lap("policy_forward");
             let (mut loss, mut entries) =
                 base_objective(&self.config.loss, &pass, refs.logps.clone(), &m.batch)?;
@@ -263,6 +267,15 @@ where
             nonfinite |= values.iter().any(|(_, v)| !v.is_finite());
             metrics.add_all(&values);
             let grads = (loss / k).backward();
+            if let Some(trunk) = trunk {
+                let stack = policy.layer_stack().expect("checked by Trainer::new");
+                let leaf_grad = trunk.leaf.grad(&grads);
+                // No gradient reaches the leaf when nothing in the loss depends on it.
+                if let Some(leaf_grad) = leaf_grad {
+                    let below = backward_through_layers(policy, stack, trunk, leaf_grad);
+                    acc.accumulate(&self.policy, below);
+                }
+            }
             acc.accumulate(
                 &self.policy,
                 GradientsParams::from_grads(grads, &self.policy),
@@ -276,6 +289,18 @@ where
             norm,
             nonfinite: nonfinite || !norm.is_finite(),
         })
+    }
+
+    /// The policy's tracked pass on `batch`: whole, or with its layers to be recomputed in the
+    /// backward pass (`train.gradient_checkpointing`).
+    fn tracked_pass(&self, policy: &M, batch: &PairBatch<B>) -> ModelPass<B> {
+        if !self.config.train.gradient_checkpointing {
+            return model_pass(policy, batch, true);
+        }
+        let inner = policy.valid();
+        let stack = policy.layer_stack().expect("checked by Trainer::new");
+        let inner_stack = inner.layer_stack().expect("checked by Trainer::new");
+        checkpointed_model_pass(stack, inner_stack, batch, true)
     }
 
     /// Counts the step, and takes the policy's AdamW step unless the step was non-finite: then

@@ -68,6 +68,12 @@ pub enum TrainError {
          attach them first (ganpo_models::lora::attach)"
     )]
     LoraNotAttached,
+    /// Gradient checkpointing asked of a model that cannot be run layer by layer.
+    #[error(
+        "train.gradient_checkpointing: this model cannot recompute its layers (it is not a \
+         decoder ganpo can run layer by layer; CausalLm::layer_stack returns None): set it to false"
+    )]
+    CannotCheckpoint,
     /// Adapter weights could not be saved or loaded.
     #[error(transparent)]
     Model(#[from] ganpo_models::ModelError),
@@ -167,6 +173,11 @@ where
         let lora = start.set_adapters_enabled(false) > 0;
         if config.uses_lora() && !lora {
             return Err(TrainError::LoraNotAttached);
+        }
+        if config.train.gradient_checkpointing
+            && (start.layer_stack().is_none() || policy.layer_stack().is_none())
+        {
+            return Err(TrainError::CannotCheckpoint);
         }
         let reference = match reference {
             Some(_) if lora => return Err(TrainError::LoraWithReference),
