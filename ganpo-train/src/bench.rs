@@ -153,6 +153,11 @@ pub fn run_config(c: &BenchConfig) -> Result<RunConfig, BenchError> {
             apply_set(&mut table, set)?;
         }
         r = RunConfig::parse_table(table, "--set")?;
+        if r.lora.is_some() && r.train.compute_dtype != ComputeDtype::F32 {
+            return Err(BenchError::Invalid(
+                "LoRA runs compute in f32 for now (--dtype f32)".into(),
+            ));
+        }
         if let Some((key, value, expected)) = r.lora.as_ref().and_then(|l| l.invalid_setting()) {
             return Err(ConfigError::Value {
                 key: key.into(),

@@ -461,6 +461,15 @@ impl RunConfig {
                     .into(),
             });
         }
+        if self.uses_lora() && self.train.compute_dtype != ComputeDtype::F32 {
+            return Err(ConfigError::Value {
+                key: "train.compute_dtype".into(),
+                value: format!("{:?}", self.train.compute_dtype).to_lowercase(),
+                expected: "f32 with LoRA for now (mixed precision of a LoRA run is not checked \
+                           yet: its frozen base would be held in the compute dtype)"
+                    .into(),
+            });
+        }
         if let (true, Some(r)) = (self.uses_lora(), &self.model.reference) {
             return Err(ConfigError::Value {
                 key: "model.reference".into(),
