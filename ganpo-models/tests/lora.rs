@@ -13,7 +13,7 @@ use burn::prelude::*;
 use common::{B, expected, fixture};
 use ganpo_models::export::TokenizerFiles;
 use ganpo_models::lora::{self, LoraConfig, TargetModules, peft};
-use ganpo_models::{CausalLm, Lm, hf::load};
+use ganpo_models::{CausalLm, Decoder, Lm, hf::load};
 
 fn base<Bk: Backend>(name: &str, device: &Bk::Device) -> Lm<Bk> {
     load::<Bk>(&fixture(name), device).unwrap().1
@@ -299,6 +299,72 @@ fn bad_targets_and_adapters_are_named() {
         assert!(
             e.contains("adapter_config.json") && e.contains(key),
             "{key}: {e}"
+        );
+    }
+}
+
+/// Little-endian f32 tensor `name` of a safetensors file, with its shape.
+fn tensor_of(st: &safetensors::SafeTensors, name: &str) -> (Vec<f32>, Vec<usize>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let values = t
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    (values, t.shape().to_vec())
+}
+
+#[test]
+fn adapter_gradients_equal_peft_s() {
+    type A = Autodiff<NdArray>;
+    let device = Default::default();
+    for (case, base_name) in CASES {
+        let dir = fixture("peft").join(case);
+        let mut model = peft::load_adapter(base::<A>(base_name, &device), &dir)
+            .unwrap()
+            .0;
+        let bytes = std::fs::read(dir.join("grads.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (weights, shape) = tensor_of(&st, "weights");
+        let weights = Tensor::<A, 3>::from_data(
+            TensorData::new(weights, [shape[0], shape[1], shape[2]]),
+            &device,
+        );
+        let logits = outputs(case, &model, &device);
+        let grads = GradientsParams::from_grads((logits * weights).sum().backward(), &model);
+        let mut checked = 0;
+        for (name, projection) in model.projections() {
+            let parts = projection.parts();
+            let (Some(a), Some(b)) = (parts.lora_A.as_ref(), parts.lora_B.as_ref()) else {
+                continue;
+            };
+            for (which, param) in [("lora_A", &a.weight), ("lora_B", &b.weight)] {
+                let key = format!("{name}.{which}.weight");
+                let (want, want_shape) = tensor_of(&st, &key);
+                // burn holds [in, out]; PyTorch [out, in].
+                let got = grads
+                    .get::<NdArray, 2>(param.id)
+                    .unwrap_or_else(|| panic!("{case}: no gradient for {key}"))
+                    .transpose();
+                assert_eq!(got.dims().to_vec(), want_shape, "{case}: {key}");
+                let got: Vec<f32> = got.into_data().to_vec().unwrap();
+                let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let diff = got
+                    .iter()
+                    .zip(&want)
+                    .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+                assert!(scale > 1e-3, "{case}: {key} has no gradient in PEFT");
+                assert!(
+                    diff <= 1e-4 * scale.max(1.0),
+                    "{case}: {key} differs by {diff} (max {scale})"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            checked + 1,
+            st.names().len(),
+            "{case}: every adapter checked"
         );
     }
 }
