@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{ComputeDtype, ConfigError, RunConfig, Scheduler, apply_set};
+use crate::config::{ComputeDtype, RunConfig, Scheduler, apply_set};
 use crate::data::{PreferenceDataset, TokenizedPair};
 use crate::train::{TrainError, Trainer};
 
@@ -153,19 +153,7 @@ pub fn run_config(c: &BenchConfig) -> Result<RunConfig, BenchError> {
             apply_set(&mut table, set)?;
         }
         r = RunConfig::parse_table(table, "--set")?;
-        if r.lora.is_some() && r.train.compute_dtype != ComputeDtype::F32 {
-            return Err(BenchError::Invalid(
-                "LoRA runs compute in f32 for now (--dtype f32)".into(),
-            ));
-        }
-        if let Some((key, value, expected)) = r.lora.as_ref().and_then(|l| l.invalid_setting()) {
-            return Err(ConfigError::Value {
-                key: key.into(),
-                value,
-                expected: expected.into(),
-            }
-            .into());
-        }
+        r.validate_lora()?;
     }
     // The benchmark's own step counts; nothing is logged, evaluated or saved.
     let t = &mut r.train;
@@ -463,6 +451,10 @@ mod tests {
         assert!(e.contains("lora.rank"), "{e}");
         let e = run_config(&tiny(&["lora.r=0"])).unwrap_err().to_string();
         assert!(e.contains("lora.r") && e.contains("at least 1"), "{e}");
+        let mut wide = tiny(&["lora.r=2"]);
+        wide.dtype = ComputeDtype::F64;
+        let e = run_config(&wide).unwrap_err().to_string();
+        assert!(e.contains("train.compute_dtype"), "{e}");
     }
 
     #[test]

@@ -185,21 +185,27 @@ fn adapter_linear<B: Backend>(name: &str, weight: Tensor<B, 2>) -> burn::nn::Lin
     }
 }
 
-/// Puts a fresh adapter on one projection: `A` uniform in `±1/sqrt(in)` from `rng`, `B` zero.
+/// Puts an adapter on one projection: `A` uniform in `±1/sqrt(in)` drawn from `rng` (zero
+/// without one: weights about to be loaded), `B` zero.
 fn attach_one<B: Backend>(
     name: &str,
     parts: ProjectionParts<'_, B>,
     config: &LoraConfig,
-    rng: &mut StdRng,
+    rng: Option<&mut StdRng>,
 ) {
     let weight = parts.weight.val();
     let [d_in, d_out] = weight.dims();
     let device = weight.device();
-    let bound = 1.0 / (d_in as f64).sqrt();
-    let a: Vec<f32> = (0..d_in * config.r)
-        .map(|_| rng.random_range(-bound..bound) as f32)
-        .collect();
-    let a = Tensor::from_data(TensorData::new(a, [d_in, config.r]), &device);
+    let a = match rng {
+        Some(rng) => {
+            let bound = 1.0 / (d_in as f64).sqrt();
+            let a: Vec<f32> = (0..d_in * config.r)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect();
+            Tensor::from_data(TensorData::new(a, [d_in, config.r]), &device)
+        }
+        None => Tensor::zeros([d_in, config.r], &device),
+    };
     *parts.lora_A = Some(adapter_linear(&format!("{name}.lora_A"), a));
     let b = Tensor::zeros([config.r, d_out], &device);
     *parts.lora_B = Some(adapter_linear(&format!("{name}.lora_B"), b));
@@ -257,7 +263,7 @@ pub fn attach<B: Backend, M: Decoder<B> + Module<B>>(
     let mut rng = StdRng::seed_from_u64(seed);
     for (name, projection) in model.projections() {
         if names.contains(&name) {
-            attach_one(&name, projection.parts(), config, &mut rng);
+            attach_one(&name, projection.parts(), config, Some(&mut rng));
         }
     }
     Ok((model, names))

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, PathFilter};
 use serde_json::{Value, json};
 
-use super::{LoraConfig, TargetModules, attach_one, lora_error, set_enabled};
+use super::{LoraConfig, TargetModules, attach_one, set_enabled};
 use crate::export::{ExportFiles, TokenizerFiles, write_export};
 use crate::hf::read_json;
 use crate::weights::{apply_filtered, read_safetensors};
@@ -37,10 +37,10 @@ pub fn save_adapter<B: Backend>(
     let filter = PathFilter::new().with_regex(r"\.lora_[AB]\.weight$");
     let mut tensors = model.collect(Some(filter), Some(Box::new(BurnToPyTorchAdapter)), true);
     if tensors.is_empty() {
-        return Err(lora_error(
-            "r",
-            "the model carries no adapters to export".into(),
-        ));
+        return Err(ModelError::Lora {
+            key: "lora".into(),
+            message: "the model carries no adapters to export".into(),
+        });
     }
     for t in &mut tensors {
         t.path_stack = Some(
@@ -213,10 +213,9 @@ pub fn load_adapter<B: Backend>(
     }
     let mut model = model.no_grad();
     let mut found = Vec::new();
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
     for (name, projection) in model.projections() {
         if modules.contains(&name) {
-            attach_one(&name, projection.parts(), &config, &mut rng);
+            attach_one(&name, projection.parts(), &config, None);
             found.push(name);
         }
     }

@@ -434,7 +434,9 @@ impl RunConfig {
         self.lora.is_some() || self.model.adapter.is_some()
     }
 
-    fn validate_lora(&self) -> Result<(), ConfigError> {
+    /// The `[lora]` checks of [`Self::validate`] alone (which needs no model or data): values in
+    /// range, and no combination LoRA does not support.
+    pub fn validate_lora(&self) -> Result<(), ConfigError> {
         if let Some((key, value, expected)) = self.lora.as_ref().and_then(|l| l.invalid_setting()) {
             return Err(ConfigError::Value {
                 key: key.into(),
