@@ -1,5 +1,6 @@
 //! `ganpo eval` against TRL 1.16's `DPOTrainer.evaluate()` on the same tiny models and data
-//! (fixtures: tools/fixtures/train_fixtures.py).
+//! (fixtures: tools/fixtures/train_fixtures.py), with the log-probs scored whole and in chunks of
+//! 3 rows (`--logprob-chunk-rows`).
 
 mod common;
 use common::{fixtures, ganpo};
@@ -45,6 +46,20 @@ fn eval_metrics_match_trl_evaluate() {
         if let Some(m) = s["truncation_mode"].as_str() {
             args.extend(["--truncation-mode".into(), m.into()]);
         }
+        for chunk in [None, Some("3")] {
+            let mut args = args.clone();
+            if let Some(c) = chunk {
+                args.extend(["--logprob-chunk-rows".into(), c.into()]);
+            }
+            let name = format!("{name} (chunk rows {chunk:?})");
+            compare(&name, &args, case);
+        }
+    }
+}
+
+/// Runs `ganpo` with `args` and compares its metrics with the TRL `case`'s.
+fn compare(name: &str, args: &[String], case: &Value) {
+    {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = ganpo(&args);
         assert!(

@@ -140,27 +140,129 @@ impl<B: Backend> ScoredRows<B> {
         logits: Tensor<B, 2>,
         statistics: bool,
     ) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
-        let token_counts = self.membership.clone().sum_dim(1).reshape([self.batch]);
         if self.is_empty() {
-            let zeros = token_counts.zeros_like();
-            let stats = statistics.then(|| (zeros.clone(), zeros.clone()));
-            let out = SequenceLogps {
-                logps: zeros.clone(),
-                token_counts,
-                logit_sums: zeros,
-            };
-            return (out, stats);
+            return self.nothing_scored(statistics);
         }
-        let mean_logits = logits.clone().detach().mean_dim(1).reshape([self.rows]);
-        let log_probs = log_softmax(logits, 1);
-        let stats = statistics.then(|| self.statistics_of(log_probs.clone().detach()));
-        let picked = log_probs
-            .gather(1, self.labels.clone().unsqueeze_dim(1))
-            .reshape([self.rows]);
+        let terms = row_terms(logits, self.labels.clone(), statistics);
+        self.sequence_sums(terms)
+    }
+
+    /// [`Self::logps_and_statistics`] of `head(hidden_rows)` computed `chunk_rows` rows at a
+    /// time, so that no `[rows, vocab]` tensor exists for all rows at once: `hidden_rows` are the
+    /// scored rows' last hidden states (`[rows, d]`, [`Self::gather`]) and `head` the LM head.
+    /// The values equal the unchunked ones (each row's log-softmax is its own). On an autodiff
+    /// backend every chunk's graph would be kept: a trainer runs this untracked and recomputes
+    /// the chunks in its backward pass ([`Self::chunk_logps`]).
+    ///
+    /// # Example
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::prelude::*;
+    /// use ganpo_core::ScoredRows;
+    ///
+    /// let device = Default::default();
+    /// let labels = Tensor::<NdArray, 2, Int>::from_data([[1, 2, 3, 0]], &device);
+    /// let mask = Tensor::<NdArray, 2, Bool>::from_data([[true, true, true, false]], &device);
+    /// let rows = ScoredRows::new(labels, mask);
+    /// let hidden = Tensor::<NdArray, 2>::from_data([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], &device);
+    /// let weight = Tensor::<NdArray, 2>::from_data([[1.0, -1.0, 0.5, 2.0], [0.0, 3.0, -2.0, 1.0]], &device);
+    /// let head = |h: Tensor<NdArray, 2>| h.matmul(weight.clone());
+    /// let whole = rows.logps(head(hidden.clone())).logps.into_scalar();
+    /// let (chunked, _) = rows.chunked_logps_and_statistics(hidden, &head, 2, false);
+    /// assert!((chunked.logps.into_scalar() - whole).abs() < 1e-6);
+    /// ```
+    pub fn chunked_logps_and_statistics(
+        &self,
+        hidden_rows: Tensor<B, 2>,
+        head: &dyn Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+        chunk_rows: usize,
+        statistics: bool,
+    ) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
+        if self.is_empty() {
+            return self.nothing_scored(statistics);
+        }
+        let chunks: Vec<RowTerms<B>> = self
+            .chunks(chunk_rows)
+            .map(|r| {
+                let logits = head(hidden_rows.clone().slice(s![r.clone(), ..]));
+                row_terms(logits, self.labels.clone().slice(s![r]), statistics)
+            })
+            .collect();
+        let cat = |f: &dyn Fn(&RowTerms<B>) -> Tensor<B, 1>| {
+            Tensor::cat(chunks.iter().map(f).collect(), 0)
+        };
+        let terms = RowTerms {
+            picked: cat(&|t| t.picked.clone()),
+            mean_logits: cat(&|t| t.mean_logits.clone()),
+            stats: statistics.then(|| {
+                let stat = |i: usize| {
+                    cat(&|t| {
+                        let (entropy, top1) = t.stats.clone().expect("asked for statistics");
+                        [entropy, top1][i].clone()
+                    })
+                };
+                (stat(0), stat(1))
+            }),
+        };
+        self.sequence_sums(terms)
+    }
+
+    /// The row ranges of `chunk_rows` rows each (the last one shorter) that
+    /// [`Self::chunked_logps_and_statistics`] walks.
+    pub fn chunks(&self, chunk_rows: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let (rows, step) = (self.rows, chunk_rows.max(1));
+        (0..rows)
+            .step_by(step)
+            .map(move |a| a..(a + step).min(rows))
+    }
+
+    /// The log-probabilities of the labels of the rows `range` under their `logits`
+    /// (`[range.len(), vocab]`), `[range.len()]`: the same terms [`Self::logps`] sums, for a
+    /// chunk recomputed with autodiff in a backward pass.
+    pub fn chunk_logps(&self, range: std::ops::Range<usize>, logits: Tensor<B, 2>) -> Tensor<B, 1> {
+        row_logps(logits, self.labels.clone().slice(s![range]))
+    }
+
+    /// Each row's share of per-sequence values (`[batch]`, e.g. the gradient of a loss with
+    /// respect to the summed log-probs), `[rows]`: the transpose of [`Self::per_sequence`].
+    pub fn per_row(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
+        self.membership
+            .clone()
+            .transpose()
+            .matmul(values.reshape([self.batch, 1]))
+            .reshape([self.rows])
+    }
+
+    /// The zeros of a batch without scored positions.
+    fn nothing_scored(&self, statistics: bool) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
+        let token_counts = self.token_counts();
+        let zeros = token_counts.zeros_like();
+        let stats = statistics.then(|| (zeros.clone(), zeros.clone()));
         let out = SequenceLogps {
-            logps: self.per_sequence(picked),
+            logps: zeros.clone(),
             token_counts,
-            logit_sums: self.per_sequence(mean_logits).detach(),
+            logit_sums: zeros,
+        };
+        (out, stats)
+    }
+
+    /// Scored tokens per sequence, `[batch]`.
+    fn token_counts(&self) -> Tensor<B, 1> {
+        self.membership.clone().sum_dim(1).reshape([self.batch])
+    }
+
+    /// Per-sequence sums of the rows' terms.
+    fn sequence_sums(&self, terms: RowTerms<B>) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
+        let stats = terms.stats.map(|(entropy, top1)| {
+            (
+                self.per_sequence(entropy).detach(),
+                self.per_sequence(top1).detach(),
+            )
+        });
+        let out = SequenceLogps {
+            logps: self.per_sequence(terms.picked),
+            token_counts: self.token_counts(),
+            logit_sums: self.per_sequence(terms.mean_logits).detach(),
         };
         (out, stats)
     }
@@ -170,29 +272,63 @@ impl<B: Backend> ScoredRows<B> {
     /// (`[rows, vocab]`). Divided by the token counts they give TRL's `entropy` and
     /// `mean_token_accuracy`.
     pub fn statistics(&self, logits: Tensor<B, 2>) -> TokenStatistics<B> {
-        if self.is_empty() {
-            let zeros = self.membership.clone().sum_dim(1).reshape([self.batch]);
-            return (zeros.clone(), zeros);
-        }
-        self.statistics_of(log_softmax(logits.detach(), 1))
+        let (_, stats) = self.logps_and_statistics(logits.detach(), true);
+        stats.expect("asked for statistics")
     }
+}
 
-    /// [`Self::statistics`] from the rows' log-probabilities (`[rows, vocab]`, detached).
-    fn statistics_of(&self, log_probs: Tensor<B, 2>) -> TokenStatistics<B> {
+impl<B: burn::tensor::backend::AutodiffBackend> ScoredRows<B> {
+    /// The same rows on the inner backend (no autodiff), without reading the mask again.
+    pub fn inner(&self) -> ScoredRows<B::InnerBackend> {
+        ScoredRows {
+            index: self.index.clone().inner(),
+            labels: self.labels.clone().inner(),
+            membership: self.membership.clone().inner(),
+            batch: self.batch,
+            rows: self.rows,
+        }
+    }
+}
+
+/// What each scored row contributes, `[rows]` each: its label's log-probability (tracked), its
+/// mean logit and, when asked, its entropy and top-1 hit (detached).
+struct RowTerms<B: Backend> {
+    picked: Tensor<B, 1>,
+    mean_logits: Tensor<B, 1>,
+    stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+/// The [`RowTerms`] of rows with `logits` (`[rows, vocab]`) and `labels` (`[rows]`): one fused,
+/// max-shifted log-softmax (stable for logits of any magnitude, one autodiff node), from which
+/// the labels' entries are gathered.
+fn row_terms<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
+    statistics: bool,
+) -> RowTerms<B> {
+    let rows = labels.dims()[0];
+    // Read before the log-softmax, which NdArray writes in place of uniquely owned logits.
+    let mean_logits = logits.clone().detach().mean_dim(1).reshape([rows]);
+    let log_probs = log_softmax(logits, 1);
+    let stats = statistics.then(|| {
+        let log_probs = log_probs.clone().detach();
         let top1 = log_probs
             .clone()
             .argmax(1)
-            .reshape([self.rows])
-            .equal(self.labels.clone())
+            .reshape([rows])
+            .equal(labels.clone())
             .float();
         let entropy = (log_probs.clone().exp() * log_probs)
             .sum_dim(1)
             .neg()
-            .reshape([self.rows]);
-        (
-            self.per_sequence(entropy).detach(),
-            self.per_sequence(top1).detach(),
-        )
+            .reshape([rows]);
+        (entropy, top1)
+    });
+    let picked = log_probs.gather(1, labels.unsqueeze_dim(1)).reshape([rows]);
+    RowTerms {
+        picked,
+        mean_logits,
+        stats,
     }
 }
 
@@ -374,6 +510,53 @@ mod tests {
             );
             assert_eq!(a[s] as f64, hits[s]);
         }
+    }
+
+    #[test]
+    fn chunked_rows_give_the_unchunked_values() {
+        let (logits, labels, mask) = case();
+        let device = Default::default();
+        let rows = ScoredRows::new(labels, mask);
+        let hidden = rows.gather(logits);
+        let weight = Tensor::<B, 2>::random([7, 11], Distribution::Normal(0.0, 1.0), &device);
+        let head = |h: Tensor<B, 2>| h.matmul(weight.clone());
+        let (whole, whole_stats) = rows.logps_and_statistics(head(hidden.clone()), true);
+        let read = |t: Tensor<B, 1>| t.into_data().to_vec::<f32>().unwrap();
+        for chunk in [1, 2, 3, 7, 100] {
+            let ranges: Vec<_> = rows.chunks(chunk).collect();
+            assert_eq!(ranges.iter().map(|r| r.len()).sum::<usize>(), 7);
+            assert_eq!(ranges.len(), 7usize.div_ceil(chunk));
+            let (out, stats) =
+                rows.chunked_logps_and_statistics(hidden.clone(), &head, chunk, true);
+            let close = |a: Vec<f32>, b: Vec<f32>| {
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                        "{chunk}: {a:?} vs {b:?}"
+                    );
+                }
+            };
+            close(read(out.logps), read(whole.logps.clone()));
+            close(read(out.logit_sums), read(whole.logit_sums.clone()));
+            assert_eq!(read(out.token_counts), read(whole.token_counts.clone()));
+            let (h, a) = stats.unwrap();
+            let (wh, wa) = whole_stats.clone().unwrap();
+            close(read(h), read(wh));
+            assert_eq!(read(a), read(wa));
+        }
+    }
+
+    #[test]
+    fn per_row_spreads_sequence_values_over_their_rows() {
+        let (_, labels, mask) = case();
+        let device = Default::default();
+        let rows = ScoredRows::new(labels, mask);
+        let per_row = rows.per_row(Tensor::<B, 1>::from_data([1.0, 2.0, 3.0], &device));
+        // Rows in row-major order: four of sequence 0, none of 1, three of 2.
+        assert_eq!(
+            per_row.into_data().to_vec::<f32>().unwrap(),
+            [1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use ganpo_core::activation::{gelu, gelu_tanh};
-use ganpo_core::attention::{Scores, scaled_dot_product_attention};
+use ganpo_core::attention::{Scores, attention};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -254,7 +254,7 @@ impl<B: Backend> Gpt2Attention<B> {
             Some(cache) => cache.extend(k, v),
             None => (k, v),
         };
-        let context = scaled_dot_product_attention(q, k, v, Some(masked), Scores::new(hd));
+        let context = attention(q, k, v, Some(masked), Scores::new(hd));
         self.c_proj
             .forward(context.swap_dims(1, 2).reshape([b, s, d]))
     }

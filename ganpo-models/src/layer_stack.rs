@@ -65,4 +65,19 @@ pub trait LayerStack<B: Backend> {
         let masks = AttentionMasks::full(attention_mask, &self.attention_windows());
         self.layer_inputs(positions, s.max(1), masks)
     }
+
+    /// The last hidden states of whole sequences ([`Self::full_inputs`]), `[batch, seq,
+    /// hidden]`: [`CausalLm::hidden_states`](crate::CausalLm::hidden_states) of a decoder.
+    fn full_hidden(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        attention_mask: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 3> {
+        let inputs = self.full_inputs(attention_mask);
+        let mut x = self.embed(input_ids, &inputs);
+        for i in 0..self.num_layers() {
+            x = self.layer(i, x, &inputs, None);
+        }
+        self.final_norm(x)
+    }
 }

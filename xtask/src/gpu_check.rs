@@ -14,7 +14,7 @@
 //! 3. `quickstart`: a shortened quickstart (SFT, pairs, DPO and DPO + GANPO training, evaluation)
 //!    that must finish and raise the oracle reward above the SFT model's,
 //! 4. `bench`: `ganpo bench` rows (`--bench-model gpt2-124m`, `--bench-seq 512`, 8 pairs; dpo and
-//!    ganpo; f32 and bf16), with `bench/torch_reference.py` on CUDA beside them when a Python
+//!    ganpo; f32 and bf16; and ganpo in bf16 with LoRA r 16, checkpointing and chunked log-probs), with `bench/torch_reference.py` on CUDA beside them when a Python
 //!    with torch is there.
 //!
 //! Everything lands in `target/gpu-check/` (JSON reports and `report.md`); the exit status says
@@ -83,6 +83,7 @@ const GENERIC_TESTS: [(&str, &[&str]); 2] = [
             "discriminator",
             "spectral_norm",
             "affine",
+            "attention",
         ],
     ),
     ("ganpo-models", &["hf_parity"]),
@@ -288,15 +289,33 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
             continue;
         }
 
-        for (mode, dtype) in [
-            ("dpo", "f32"),
-            ("ganpo", "f32"),
-            ("dpo", "bf16"),
-            ("ganpo", "bf16"),
+        // The issue-21 memory settings on the device: LoRA r 16 on every projection (its frozen
+        // base in bf16), activation checkpointing and chunked log-probs, beside PEFT + TRL's
+        // gradient checkpointing.
+        let lora: &[&str] = &[
+            "lora.r=16",
+            "lora.target_modules=all-linear",
+            "train.gradient_checkpointing=true",
+            "train.logprob_chunk_rows=1024",
+        ];
+        let lora_torch: &[&str] = &[
+            "--lora-r",
+            "16",
+            "--lora-targets",
+            "all-linear",
+            "--gradient-checkpointing",
+        ];
+        for (mode, dtype, variant, sets, torch_args) in [
+            ("dpo", "f32", "", &[][..], &[][..]),
+            ("ganpo", "f32", "", &[], &[]),
+            ("dpo", "bf16", "", &[], &[]),
+            ("ganpo", "bf16", "", &[], &[]),
+            ("ganpo", "bf16", "-lora", lora, lora_torch),
         ] {
-            let name = format!("bench {mode} {dtype}");
-            let file: PathBuf = out.join(format!("ganpo-{backend}-{mode}-{dtype}.json"));
-            let bench = output(Command::new(&ganpo).args([
+            let name = format!("bench {mode} {dtype}{variant}");
+            let file: PathBuf = out.join(format!("ganpo-{backend}-{mode}-{dtype}{variant}.json"));
+            let mut command = Command::new(&ganpo);
+            command.args([
                 "bench",
                 "--model-config",
                 bench_model,
@@ -310,8 +329,11 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
                 dtype,
                 "--backend",
                 backend,
-            ]))
-            .and_then(|(ok, stdout, err)| {
+            ]);
+            for set in sets {
+                command.args(["--set", set]);
+            }
+            let bench = output(&mut command).and_then(|(ok, stdout, err)| {
                 if !ok {
                     bail!("{err}");
                 }
@@ -337,12 +359,14 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
                                 .arg("--hf-config")
                                 .arg(&shape)
                                 .args(["--seq", bench_seq, "--pairs", "8", "--mode", mode])
-                                .args(["--dtype", dtype, "--device", "cuda"]),
+                                .args(["--dtype", dtype, "--device", "cuda"])
+                                .args(torch_args),
                         )?;
                         if !ok {
                             bail!("{err}");
                         }
-                        let torch_file = out.join(format!("torch-cuda-{mode}-{dtype}.json"));
+                        let torch_file =
+                            out.join(format!("torch-cuda-{mode}-{dtype}{variant}.json"));
                         std::fs::write(&torch_file, &stdout)?;
                         let t: Value = serde_json::from_str(&stdout)?;
                         let (g, p) = (
@@ -351,7 +375,7 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
                         );
                         Ok(format!("torch {p:.1} ms/step; ganpo / torch {:.2}", g / p))
                     });
-                row(backend, &format!("torch {mode} {dtype}"), torch);
+                row(backend, &format!("torch {mode} {dtype}{variant}"), torch);
             }
         }
     }

@@ -11,7 +11,7 @@ use ganpo_train::config::ComputeDtype;
 #[derive(clap::Args)]
 pub struct Args {
     /// Model shape (random weights): tiny, smollm2-135m, gpt2-124m, qwen2.5-0.5b, llama-1b,
-    /// qwen2.5-1.5b or qwen2.5-3b.
+    /// qwen2.5-1.5b, qwen2.5-3b or gemma-2-2b.
     #[arg(long, default_value = "tiny")]
     pub model_config: String,
     /// Tokens per sequence (half prompt, half completion).

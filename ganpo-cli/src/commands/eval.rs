@@ -50,6 +50,10 @@ pub struct Args {
     /// Pairs per batch (metrics other than the loss are means of batch means, as in TRL).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Run the LM head and log-softmax on this many scored rows at a time (as
+    /// `train.logprob_chunk_rows`), so no `[rows, vocab]` logits exist for all rows at once.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub logprob_chunk_rows: Option<u64>,
     /// Drop and count malformed records instead of failing.
     #[arg(long)]
     pub skip_invalid: bool,
@@ -130,6 +134,7 @@ impl BackendJob for Job {
             pad_id: super::data::pad_id(&tokenizer),
             pad_to_multiple_of: None,
             batch_size: args.batch_size,
+            logprob_chunk_rows: args.logprob_chunk_rows.map(|n| n as usize),
         };
         let reference = reference
             .as_ref()

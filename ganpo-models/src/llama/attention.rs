@@ -3,7 +3,7 @@
 //! family and Gemma.
 
 use burn::prelude::*;
-use ganpo_core::attention::{Scores, scaled_dot_product_attention};
+use ganpo_core::attention::{Scores, attention};
 
 use crate::nn::init::{self, INIT_STD, Init};
 use crate::nn::{LayerCache, Linear, Projection, RmsNorm, RotaryTables};
@@ -106,7 +106,7 @@ impl<B: Backend> Attention<B> {
             Some(cache) => cache.extend(k, v),
             None => (k, v),
         };
-        let context = scaled_dot_product_attention(q, k, v, Some(masked), self.scores);
+        let context = attention(q, k, v, Some(masked), self.scores);
         let context = context.swap_dims(1, 2).reshape([b, s, h * d]);
         self.o_proj.forward(context)
     }

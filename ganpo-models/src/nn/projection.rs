@@ -107,7 +107,7 @@ impl<B: Backend> Projection<B> for Linear<B> {
 }
 
 /// `base + scale * dropout(x) A B` when both adapter matrices are present and `state` is on;
-/// `base` unchanged otherwise.
+/// `base` unchanged otherwise. Adapters in another dtype than `x` are cast to it.
 pub fn with_adapter<B: Backend, const D: usize>(
     base: Tensor<B, D>,
     x: Tensor<B, D>,
@@ -127,8 +127,12 @@ pub fn with_adapter<B: Backend, const D: usize>(
     } else {
         x
     };
-    let down = affine(x, a.weight.val(), None);
-    let up = affine(down, b.weight.val(), None);
+    // A trainer may hold the frozen base in a compute dtype and the adapters in f32: they are
+    // then run in the base's dtype.
+    let dtype = x.dtype();
+    let weight = |w: Tensor<B, 2>| if w.dtype() == dtype { w } else { w.cast(dtype) };
+    let down = affine(x, weight(a.weight.val()), None);
+    let up = affine(down, weight(b.weight.val()), None);
     base + up.mul_scalar(state.scale)
 }
 

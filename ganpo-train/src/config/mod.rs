@@ -182,6 +182,10 @@ pub struct TrainSection {
     /// input, and the backward pass recomputes one layer at a time (about one more forward pass
     /// of time for a fraction of the activation memory).
     pub gradient_checkpointing: bool,
+    /// Chunked log-probs: the LM head, log-softmax and their gradient run on this many scored
+    /// rows at a time (forward and backward, policy and reference), so no `[rows, vocab]`
+    /// tensor exists for all rows at once; `None` = all rows in one go.
+    pub logprob_chunk_rows: Option<usize>,
     /// Compute backend: `cpu`, `wgpu` or `cuda`.
     pub backend: String,
     /// Device index on the backend; `None` = its default device.
@@ -219,6 +223,7 @@ impl Default for TrainSection {
             max_nonfinite_steps: 5,
             compute_dtype: ComputeDtype::F32,
             gradient_checkpointing: false,
+            logprob_chunk_rows: None,
             backend: "cpu".into(),
             device: None,
         }
@@ -328,6 +333,10 @@ impl RunConfig {
             ("train.eval_batch_size", t.eval_batch_size),
             ("train.logging_steps", t.logging_steps),
             ("train.disc_steps", t.disc_steps),
+            (
+                "train.logprob_chunk_rows",
+                t.logprob_chunk_rows.unwrap_or(1),
+            ),
             ("train.save_total_limit", t.save_total_limit),
             ("train.max_nonfinite_steps", t.max_nonfinite_steps),
         ] {
@@ -448,7 +457,8 @@ impl RunConfig {
             return Err(ConfigError::Value {
                 key: "model.adapter".into(),
                 value: a.display().to_string(),
-                expected: "no [lora] table beside it: the adapter's adapter_config.json sets                            its rank, alpha and target modules"
+                expected: "no [lora] table beside it: the adapter's adapter_config.json sets \
+                           its rank, alpha and target modules"
                     .into(),
             });
         }
@@ -463,20 +473,12 @@ impl RunConfig {
                     .into(),
             });
         }
-        if self.uses_lora() && self.train.compute_dtype != ComputeDtype::F32 {
-            return Err(ConfigError::Value {
-                key: "train.compute_dtype".into(),
-                value: format!("{:?}", self.train.compute_dtype).to_lowercase(),
-                expected: "f32 with LoRA for now (mixed precision of a LoRA run is not checked \
-                           yet: its frozen base would be held in the compute dtype)"
-                    .into(),
-            });
-        }
         if let (true, Some(r)) = (self.uses_lora(), &self.model.reference) {
             return Err(ConfigError::Value {
                 key: "model.reference".into(),
                 value: r.display().to_string(),
-                expected: "no separate reference with LoRA: the reference is the policy with                            its adapters off"
+                expected: "no separate reference with LoRA: the reference is the policy with \
+                           its adapters off"
                     .into(),
             });
         }

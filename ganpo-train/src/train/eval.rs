@@ -24,6 +24,8 @@ pub struct EvalSettings {
     pub pad_to_multiple_of: Option<usize>,
     /// Pairs per batch.
     pub batch_size: usize,
+    /// Score the LM head this many rows at a time (`train.logprob_chunk_rows`); `None` = all.
+    pub logprob_chunk_rows: Option<usize>,
 }
 
 /// Evaluates `policy` against `reference` on `data`, in order, without gradients; `precomputed`
@@ -54,7 +56,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
         );
         let batch = host.to_device::<B>(device)?;
         let n = batch.pairs;
-        let pass = model_pass(policy, &batch, true);
+        let pass = model_pass(policy, &batch, true, settings.logprob_chunk_rows);
         let indices: Vec<usize> = (b * size..b * size + n).collect();
         let needs = RefNeeds {
             logps: settings.loss.needs_reference(),
@@ -67,6 +69,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
             &batch,
             needs,
             policy.hidden_size(),
+            settings.logprob_chunk_rows,
         )?;
         let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, refs.logps, &batch)?;
         if let (Some(g), Some(r)) = (ganpo, refs.hidden) {

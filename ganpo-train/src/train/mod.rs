@@ -3,6 +3,8 @@
 //! - [`trainer`]: [`Trainer`], the loop, evaluation, checkpoints and resume;
 //! - [`step`]: [`Trainer::step`] as named phases (reference, discriminators, policy, optimizer);
 //! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
+//! - [`checkpointing`], [`chunked_logps`]: activation checkpointing and chunked log-probs, each
+//!   a pass that keeps a leaf and a backward pass that recomputes from it;
 //! - [`reference`]: the frozen reference's outputs, live or cached before training;
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
@@ -14,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod checkpointing;
+pub mod chunked_logps;
 pub mod clip;
 pub mod eval;
 pub mod metrics;
@@ -30,7 +33,7 @@ pub mod trainer;
 
 pub use clip::clip_grad_norm;
 pub use eval::{EvalSettings, evaluate};
-pub use params::trainable_params;
+pub use params::{param_bytes, trainable_params};
 pub use schedule::{lr_multiplier, warmup_steps};
 pub use sft::{SftConfig, SftExample, SftStep, sft};
 pub use state::TrainState;

@@ -10,6 +10,7 @@ use ganpo_core::{
 use ganpo_models::{CausalLm, LayerStack, RowsOutput};
 
 use super::checkpointing::{Trunk, checkpointed_pass};
+use super::chunked_logps::{HeadLeaf, chunked_head_pass, to_float};
 use crate::data::PairBatch;
 
 /// One model's outputs on a batch (`2n` rows, chosen first).
@@ -29,17 +30,43 @@ pub struct ModelPass<B: Backend> {
     /// With activation checkpointing: what the backward pass recomputes the layers from
     /// (`hidden` is then its leaf).
     pub trunk: Option<Trunk<B>>,
+    /// With chunked log-probs: what the backward pass recomputes the LM head from (`logps` is
+    /// then its leaf).
+    pub head: Option<HeadLeaf<B>>,
 }
 
-/// Runs `model` on `batch`, with the LM head on the scored (completion) positions only. A model
-/// computing in another dtype (mixed precision) has its logits and hidden states cast to the
-/// backend's default float dtype (f32) before they are scored.
+/// Runs `model` on `batch`, with the LM head on the scored (completion) positions only; with
+/// `chunk_rows`, on that many rows at a time ([`ScoredRows::chunked_logps_and_statistics`]) when
+/// the model is a [`LayerStack`] (else all at once). A model computing in another dtype (mixed
+/// precision) has its logits and hidden states cast to the backend's default float dtype (f32)
+/// before they are scored. On an autodiff backend this pass is tracked only without
+/// `chunk_rows` (the trainer's tracked chunked pass is [`policy_pass`]).
 pub fn model_pass<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
     with_stats: bool,
+    chunk_rows: Option<usize>,
 ) -> ModelPass<B> {
     let rows = scored_rows(batch);
+    if let (Some(chunk), Some(stack)) = (chunk_rows, model.layer_stack()) {
+        let hidden = model.hidden_states(batch.ids.clone(), batch.attention.clone());
+        let head = |h| to_float(stack.head_rows(h));
+        let (s, stats) = rows.chunked_logps_and_statistics(
+            rows.gather(hidden.clone()),
+            &head,
+            chunk,
+            with_stats,
+        );
+        return ModelPass {
+            logps: s.logps,
+            scored: s.token_counts,
+            logit_sums: s.logit_sums,
+            stats,
+            hidden: to_float(hidden),
+            trunk: None,
+            head: None,
+        };
+    }
     let out = model.forward_rows(batch.ids.clone(), batch.attention.clone(), &rows);
     scored_pass(out, &rows, with_stats, None)
 }
@@ -50,44 +77,58 @@ fn scored_rows<B: Backend>(batch: &PairBatch<B>) -> ScoredRows<B> {
     ScoredRows::new(labels, mask)
 }
 
-/// [`model_pass`] of the policy with activation checkpointing ([`super::checkpointing`]): its
-/// layers run without autodiff, the LM head and everything after it from a tracked leaf of the
-/// last hidden state. `stack` is the policy's, `inner` the same without autodiff.
-pub fn checkpointed_model_pass<B: AutodiffBackend>(
+/// The policy's tracked pass as a [`LayerStack`] (`stack`; `inner` is the same without
+/// autodiff): with `checkpointing` ([`super::checkpointing`]) its layers run without autodiff
+/// and everything after the last hidden state is tracked from a leaf of it; with `chunk_rows`
+/// ([`super::chunked_logps`]) the LM head runs untracked, that many rows at a time, and the
+/// loss is computed from a leaf of the summed log-probs.
+pub fn policy_pass<B: AutodiffBackend>(
     stack: &dyn LayerStack<B>,
     inner: &dyn LayerStack<B::InnerBackend>,
     batch: &PairBatch<B>,
     with_stats: bool,
+    checkpointing: bool,
+    chunk_rows: Option<usize>,
 ) -> ModelPass<B> {
-    let trunk = checkpointed_pass(inner, batch.ids.clone(), batch.attention.clone());
-    let rows = scored_rows(batch);
-    let out = RowsOutput {
-        logits: stack.head_rows(rows.gather(trunk.leaf.clone())),
-        hidden: trunk.leaf.clone(),
+    let (hidden, trunk) = if checkpointing {
+        let trunk = checkpointed_pass(inner, batch.ids.clone(), batch.attention.clone());
+        (trunk.leaf.clone(), Some(trunk))
+    } else {
+        let hidden = stack.full_hidden(batch.ids.clone(), batch.attention.clone());
+        (hidden, None)
     };
-    scored_pass(out, &rows, with_stats, Some(trunk))
+    let rows = scored_rows(batch);
+    let Some(chunk) = chunk_rows else {
+        let out = RowsOutput {
+            logits: stack.head_rows(rows.gather(hidden.clone())),
+            hidden,
+        };
+        return scored_pass(out, &rows, with_stats, trunk);
+    };
+    let (pass, head) = chunked_head_pass(inner, hidden, rows, chunk, with_stats);
+    ModelPass {
+        trunk,
+        head: Some(head),
+        ..pass
+    }
 }
 
 /// The scored log-probs and statistics of a pass's row logits.
 fn scored_pass<B: Backend>(
-    mut out: RowsOutput<B>,
+    out: RowsOutput<B>,
     rows: &ScoredRows<B>,
     with_stats: bool,
     trunk: Option<Trunk<B>>,
 ) -> ModelPass<B> {
-    let float = <B::FloatElem as burn::tensor::Element>::dtype();
-    if out.logits.dtype() != float {
-        out.logits = out.logits.cast(float);
-        out.hidden = out.hidden.cast(float);
-    }
-    let (s, stats) = rows.logps_and_statistics(out.logits, with_stats);
+    let (s, stats) = rows.logps_and_statistics(to_float(out.logits), with_stats);
     ModelPass {
         logps: s.logps,
         scored: s.token_counts,
         logit_sums: s.logit_sums,
         stats,
-        hidden: out.hidden,
+        hidden: to_float(out.hidden),
         trunk,
+        head: None,
     }
 }
 

@@ -53,7 +53,8 @@ pub struct RefNeeds {
 /// The reference's outputs on `batch` (the pairs `indices` of its dataset), as the training step
 /// and the evaluation both resolve them: what `needs` asks for, from `cache` where it has it, else
 /// from a live pass of `model`. An output that is needed but neither cached nor computable (no
-/// model) is an error naming what needed it.
+/// model) is an error naming what needed it. `chunk_rows` chunks the live pass's LM head
+/// (`train.logprob_chunk_rows`).
 pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
     model: Option<&R>,
     cache: Option<&[RefCache]>,
@@ -61,13 +62,14 @@ pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
     batch: &PairBatch<B>,
     needs: RefNeeds,
     d_model: usize,
+    chunk_rows: Option<usize>,
 ) -> Result<RefOutputs<B>, LossError> {
     let device = batch.ids.device();
     let cached = cache.map(|c| from_cache(c, indices, batch, d_model, &device));
     let (mut logps, mut hidden) = cached.map_or((None, None), |c| (c.logps, c.hidden));
     let missing = (needs.logps && logps.is_none()) || (needs.hidden && hidden.is_none());
     if let Some(model) = model.filter(|_| missing) {
-        let out = live(model, batch);
+        let out = live(model, batch, chunk_rows);
         logps = logps.or(out.logps);
         hidden = hidden.or(out.hidden);
     }
@@ -84,7 +86,9 @@ pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
 }
 
 /// Runs `reference` over `data` (in order, `batch_size` pairs at a time) and keeps each pair's
-/// log-probs, and its latents when `with_latents`.
+/// log-probs, and its latents when `with_latents`; `chunk_rows` chunks its LM head
+/// (`train.logprob_chunk_rows`).
+#[allow(clippy::too_many_arguments)]
 pub fn precompute<B: Backend, R: CausalLm<B>>(
     reference: &R,
     data: &PreferenceDataset,
@@ -92,6 +96,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
     pad_id: u32,
     batch_size: usize,
     with_latents: bool,
+    chunk_rows: Option<usize>,
     device: &B::Device,
 ) -> Result<Vec<RefCache>, ganpo_core::LossError> {
     let mut out = Vec::with_capacity(data.len());
@@ -99,7 +104,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
     for chunk in pairs.chunks(batch_size.max(1)) {
         let host = collate(chunk, truncation, pad_id, None);
         let batch: PairBatch<B> = host.to_device(device)?;
-        let pass = model_pass(reference, &batch, false);
+        let pass = model_pass(reference, &batch, false, chunk_rows);
         let n = chunk.len();
         let logps = pass
             .logps
@@ -170,8 +175,12 @@ fn from_cache<B: Backend>(
 }
 
 /// The outputs of a live reference pass (on the same backend as `batch`).
-fn live<B: Backend, R: CausalLm<B>>(reference: &R, batch: &PairBatch<B>) -> RefOutputs<B> {
-    let pass = model_pass(reference, batch, false);
+fn live<B: Backend, R: CausalLm<B>>(
+    reference: &R,
+    batch: &PairBatch<B>,
+    chunk_rows: Option<usize>,
+) -> RefOutputs<B> {
+    let pass = model_pass(reference, batch, false, chunk_rows);
     RefOutputs {
         logps: Some(halves(pass.logps, batch.pairs)),
         hidden: Some(pass.hidden),

@@ -18,12 +18,11 @@ use ganpo_core::{Ganpo, Pooling};
 use ganpo_models::CausalLm;
 
 use super::checkpointing::backward_through_layers;
+use super::chunked_logps::{backward_through_head, to_float};
 use super::clip::clip_grad_norm;
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{
-    ModelPass, base_objective, checkpointed_model_pass, latent_batch, model_pass,
-};
-use super::precision::cast_module;
+use super::objective::{ModelPass, base_objective, latent_batch, model_pass, policy_pass};
+use super::precision::{compute_copy, grads_like};
 use super::reference::{RefNeeds, RefOutputs, reference_outputs};
 use super::trainer::{TrainError, Trainer};
 use crate::data::PairBatch;
@@ -101,11 +100,11 @@ where
         Ok(out)
     }
 
-    /// The policy in the compute dtype; its casts are tracked, so gradients reach the f32
-    /// masters.
+    /// The policy in the compute dtype ([`compute_copy`]: its trainable parameters fresh leaves
+    /// under the masters' ids, whose gradients [`grads_like`] casts back).
     fn compute_policy(&self) -> M {
         match self.config.train.compute_dtype.cast_to() {
-            Some(dtype) => cast_module(self.policy.clone(), dtype),
+            Some(dtype) => compute_copy(&self.policy, dtype),
             None => self.policy.clone(),
         }
     }
@@ -137,6 +136,7 @@ where
                     &inner_batch(&m.batch),
                     needs,
                     d_model,
+                    self.config.train.logprob_chunk_rows,
                 )?;
                 Ok(outputs.lift())
             })
@@ -218,10 +218,8 @@ where
             let all = (0..micro.len())
                 .map(|i| {
                     let batch = inner_batch(&micro[i].batch);
-                    latents(
-                        Tensor::from_inner(model_pass(&inner, &batch, false).hidden),
-                        i,
-                    )
+                    let hidden = inner.hidden_states(batch.ids, batch.attention);
+                    latents(Tensor::from_inner(to_float(hidden)), i)
                 })
                 .collect();
             (all, None)
@@ -249,9 +247,27 @@ where
                 None => self.tracked_pass(policy, &m.batch),
             };
             let trunk = pass.trunk.take();
+            let head = pass.head.take();
             self.lap("policy_forward");
-            let (mut loss, mut entries) =
+            let (base, mut entries) =
                 base_objective(&self.config.loss, &pass, refs.logps.clone(), &m.batch)?;
+            let mut loss = base.clone().detach();
+            // What the (one) backward pass through the model differentiates, `/ k`.
+            let mut objective = None;
+            match head {
+                None => objective = Some(base / k),
+                Some(head) => {
+                    // The base loss reaches the model only through the log-probs' leaf: its
+                    // gradient there is carried through the LM head chunk by chunk.
+                    let leaf_grads = (base / k).backward();
+                    if let Some(g) = head.leaf.grad(&leaf_grads) {
+                        let stack = policy.layer_stack().expect("checked by Trainer::new");
+                        let (head_grads, surrogate) = backward_through_head(policy, stack, head, g);
+                        acc.accumulate(policy, head_grads);
+                        objective = Some(surrogate);
+                    }
+                }
+            }
             if let Some(g) = &self.ganpo {
                 let reference = refs
                     .hidden
@@ -259,29 +275,34 @@ where
                     .expect("reference_phase resolves latents");
                 let latents = latent_batch(pass.hidden, reference, &m.batch, self.pooling());
                 let generator = g.generator_loss(&latents);
-                loss = loss + generator.term;
+                loss = loss + generator.term.clone().detach();
+                let term = generator.term / k;
+                objective = Some(match objective {
+                    Some(o) => o + term,
+                    None => term,
+                });
                 entries.push(("gan/gen_loss", generator.loss));
             }
-            entries.insert(0, ("loss", loss.clone().detach()));
+            entries.insert(0, ("loss", loss));
             let values = read_metrics(entries);
             nonfinite |= values.iter().any(|(_, v)| !v.is_finite());
             metrics.add_all(&values);
-            let grads = (loss / k).backward();
+            let Some(objective) = objective else {
+                continue;
+            };
+            let grads = objective.backward();
             if let Some(trunk) = trunk {
                 let stack = policy.layer_stack().expect("checked by Trainer::new");
                 let leaf_grad = trunk.leaf.grad(&grads);
                 // No gradient reaches the leaf when nothing in the loss depends on it.
                 if let Some(leaf_grad) = leaf_grad {
                     let below = backward_through_layers(policy, stack, trunk, leaf_grad);
-                    acc.accumulate(&self.policy, below);
+                    acc.accumulate(policy, below);
                 }
             }
-            acc.accumulate(
-                &self.policy,
-                GradientsParams::from_grads(grads, &self.policy),
-            );
+            acc.accumulate(policy, GradientsParams::from_grads(grads, policy));
         }
-        let mut grads = acc.grads();
+        let mut grads = grads_like(&self.policy, acc.grads());
         let norm = clip_grad_norm(&self.policy, &mut grads, self.config.train.max_grad_norm);
         self.lap("policy_backward");
         Ok(PolicyGrads {
@@ -292,15 +313,24 @@ where
     }
 
     /// The policy's tracked pass on `batch`: whole, or with its layers to be recomputed in the
-    /// backward pass (`train.gradient_checkpointing`).
+    /// backward pass (`train.gradient_checkpointing`), or its LM head run in chunks of rows
+    /// (`train.logprob_chunk_rows`).
     fn tracked_pass(&self, policy: &M, batch: &PairBatch<B>) -> ModelPass<B> {
-        if !self.config.train.gradient_checkpointing {
-            return model_pass(policy, batch, true);
+        let t = &self.config.train;
+        if !t.gradient_checkpointing && t.logprob_chunk_rows.is_none() {
+            return model_pass(policy, batch, true, None);
         }
         let inner = policy.valid();
         let stack = policy.layer_stack().expect("checked by Trainer::new");
         let inner_stack = inner.layer_stack().expect("checked by Trainer::new");
-        checkpointed_model_pass(stack, inner_stack, batch, true)
+        policy_pass(
+            stack,
+            inner_stack,
+            batch,
+            true,
+            t.gradient_checkpointing,
+            t.logprob_chunk_rows,
+        )
     }
 
     /// Counts the step, and takes the policy's AdamW step unless the step was non-finite: then

@@ -16,7 +16,7 @@ use ganpo_models::CausalLm;
 use super::checkpoint::{self, CheckpointError, CheckpointMeta};
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::MetricMeans;
-use super::precision::cast_module;
+use super::precision::{cast_frozen, cast_module};
 use super::profile::PhaseTimes;
 use super::reference::{RefCache, precompute};
 use super::state::TrainState;
@@ -68,12 +68,18 @@ pub enum TrainError {
          attach them first (ganpo_models::lora::attach)"
     )]
     LoraNotAttached,
-    /// Gradient checkpointing asked of a model that cannot be run layer by layer.
+    /// Gradient checkpointing or chunked log-probs asked of a model that cannot be run layer by
+    /// layer (`key` names the setting).
     #[error(
-        "train.gradient_checkpointing: this model cannot recompute its layers (it is not a \
-         decoder ganpo can run layer by layer; CausalLm::layer_stack returns None): set it to false"
+        "{key}: this model cannot recompute its layers or its LM head apart (it is not a \
+         decoder ganpo can run layer by layer; CausalLm::layer_stack returns None): {fix}"
     )]
-    CannotCheckpoint,
+    NotALayerStack {
+        /// The setting that needs it.
+        key: &'static str,
+        /// How to run without it.
+        fix: &'static str,
+    },
     /// Adapter weights could not be saved or loaded.
     #[error(transparent)]
     Model(#[from] ganpo_models::ModelError),
@@ -168,23 +174,38 @@ where
             return Err(TrainError::NoData);
         }
         B::seed(&device, config.train.seed);
+        let compute = config.train.compute_dtype.cast_to();
+        // A LoRA policy's frozen base is held in the compute dtype: no f32 master, no per-step
+        // copy (a model without adapters has nothing frozen, and is unchanged).
+        let policy = match compute {
+            Some(dtype) if config.uses_lora() => cast_frozen(policy, dtype),
+            _ => policy,
+        };
         // Untracked, and with any adapters off: the start model, sharing the policy's tensors.
         let mut start = policy.valid();
         let lora = start.set_adapters_enabled(false) > 0;
         if config.uses_lora() && !lora {
             return Err(TrainError::LoraNotAttached);
         }
-        if config.train.gradient_checkpointing
-            && (start.layer_stack().is_none() || policy.layer_stack().is_none())
-        {
-            return Err(TrainError::CannotCheckpoint);
+        let stacked = start.layer_stack().is_some() && policy.layer_stack().is_some();
+        if config.train.gradient_checkpointing && !stacked {
+            return Err(TrainError::NotALayerStack {
+                key: "train.gradient_checkpointing",
+                fix: "set it to false",
+            });
+        }
+        if config.train.logprob_chunk_rows.is_some() && !stacked {
+            return Err(TrainError::NotALayerStack {
+                key: "train.logprob_chunk_rows",
+                fix: "leave it out",
+            });
         }
         let reference = match reference {
             Some(_) if lora => return Err(TrainError::LoraWithReference),
             Some(r) => r,
             None => start,
         };
-        let reference = match config.train.compute_dtype.cast_to() {
+        let reference = match compute {
             Some(dtype) => cast_module(reference, dtype),
             None => reference,
         };
@@ -226,6 +247,7 @@ where
                     pad_id,
                     t.eval_batch_size,
                     cache_latents,
+                    t.logprob_chunk_rows,
                     &trainer.device,
                 )
             };
@@ -262,6 +284,16 @@ where
     /// Whether the policy trains LoRA adapters (its reference: itself with them off).
     pub fn uses_lora(&self) -> bool {
         self.lora
+    }
+
+    /// The bytes the model weights hold: the policy's (f32 masters; a LoRA policy's frozen base in
+    /// the compute dtype) and the reference's when it is a copy (not a LoRA policy's base).
+    pub fn weight_bytes(&self) -> usize {
+        let reference = match (&self.reference, self.lora) {
+            (Some(r), false) => super::param_bytes(r),
+            _ => 0,
+        };
+        super::param_bytes(&self.policy) + reference
     }
 
     /// Whether the frozen reference model is held in memory.
@@ -349,6 +381,7 @@ where
             pad_id: self.pad_id,
             pad_to_multiple_of: c.data.pad_to_multiple_of,
             batch_size: c.train.eval_batch_size,
+            logprob_chunk_rows: c.train.logprob_chunk_rows,
         };
         let policy = match c.train.compute_dtype.cast_to() {
             Some(dtype) => cast_module(self.policy.valid(), dtype),
