@@ -183,3 +183,76 @@ fn hub_datasets_download_cache_and_work_offline() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_listing_or_a_link_that_leaves_the_cache_writes_nothing() {
+    let body = std::fs::read(fixtures().join("data/standard.jsonl")).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let absolute = outside.path().join("absolute.jsonl");
+    // `../../../../` from `$GANPO_CACHE/datasets/ganpo/evil/main` is `$GANPO_CACHE` itself.
+    for name in [
+        "../../../../escape.jsonl".to_string(),
+        absolute.display().to_string(),
+        "data/../../../../../escape.jsonl".to_string(),
+    ] {
+        let listing = serde_json::json!({"siblings": [{"rfilename": name}]});
+        let routes = HashMap::from([
+            (
+                "/api/datasets/ganpo/evil/revision/main".to_string(),
+                listing.to_string().into_bytes(),
+            ),
+            (
+                format!("/datasets/ganpo/evil/resolve/main/{name}"),
+                body.clone(),
+            ),
+        ]);
+        let (endpoint, _) = serve(routes);
+        let env = [
+            ("HF_ENDPOINT", endpoint.as_str()),
+            ("GANPO_CACHE", cache.path().to_str().unwrap()),
+        ];
+        let (ok, _, stderr) = eval("hf://datasets/ganpo/evil", &env);
+        assert!(!ok, "{name}");
+        assert!(
+            stderr.contains("not a path inside the repository") && stderr.contains(&name),
+            "{name}: {stderr}"
+        );
+        assert!(!cache.path().join("escape.jsonl").exists(), "{name}");
+        assert!(!absolute.exists(), "{name}");
+    }
+
+    // A symbolic link in the cache that points out of it is not followed.
+    let listing = serde_json::json!({"siblings": [{"rfilename": "data/train.jsonl"}]});
+    let routes = HashMap::from([
+        (
+            "/api/datasets/ganpo/linked/revision/main".to_string(),
+            listing.to_string().into_bytes(),
+        ),
+        (
+            "/datasets/ganpo/linked/resolve/main/data/train.jsonl".to_string(),
+            body,
+        ),
+    ]);
+    let (endpoint, _) = serve(routes);
+    let repo = cache.path().join("datasets/ganpo/linked/main");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::os::unix::fs::symlink(outside.path(), repo.join("data")).unwrap();
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("GANPO_CACHE", cache.path().to_str().unwrap()),
+    ];
+    let (ok, _, stderr) = eval("hf://datasets/ganpo/linked", &env);
+    assert!(!ok);
+    assert!(stderr.contains("outside the cache"), "{stderr}");
+    assert!(!outside.path().join("train.jsonl").exists());
+
+    // OWNER / NAME / REVISION are checked before any request.
+    for uri in ["hf://datasets/../evil", "hf://datasets/ganpo/evil@.."] {
+        let (ok, _, stderr) = eval(uri, &[("HF_ENDPOINT", "http://127.0.0.1:9")]);
+        assert!(
+            !ok && stderr.contains("is not a repository"),
+            "{uri}: {stderr}"
+        );
+    }
+}

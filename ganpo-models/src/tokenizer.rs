@@ -26,6 +26,9 @@ pub struct Tokenizer {
     pub pad_token_id: Option<u32>,
     /// The Jinja chat template, if declared.
     pub chat_template: Option<String>,
+    /// The file the chat template was read from (`tokenizer_config.json`, `chat_template.jinja`
+    /// or a GGUF file), for errors that name it.
+    pub chat_template_file: Option<PathBuf>,
 }
 
 fn token_text(v: &Value) -> Option<&str> {
@@ -83,12 +86,14 @@ impl Tokenizer {
                     .map(str::to_string),
                 _ => None,
             };
+            tok.chat_template_file = tok.chat_template.as_ref().map(|_| config_path.clone());
         }
         // transformers 5 saves the template in its own file, and prefers it.
         let jinja = dir.join("chat_template.jinja");
         if jinja.is_file() {
             tok.chat_template =
                 Some(std::fs::read_to_string(&jinja).map_err(ModelError::io(&jinja))?);
+            tok.chat_template_file = Some(jinja);
         }
         let generation = dir.join("generation_config.json");
         if generation.is_file() {
@@ -134,6 +139,7 @@ impl Tokenizer {
             bos_token_id: None,
             pad_token_id: None,
             chat_template: None,
+            chat_template_file: None,
         }
     }
 

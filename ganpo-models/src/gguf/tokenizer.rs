@@ -123,6 +123,7 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Option<Tokenizer>, ModelEr
         .get("tokenizer.chat_template")
         .and_then(Value::as_str)
         .map(str::to_string);
+    tok.chat_template_file = tok.chat_template.as_ref().map(|_| file.path.clone());
     Ok(Some(tok))
 }
 

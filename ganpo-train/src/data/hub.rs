@@ -8,6 +8,10 @@
 //! `~/.cache/ganpo/datasets`) and written atomically. `HF_ENDPOINT` replaces
 //! `https://huggingface.co`, `HF_TOKEN` is sent as a bearer token, and with `HF_HUB_OFFLINE=1`
 //! only the cache is used.
+//!
+//! Every path that comes from the URI or the network (owner, name, revision, the listing's file
+//! names) is checked before anything is created: relative, without `.` / `..` components, and a
+//! download's folder must resolve inside the cache (no symlink leads out of it).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,6 +46,14 @@ impl HubDataset {
                 url: uri.to_string(),
                 message: "expected hf://datasets/OWNER/NAME[@REVISION][/PATH]".into(),
             }));
+        }
+        for (what, value) in [("OWNER", owner), ("NAME", name), ("REVISION", revision)] {
+            if let Err(why) = safe_relative_path(value) {
+                return Some(Err(DataError::Hub {
+                    url: uri.to_string(),
+                    message: format!("{what} `{value}` is not a repository {what}: {why}"),
+                }));
+            }
         }
         Some(Ok(Self {
             repo: format!("{owner}/{name}"),
@@ -90,12 +102,25 @@ impl HubDataset {
                 ),
             });
         }
+        // Names from the listing are checked before any file is written.
+        if let Some((f, why)) = files
+            .iter()
+            .find_map(|f| safe_relative_path(f).err().map(|why| (f, why)))
+        {
+            return Err(DataError::Hub {
+                url: self.uri(),
+                message: format!(
+                    "the Hub listed the file `{f}`, which is not a path inside the repository \
+                     ({why}): nothing was downloaded"
+                ),
+            });
+        }
         files
             .iter()
             .map(|f| {
                 let local = cache.join(f);
                 if !local.is_file() {
-                    self.download(f, &local)?;
+                    self.download(f, &local, &cache)?;
                 }
                 Ok(local)
             })
@@ -136,7 +161,8 @@ impl HubDataset {
             .collect())
     }
 
-    fn download(&self, file: &str, local: &Path) -> Result<(), DataError> {
+    /// Downloads `file` to `local` (inside `cache`), atomically.
+    fn download(&self, file: &str, local: &Path, cache: &Path) -> Result<(), DataError> {
         let url = format!(
             "{}/datasets/{}/resolve/{}/{file}",
             endpoint(),
@@ -149,6 +175,18 @@ impl HubDataset {
         };
         let dir = local.parent().expect("cache files have a parent");
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // A symlink inside the cache must not lead the download out of it.
+        let root = cache.canonicalize().map_err(io(cache))?;
+        if !dir.canonicalize().map_err(io(dir))?.starts_with(&root) {
+            return Err(DataError::Hub {
+                url,
+                message: format!(
+                    "{} resolves outside the cache {} (a symbolic link?): refusing to write there",
+                    dir.display(),
+                    root.display()
+                ),
+            });
+        }
         let tmp = local.with_extension(format!("partial-{}", std::process::id()));
         let mut body = get(&url)?;
         let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -163,6 +201,31 @@ impl HubDataset {
         std::fs::rename(&tmp, local).map_err(io(local))?;
         tracing::info!(%url, path = %local.display(), "downloaded");
         Ok(())
+    }
+}
+
+/// Whether `path` (from a URI or the network) is a relative path of plain components: not empty,
+/// not absolute, no `.` or `..` component, no empty component, no backslash, colon or control
+/// character (a Windows drive or separator); the reason when not.
+fn safe_relative_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("it is empty".into());
+    }
+    if path.starts_with('/') {
+        return Err("it is absolute".into());
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| matches!(c, '\\' | ':') || c.is_control())
+    {
+        return Err(format!("it holds {c:?}"));
+    }
+    match path
+        .split('/')
+        .find(|part| matches!(*part, "" | "." | ".."))
+    {
+        Some(part) => Err(format!("it has a `{part}` component")),
+        None => Ok(()),
     }
 }
 
@@ -237,6 +300,42 @@ fn get(url: &str) -> Result<Box<dyn Read>, DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_leave_the_repository_are_refused() {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/.",
+            "C:/x",
+            "a\\b",
+            "a\nb",
+        ] {
+            assert!(safe_relative_path(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "data/train.jsonl",
+            "a.b/c-d_e.parquet",
+            "..data/x",
+            "refs/pr/1",
+        ] {
+            assert_eq!(safe_relative_path(good), Ok(()), "{good:?}");
+        }
+        for uri in [
+            "hf://datasets/../pairs",
+            "hf://datasets/ganpo/..",
+            "hf://datasets/ganpo/pairs@../../x",
+            "hf://datasets/ganpo/pairs@..",
+            "hf://datasets/./pairs/train",
+        ] {
+            let e = HubDataset::parse(uri).unwrap().unwrap_err().to_string();
+            assert!(e.contains("is not a repository"), "{uri}: {e}");
+        }
+    }
 
     #[test]
     fn parses_and_selects() {

@@ -90,10 +90,14 @@ pub struct PairTokenizer<'a> {
 impl<'a> PairTokenizer<'a> {
     /// Compiles the tokenizer's chat template, if it has one.
     pub fn new(tokenizer: &'a Tokenizer) -> Result<Self, minijinja::Error> {
+        let name = match &tokenizer.chat_template_file {
+            Some(file) => file.display().to_string(),
+            None => "chat_template".to_string(),
+        };
         let template = tokenizer
             .chat_template
             .as_deref()
-            .map(ChatTemplate::new)
+            .map(|t| ChatTemplate::named(t, &name))
             .transpose()?;
         let bos = tokenizer
             .bos_token_id
