@@ -95,6 +95,9 @@ pub fn train_run<B: AutodiffBackend>(
     device: B::Device,
 ) -> Result<PathBuf> {
     let out = config.train.output_dir.clone();
+    // One writer per run directory: refused now if another process holds it, and held from the
+    // first file written to the end.
+    ganpo_train::io::RunLock::check_free(&out)?;
     let resume = resume.map(resume_dir).transpose()?;
     if resume.is_none() && !list_checkpoints(&out).is_empty() {
         bail!(
@@ -155,7 +158,7 @@ pub fn train_run<B: AutodiffBackend>(
     if let Some(dir) = &resume {
         trainer.resume(dir)?;
     }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let _lock = ganpo_train::io::RunLock::acquire(&out)?;
     let resolved = out.join("config.resolved.toml");
     std::fs::write(&resolved, toml::to_string_pretty(&config)?)
         .with_context(|| format!("writing {}", resolved.display()))?;
