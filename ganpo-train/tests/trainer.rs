@@ -338,3 +338,33 @@ fn gemma_trains_with_dpo_and_ganpo() {
         assert!(after > 0.5, "{name}: margin after 8 steps {after}");
     }
 }
+
+#[test]
+fn a_resume_whose_start_model_changed_is_refused() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, None);
+    c.train.max_steps = Some(2);
+    c.train.save_steps = Some(2);
+    run(&mut trainer(c.clone()));
+    let ckpt = out.join("checkpoint-2");
+    // The same configuration and data, other weights at model.path (the reference fixture's).
+    let device = Default::default();
+    let replaced = load_model::<B>(&fixtures().join("reference"), &device)
+        .unwrap()
+        .model;
+    let (train, pad) = data(&c);
+    let eval = train.subset(&[0, 1, 2]);
+    let e = Trainer::new(c.clone(), replaced, None, train, eval, pad, device)
+        .unwrap()
+        .resume(&ckpt)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("start model differs") && e.contains("model.path") && e.contains("policy"),
+        "{e}"
+    );
+    // The unchanged start model resumes.
+    trainer(c).resume(&ckpt).unwrap();
+}

@@ -20,6 +20,11 @@ pub struct CheckpointMeta {
     pub data_fingerprint: String,
     /// Number of training pairs.
     pub train_pairs: usize,
+    /// Fingerprint of the models the run started from ([`model_fingerprint`] of the start policy,
+    /// and of the reference when it is a model of its own); absent in checkpoints written
+    /// before it was recorded.
+    #[serde(default)]
+    pub model_fingerprint: Option<String>,
 }
 
 /// The current layout version.
@@ -98,6 +103,42 @@ pub fn fingerprint(values: impl IntoIterator<Item = u64>) -> String {
         }
     }
     format!("{h:016x}")
+}
+
+/// A fingerprint of a module's weights: every float parameter's shape and 256 of its values,
+/// evenly spaced (a few hundred small reads, whatever the model's size), FNV-1a hashed. Weights
+/// replaced at the same path change it; the same weights in another process do not.
+pub fn model_fingerprint<B: burn::prelude::Backend, M: burn::module::Module<B>>(
+    module: &M,
+) -> String {
+    struct Sampler(Vec<u64>);
+    impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for Sampler {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::prelude::Tensor<B, D>>,
+        ) {
+            let tensor = param.val();
+            let dims = tensor.dims();
+            self.0.extend(dims.iter().map(|&d| d as u64));
+            let n: usize = dims.iter().product();
+            let k = n.min(256);
+            if k == 0 {
+                return;
+            }
+            let index: Vec<i64> = (0..k).map(|i| (i * n / k) as i64).collect();
+            let device = tensor.device();
+            let index = burn::prelude::Tensor::<B, 1, burn::prelude::Int>::from_data(
+                burn::prelude::TensorData::new(index, [k]),
+                &device,
+            );
+            let values = tensor.reshape([n]).select(0, index).into_data();
+            let values: Vec<f32> = values.convert::<f32>().into_vec().unwrap_or_default();
+            self.0.extend(values.iter().map(|v| v.to_bits() as u64));
+        }
+    }
+    let mut sampler = Sampler(Vec::new());
+    module.visit(&mut sampler);
+    fingerprint(sampler.0)
 }
 
 /// Writes a checkpoint with `write` into a temporary sibling directory, then renames it to

@@ -127,6 +127,8 @@ where
     pub(super) order: Option<(usize, Vec<usize>)>,
     /// Fingerprint of the training pairs, saved in checkpoints.
     pub(super) data_fingerprint: String,
+    /// [`checkpoint::model_fingerprint`] of the start policy (and of a reference of its own).
+    pub(super) model_fingerprint: String,
     /// Per-phase timing, when enabled ([`Trainer::profile_phases`]).
     pub(super) profile: Option<PhaseTimes>,
 }
@@ -174,6 +176,15 @@ where
             return Err(TrainError::NoData);
         }
         B::seed(&device, config.train.seed);
+        // The models this run starts from, before anything casts or trains them.
+        let model_fingerprint = match &reference {
+            Some(r) => format!(
+                "{}-{}",
+                checkpoint::model_fingerprint(&policy),
+                checkpoint::model_fingerprint(r)
+            ),
+            None => checkpoint::model_fingerprint(&policy),
+        };
         let compute = config.train.compute_dtype.cast_to();
         // A LoRA policy's frozen base is held in the compute dtype: no f32 master, no per-step
         // copy (a model without adapters has nothing frozen, and is unchanged).
@@ -232,6 +243,7 @@ where
             window: MetricMeans::default(),
             order: None,
             data_fingerprint,
+            model_fingerprint,
             profile: None,
         };
         let t = &trainer.config.train;
@@ -456,6 +468,7 @@ where
             config: self.config.clone(),
             data_fingerprint: self.data_fingerprint.clone(),
             train_pairs: self.train.len(),
+            model_fingerprint: Some(self.model_fingerprint.clone()),
         };
         let t = &self.config.train;
         Ok(checkpoint::save_atomically(
@@ -530,6 +543,27 @@ where
                 meta.data_fingerprint,
                 self.train.len(),
                 self.data_fingerprint
+            ))
+            .into());
+        }
+        if let Some(recorded) = meta
+            .model_fingerprint
+            .as_ref()
+            .filter(|f| **f != self.model_fingerprint)
+        {
+            let c = &self.config.model;
+            let reference = c
+                .reference
+                .as_ref()
+                .map(|r| format!(" or model.reference ({})", r.display()))
+                .unwrap_or_default();
+            return Err(mismatch(format!(
+                "the start model differs from the one this run started from (fingerprint {} in \
+                 the checkpoint, {} now): the weights at model.path ({}){reference} or \
+                 model.adapter were replaced",
+                recorded,
+                self.model_fingerprint,
+                c.path.display(),
             ))
             .into());
         }
