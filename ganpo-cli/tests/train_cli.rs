@@ -538,3 +538,35 @@ fn a_second_run_on_a_directory_in_use_is_refused_and_a_killed_run_leaves_it_free
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn resuming_from_an_incomplete_checkpoint_names_it_and_the_complete_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "max_steps = 4\nsave_steps = 2");
+    let out = ganpo_train(&config, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = dir.path().join("out");
+    // A deletion interrupted before the rename-first rotation: only a weights file is left.
+    std::fs::remove_file(run.join("checkpoint-4/trainer_state.json")).unwrap();
+    for target in [run.clone(), run.join("checkpoint-4")] {
+        let out = ganpo_train(
+            &config,
+            &[
+                "--resume",
+                target.to_str().unwrap(),
+                "--set",
+                "train.max_steps=6",
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains("checkpoint-4: an incomplete checkpoint") && err.contains("checkpoint-2"),
+            "{err}"
+        );
+    }
+}

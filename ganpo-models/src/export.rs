@@ -153,9 +153,30 @@ fn write_all(
         ] {
             let from = src.join(file);
             if from.is_file() {
+                inside(src, &from)?;
                 std::fs::copy(&from, tmp.join(file)).map_err(ModelError::io(&from))?;
             }
         }
     }
     Ok(())
+}
+
+/// Refuses a file of the model directory `dir` that resolves outside it (a symbolic link to
+/// `/etc/passwd` must not be copied into an export).
+fn inside(dir: &Path, file: &Path) -> Result<(), ModelError> {
+    let root = dir.canonicalize().map_err(ModelError::io(dir))?;
+    let target = file.canonicalize().map_err(ModelError::io(file))?;
+    if target.starts_with(&root) {
+        return Ok(());
+    }
+    Err(ModelError::Io {
+        path: file.to_path_buf(),
+        reason: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a link to {}, outside the model directory: refusing to copy it into the export",
+                target.display()
+            ),
+        ),
+    })
 }

@@ -252,3 +252,52 @@ fn a_loaded_tokenizer_is_written_and_reads_back_the_same() {
     assert_eq!(back.bos_token_id, tok.bos_token_id);
     assert_eq!(back.chat_template, tok.chat_template);
 }
+
+#[test]
+fn a_tokenizer_file_linking_out_of_the_model_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let loaded = load_model::<B>(&fixture("llama"), &Default::default()).unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(
+        fixture("llama").join("tokenizer.json"),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
+    let secret = tmp.path().join("secret.txt");
+    std::fs::write(&secret, "not a template").unwrap();
+    std::os::unix::fs::symlink(&secret, model.join("chat_template.jinja")).unwrap();
+    let out = tmp.path().join("out");
+    let err = export_hf(
+        &loaded.model,
+        &loaded.config,
+        TokenizerFiles::Dir(&model),
+        &out,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("chat_template.jinja") && err.contains("outside the model directory"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // A link that stays inside the directory is an ordinary file to copy.
+    std::fs::remove_file(model.join("chat_template.jinja")).unwrap();
+    std::fs::write(model.join("template.txt"), "{{ messages }}").unwrap();
+    std::os::unix::fs::symlink(
+        model.join("template.txt"),
+        model.join("chat_template.jinja"),
+    )
+    .unwrap();
+    export_hf(
+        &loaded.model,
+        &loaded.config,
+        TokenizerFiles::Dir(&model),
+        &out,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("chat_template.jinja")).unwrap(),
+        "{{ messages }}"
+    );
+}

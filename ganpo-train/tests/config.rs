@@ -105,3 +105,41 @@ fn overrides_and_relative_paths() {
     let e = RunConfig::load(&path, &[]).unwrap_err().to_string();
     assert!(e.contains("run.toml: invalid TOML"), "{e}");
 }
+
+#[test]
+fn errors_name_the_key_and_who_set_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(
+        &path,
+        "[model]\npath = \"m\"\n[data]\ntrain = [\"d.jsonl\"]\n",
+    )
+    .unwrap();
+    let load = |sets: &[&str]| {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        RunConfig::load(&path, &sets).unwrap_err().to_string()
+    };
+    // A key the override misspells is the override's fault, not the file's.
+    let e = load(&["train.lrr=1e-6"]);
+    assert!(e.contains("--set") && e.contains("lrr"), "{e}");
+    // A loss setting out of range names its key and value.
+    let e = load(&["loss.beta=nan"]);
+    assert!(
+        e.contains("loss.beta") && e.contains("NaN") && e.contains("finite number > 0"),
+        "{e}"
+    );
+    // Zero steps would export the start model as if trained.
+    let e = load(&["train.max_steps=0"]);
+    assert!(
+        e.contains("train.max_steps") && e.contains("positive"),
+        "{e}"
+    );
+    // The file's own mistakes are still the file's.
+    std::fs::write(
+        &path,
+        "[model]\npath = \"m\"\npth = 1\n[data]\ntrain = [\"d.jsonl\"]\n",
+    )
+    .unwrap();
+    let e = load(&["train.lr=1e-6"]);
+    assert!(e.contains("run.toml") && e.contains("pth"), "{e}");
+}

@@ -145,3 +145,17 @@ fn hub_downloads_without_the_feature_are_refused_by_name() {
         "{e}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = data("standard.jsonl");
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(std::fs::read(&plain).unwrap());
+    let marked = dir.path().join("bom.jsonl");
+    std::fs::write(&marked, bytes).unwrap();
+    let a = load_records(&[plain], false).unwrap();
+    let b = load_records(std::slice::from_ref(&marked), false).unwrap();
+    assert_eq!(a.records.len(), b.records.len());
+    assert_eq!(a.records[0].record, b.records[0].record);
+}

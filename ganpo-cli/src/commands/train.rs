@@ -10,7 +10,7 @@ use ganpo_models::export::{TokenizerFiles, export_hf};
 use ganpo_models::lora::peft;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
-use ganpo_train::train::checkpoint::{list_checkpoints, read_meta};
+use ganpo_train::train::checkpoint::{self, list_checkpoints, read_meta};
 use ganpo_train::train::{LogEntry, Trainer};
 
 /// Options of `ganpo train`.
@@ -40,18 +40,43 @@ const METRICS: &str = "metrics.jsonl";
 
 /// The checkpoint `--resume PATH` names.
 fn resume_dir(path: &Path) -> Result<PathBuf> {
-    if path.join("trainer_state.json").is_file() {
+    let complete = |dir: &Path| dir.join(checkpoint::META).is_file();
+    if complete(path) {
         return Ok(path.to_path_buf());
     }
-    list_checkpoints(path)
-        .pop()
-        .map(|(_, p)| p)
-        .with_context(|| {
-            format!(
-                "{}: no checkpoint-STEP directory to resume from",
-                path.display()
-            )
-        })
+    let is_checkpoint = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("checkpoint-"));
+    let (dir, named) = match is_checkpoint {
+        true => (
+            path.parent().unwrap_or(Path::new(".")),
+            Some(path.to_path_buf()),
+        ),
+        false => match list_checkpoints(path).pop() {
+            Some((_, latest)) if complete(&latest) => return Ok(latest),
+            latest => (path, latest.map(|(_, p)| p)),
+        },
+    };
+    let others: Vec<String> = list_checkpoints(dir)
+        .into_iter()
+        .filter(|(_, p)| complete(p))
+        .map(|(_, p)| p.display().to_string())
+        .collect();
+    let choices = match others.is_empty() {
+        true => "there is no complete checkpoint to resume from".to_string(),
+        false => format!("complete ones: {}", others.join(", ")),
+    };
+    match named {
+        Some(c) => bail!(
+            "{}: an incomplete checkpoint (no {}: its writing or deletion was interrupted); {choices}",
+            c.display(),
+            checkpoint::META
+        ),
+        None => bail!(
+            "{}: no checkpoint-STEP directory to resume from",
+            path.display()
+        ),
+    }
 }
 
 /// Keeps the lines of `metrics.jsonl` up to `step` (a resumed run rewrites what follows).

@@ -251,10 +251,16 @@ impl RunConfig {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        for s in sets {
-            apply_set(&mut value, s)?;
+        let file = path.display().to_string();
+        if !sets.is_empty() {
+            // A key the file alone gets right and the overrides get wrong is the overrides'.
+            Self::parse_table(value.clone(), &file)?;
+            for s in sets {
+                apply_set(&mut value, s)?;
+            }
+            Self::parse_table(value.clone(), &format!("--set ({})", sets.join(" ")))?;
         }
-        let config = Self::from_table(value, &path.display().to_string())?;
+        let config = Self::from_table(value, &file)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")))
     }
 
@@ -344,6 +350,13 @@ impl RunConfig {
                 return bad(key, &v, "a positive integer");
             }
         }
+        if t.max_steps == Some(0) {
+            return bad(
+                "train.max_steps",
+                &0,
+                "a positive integer (or leave it out to train train.epochs epochs)",
+            );
+        }
         if t.max_steps.is_none() && t.epochs == 0 {
             return bad(
                 "train.epochs",
@@ -403,10 +416,22 @@ impl RunConfig {
             }
             Ok(_) => {}
         }
-        self.loss.validate().map_err(|e| ConfigError::Value {
-            key: "loss".into(),
-            value: String::new(),
-            expected: e.to_string(),
+        self.loss.validate().map_err(|e| match e {
+            // The key and value the loss names, under `loss.`.
+            ganpo_core::LossError::InvalidSetting {
+                key,
+                value,
+                expected,
+            } => ConfigError::Value {
+                key: format!("loss.{key}"),
+                value: value.to_string(),
+                expected: expected.into(),
+            },
+            other => ConfigError::Value {
+                key: "loss".into(),
+                value: String::new(),
+                expected: other.to_string(),
+            },
         })?;
         if t.cache_ref_latents {
             match &self.ganpo {

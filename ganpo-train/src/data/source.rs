@@ -72,10 +72,14 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Row>, DataError> {
     let mut rows = Vec::new();
     // Bytes first, so a decompression error stays an I/O error and bad UTF-8 a bad row.
     for (i, line) in BufReader::new(reader).split(b'\n').enumerate() {
-        let Ok(line) = String::from_utf8(line.map_err(io)?) else {
+        let Ok(mut line) = String::from_utf8(line.map_err(io)?) else {
             rows.push((i + 1, Err("not valid UTF-8".to_string())));
             continue;
         };
+        // A UTF-8 byte-order mark (as some Windows editors write) starts the first line.
+        if i == 0 && line.starts_with('\u{feff}') {
+            line.drain(..'\u{feff}'.len_utf8());
+        }
         if line.trim().is_empty() {
             continue;
         }

@@ -76,7 +76,7 @@ pub fn checkpoint_dir(output_dir: &Path, step: usize) -> PathBuf {
     output_dir.join(format!("checkpoint-{step}"))
 }
 
-/// The complete checkpoints in `output_dir`, oldest first.
+/// The checkpoints in `output_dir`, oldest first.
 pub fn list_checkpoints(output_dir: &Path) -> Vec<(usize, PathBuf)> {
     let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(output_dir)
         .into_iter()
@@ -166,17 +166,33 @@ pub fn save_atomically(
         return Err(e);
     }
     if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        retire(&dir).map_err(io(&dir))?;
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     let all = list_checkpoints(output_dir);
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
-        std::fs::remove_dir_all(old).map_err(io(old))?;
+        retire(old).map_err(io(old))?;
     }
     Ok(dir)
 }
 
-/// Removes temporary directories left by an interrupted checkpoint write.
+/// Deletes the checkpoint `dir` without ever leaving a half-deleted `checkpoint-STEP`: it is
+/// renamed to a hidden `.checkpoint-STEP.deleting-PID` first (which [`remove_partial`] clears if
+/// the deletion is interrupted).
+fn retire(dir: &Path) -> std::io::Result<()> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let doomed = dir.with_file_name(format!(".{name}.deleting-{}", std::process::id()));
+    std::fs::rename(dir, &doomed)?;
+    std::fs::remove_dir_all(&doomed)
+}
+
+/// Removes what interrupted writes and deletions left in a run directory: partial checkpoints
+/// (`.checkpoint-STEP.partial-PID`), checkpoints being deleted (`.checkpoint-STEP.deleting-PID`)
+/// and partial exports (`.final.partial-PID`). Only one process writes a run directory at a time
+/// (`io::RunLock`), so none of these belongs to a live writer.
 pub fn remove_partial(output_dir: &Path) {
     for e in std::fs::read_dir(output_dir)
         .into_iter()
@@ -184,7 +200,10 @@ pub fn remove_partial(output_dir: &Path) {
         .flatten()
     {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(".checkpoint-") && name.contains(".partial-") {
+        let leftover = (name.starts_with(".checkpoint-")
+            && (name.contains(".partial-") || name.contains(".deleting-")))
+            || name.starts_with(".final.partial-");
+        if leftover {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -249,4 +268,44 @@ pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String>
     let mut out = Vec::new();
     walk("", &normalize(saved), &normalize(current), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_never_leaves_a_half_deleted_checkpoint_and_leftovers_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let write = |tmp: &Path| {
+            std::fs::write(tmp.join(META), "{}").map_err(|e| CheckpointError::Io {
+                path: tmp.to_path_buf(),
+                message: e.to_string(),
+            })
+        };
+        for step in [2, 4, 6] {
+            save_atomically(out, step, 2, write).unwrap();
+        }
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(out)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(), ["checkpoint-4", "checkpoint-6"]);
+        // What interrupted writes, deletions and exports leave behind is cleared.
+        for left in [
+            ".checkpoint-8.partial-1",
+            ".checkpoint-2.deleting-1",
+            ".final.partial-1",
+        ] {
+            std::fs::create_dir_all(out.join(left).join("x")).unwrap();
+        }
+        remove_partial(out);
+        assert_eq!(names(), ["checkpoint-4", "checkpoint-6"]);
+    }
 }
