@@ -105,18 +105,24 @@ pub fn fingerprint(values: impl IntoIterator<Item = u64>) -> String {
     format!("{h:016x}")
 }
 
-/// A fingerprint of a module's weights: every float parameter's shape and 256 of its values,
-/// evenly spaced (a few hundred small reads, whatever the model's size), FNV-1a hashed. Weights
-/// replaced at the same path change it; the same weights in another process do not.
+/// A fingerprint of a module's weights (with `frozen_only`, of those that take no gradient: a
+/// LoRA policy's base, not the adapters a checkpoint restores): every float parameter's shape and
+/// 256 of its values, evenly spaced (a few hundred small reads, whatever the model's size),
+/// FNV-1a hashed. Weights replaced at the same path change it; the same weights in another
+/// process do not.
 pub fn model_fingerprint<B: burn::prelude::Backend, M: burn::module::Module<B>>(
     module: &M,
+    frozen_only: bool,
 ) -> String {
-    struct Sampler(Vec<u64>);
+    struct Sampler(Vec<u64>, bool);
     impl<B: burn::prelude::Backend> burn::module::ModuleVisitor<B> for Sampler {
         fn visit_float<const D: usize>(
             &mut self,
             param: &burn::module::Param<burn::prelude::Tensor<B, D>>,
         ) {
+            if self.1 && param.is_require_grad() {
+                return;
+            }
             let tensor = param.val();
             let dims = tensor.dims();
             self.0.extend(dims.iter().map(|&d| d as u64));
@@ -136,7 +142,7 @@ pub fn model_fingerprint<B: burn::prelude::Backend, M: burn::module::Module<B>>(
             self.0.extend(values.iter().map(|v| v.to_bits() as u64));
         }
     }
-    let mut sampler = Sampler(Vec::new());
+    let mut sampler = Sampler(Vec::new(), frozen_only);
     module.visit(&mut sampler);
     fingerprint(sampler.0)
 }

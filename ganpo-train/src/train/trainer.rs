@@ -176,14 +176,16 @@ where
             return Err(TrainError::NoData);
         }
         B::seed(&device, config.train.seed);
-        // The models this run starts from, before anything casts or trains them.
+        // What a checkpoint does not restore, before anything casts or trains it: the start
+        // policy (the reference's copy) or, with LoRA, its frozen base; and a reference of its own.
+        let frozen_only = config.uses_lora();
         let model_fingerprint = match &reference {
             Some(r) => format!(
                 "{}-{}",
-                checkpoint::model_fingerprint(&policy),
-                checkpoint::model_fingerprint(r)
+                checkpoint::model_fingerprint(&policy, frozen_only),
+                checkpoint::model_fingerprint(r, false)
             ),
-            None => checkpoint::model_fingerprint(&policy),
+            None => checkpoint::model_fingerprint(&policy, frozen_only),
         };
         let compute = config.train.compute_dtype.cast_to();
         // A LoRA policy's frozen base is held in the compute dtype: no f32 master, no per-step
@@ -559,8 +561,8 @@ where
                 .unwrap_or_default();
             return Err(mismatch(format!(
                 "the start model differs from the one this run started from (fingerprint {} in \
-                 the checkpoint, {} now): the weights at model.path ({}){reference} or \
-                 model.adapter were replaced",
+                 the checkpoint, {} now): the weights at model.path ({}){reference} were \
+                 replaced",
                 recorded,
                 self.model_fingerprint,
                 c.path.display(),
