@@ -114,6 +114,14 @@ impl RunLock {
                     pid: holder(&mut file),
                 });
             }
+            // A file system without locks (some network mounts) must not stop a run.
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "this file system cannot lock files: nothing stops a second run from \
+                     writing the same directory"
+                );
+            }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
         file.set_len(0)
@@ -138,6 +146,7 @@ impl RunLock {
                 dir: dir.to_path_buf(),
                 pid: holder(&mut file),
             }),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
             Err(TryLockError::Error(source)) => Err(RunLockError::Io { path, source }),
         }
     }
