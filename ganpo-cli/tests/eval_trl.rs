@@ -59,35 +59,33 @@ fn eval_metrics_match_trl_evaluate() {
 
 /// Runs `ganpo` with `args` and compares its metrics with the TRL `case`'s.
 fn compare(name: &str, args: &[String], case: &Value) {
-    {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = ganpo(&args);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let mut compared = 0;
-        for (key, want) in case["metrics"].as_object().unwrap() {
-            if [
-                "eval_runtime",
-                "eval_samples_per_second",
-                "eval_steps_per_second",
-                "epoch",
-                "eval_num_tokens",
-            ]
-            .contains(&key.as_str())
-            {
-                continue;
-            }
-            let g = got[key]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{name}: missing {key} in {got}"));
-            let w = want.as_f64().unwrap();
-            assert!((g - w).abs() <= 1e-4, "{name}: {key} = {g}, TRL {w}");
-            compared += 1;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ganpo(&args);
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut compared = 0;
+    for (key, want) in case["metrics"].as_object().unwrap() {
+        if [
+            "eval_runtime",
+            "eval_samples_per_second",
+            "eval_steps_per_second",
+            "epoch",
+            "eval_num_tokens",
+        ]
+        .contains(&key.as_str())
+        {
+            continue;
         }
-        assert!(compared >= 11, "{name}: only {compared} metrics compared");
+        let g = got[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: missing {key} in {got}"));
+        let w = want.as_f64().unwrap();
+        assert!((g - w).abs() <= 1e-4, "{name}: {key} = {g}, TRL {w}");
+        compared += 1;
     }
+    assert!(compared >= 11, "{name}: only {compared} metrics compared");
 }

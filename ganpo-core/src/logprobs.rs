@@ -188,22 +188,7 @@ impl<B: Backend> ScoredRows<B> {
                 row_terms(logits, self.labels.clone().slice(s![r]), statistics)
             })
             .collect();
-        let cat = |f: &dyn Fn(&RowTerms<B>) -> Tensor<B, 1>| {
-            Tensor::cat(chunks.iter().map(f).collect(), 0)
-        };
-        let terms = RowTerms {
-            picked: cat(&|t| t.picked.clone()),
-            mean_logits: cat(&|t| t.mean_logits.clone()),
-            stats: statistics.then(|| {
-                let stat = |i: usize| {
-                    cat(&|t| {
-                        let (entropy, top1) = t.stats.clone().expect("asked for statistics");
-                        [entropy, top1][i].clone()
-                    })
-                };
-                (stat(0), stat(1))
-            }),
-        };
+        let terms = RowTerms::cat(chunks);
         self.sequence_sums(terms)
     }
 
@@ -296,6 +281,29 @@ struct RowTerms<B: Backend> {
     picked: Tensor<B, 1>,
     mean_logits: Tensor<B, 1>,
     stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+}
+
+impl<B: Backend> RowTerms<B> {
+    /// The terms of consecutive chunks of rows, as one.
+    fn cat(chunks: Vec<Self>) -> Self {
+        let mut picked = Vec::with_capacity(chunks.len());
+        let mut mean_logits = Vec::with_capacity(chunks.len());
+        let mut stats = Vec::with_capacity(chunks.len());
+        for c in chunks {
+            picked.push(c.picked);
+            mean_logits.push(c.mean_logits);
+            stats.extend(c.stats);
+        }
+        let stats = (!stats.is_empty()).then(|| {
+            let (entropy, top1): (Vec<_>, Vec<_>) = stats.into_iter().unzip();
+            (Tensor::cat(entropy, 0), Tensor::cat(top1, 0))
+        });
+        Self {
+            picked: Tensor::cat(picked, 0),
+            mean_logits: Tensor::cat(mean_logits, 0),
+            stats,
+        }
+    }
 }
 
 /// The [`RowTerms`] of rows with `logits` (`[rows, vocab]`) and `labels` (`[rows]`): one fused,

@@ -21,7 +21,7 @@ use serde_json::Value;
 #[cfg(doc)]
 use crate::CausalLm;
 use crate::layer_stack::LayerStack;
-use crate::nn::{AttentionMasks, Init, KvCache, Projection, positions};
+use crate::nn::{AttentionMasks, Init, KvCache, Projection};
 use crate::{LmOutput, ModelError, RowsOutput};
 
 /// The configuration side of an architecture.
@@ -75,15 +75,10 @@ pub trait Decoder<B: Backend>: LayerStack<B> {
         positions: Tensor<B, 2, Int>,
         max_position: usize,
         masks: &AttentionMasks<B>,
-        mut cache: Option<&mut KvCache<B>>,
+        cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
         let inputs = self.layer_inputs(positions, max_position, masks.clone());
-        let mut x = self.embed(input_ids, &inputs);
-        for i in 0..self.num_layers() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = self.layer(i, x, &inputs, layer_cache);
-        }
-        self.final_norm(x)
+        self.hidden_from(input_ids, &inputs, cache)
     }
 
     /// The LM head: logits `[.., vocab]` of hidden states `[.., hidden]` (with the final soft-cap
@@ -142,7 +137,7 @@ macro_rules! causal_lm_via_decoder {
                 input_ids: burn::prelude::Tensor<B, 2, burn::prelude::Int>,
                 attention_mask: burn::prelude::Tensor<B, 2, burn::prelude::Bool>,
             ) -> burn::prelude::Tensor<B, 3> {
-                $crate::architecture::decoder_hidden_states(self, input_ids, attention_mask)
+                $crate::LayerStack::full_hidden(self, input_ids, attention_mask)
             }
 
             fn layer_stack(&self) -> Option<&dyn $crate::LayerStack<B>> {
@@ -164,26 +159,13 @@ macro_rules! causal_lm_via_decoder {
     };
 }
 
-/// [`CausalLm::hidden_states`] of a decoder: the whole sequence from position 0, masks built
-/// for every window its layers use.
-pub fn decoder_hidden_states<B: Backend, M: Decoder<B>>(
-    model: &M,
-    input_ids: Tensor<B, 2, Int>,
-    attention_mask: Tensor<B, 2, Bool>,
-) -> Tensor<B, 3> {
-    let [b, s] = input_ids.dims();
-    let positions = positions::<B>(b, s, &input_ids.device());
-    let masks = AttentionMasks::full(attention_mask, &model.attention_windows());
-    model.hidden_at(input_ids, positions, s.max(1), &masks, None)
-}
-
 /// [`CausalLm::forward`] of a decoder: hidden states, then the LM head on every position.
 pub fn decoder_forward<B: Backend, M: Decoder<B>>(
     model: &M,
     input_ids: Tensor<B, 2, Int>,
     attention_mask: Tensor<B, 2, Bool>,
 ) -> LmOutput<B> {
-    let hidden = decoder_hidden_states(model, input_ids, attention_mask);
+    let hidden = model.full_hidden(input_ids, attention_mask);
     LmOutput {
         logits: model.head(hidden.clone()),
         hidden,
@@ -197,7 +179,7 @@ pub fn decoder_forward_rows<B: Backend, M: Decoder<B>>(
     attention_mask: Tensor<B, 2, Bool>,
     rows: &ScoredRows<B>,
 ) -> RowsOutput<B> {
-    let hidden = decoder_hidden_states(model, input_ids, attention_mask);
+    let hidden = model.full_hidden(input_ids, attention_mask);
     RowsOutput {
         logits: model.head(rows.gather(hidden.clone())),
         hidden,

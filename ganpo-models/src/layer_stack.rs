@@ -4,7 +4,7 @@
 
 use burn::prelude::*;
 
-use crate::nn::{AttentionMasks, LayerCache, RotaryTables, positions};
+use crate::nn::{AttentionMasks, KvCache, LayerCache, RotaryTables, positions};
 
 /// What every layer of one pass reads besides the residual stream: positions, their rotary
 /// tables (one per RoPE variant the layers use; none for learned positions) and the attention
@@ -66,6 +66,23 @@ pub trait LayerStack<B: Backend> {
         self.layer_inputs(positions, s.max(1), masks)
     }
 
+    /// The last hidden states (after the final norm), `[batch, new, hidden]`, of `input_ids`
+    /// run through every layer with `inputs`; `cache` (when given) holds each layer's keys and
+    /// values of earlier positions and is extended with these.
+    fn hidden_from(
+        &self,
+        input_ids: Tensor<B, 2, Int>,
+        inputs: &LayerInputs<B>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let mut x = self.embed(input_ids, inputs);
+        for i in 0..self.num_layers() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = self.layer(i, x, inputs, layer_cache);
+        }
+        self.final_norm(x)
+    }
+
     /// The last hidden states of whole sequences ([`Self::full_inputs`]), `[batch, seq,
     /// hidden]`: [`CausalLm::hidden_states`](crate::CausalLm::hidden_states) of a decoder.
     fn full_hidden(
@@ -73,11 +90,6 @@ pub trait LayerStack<B: Backend> {
         input_ids: Tensor<B, 2, Int>,
         attention_mask: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 3> {
-        let inputs = self.full_inputs(attention_mask);
-        let mut x = self.embed(input_ids, &inputs);
-        for i in 0..self.num_layers() {
-            x = self.layer(i, x, &inputs, None);
-        }
-        self.final_norm(x)
+        self.hidden_from(input_ids, &self.full_inputs(attention_mask), None)
     }
 }

@@ -106,24 +106,7 @@ impl RunLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(RunLockError::Busy {
-                    dir: dir.to_path_buf(),
-                    pid: holder(&mut file),
-                });
-            }
-            // A file system without locks (some network mounts) must not stop a run.
-            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
-                tracing::warn!(
-                    path = %path.display(),
-                    "this file system cannot lock files: nothing stops a second run from \
-                     writing the same directory"
-                );
-            }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+        hold(&mut file, dir, &path)?;
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| write!(file, "{}", std::process::id()))
@@ -140,15 +123,33 @@ impl RunLock {
         let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
             return Ok(());
         };
-        match file.try_lock() {
-            Ok(()) => Ok(()),
-            Err(TryLockError::WouldBlock) => Err(RunLockError::Busy {
-                dir: dir.to_path_buf(),
-                pid: holder(&mut file),
-            }),
-            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => Ok(()),
-            Err(TryLockError::Error(source)) => Err(RunLockError::Io { path, source }),
+        // Held only until `file` is dropped at the end of this check.
+        hold(&mut file, dir, &path)
+    }
+}
+
+/// Takes the lock of the run directory `dir` on its lock file (at `path`), or says who holds
+/// it. A file system that cannot lock files (some network mounts) must not stop a run: it gets a
+/// warning.
+fn hold(file: &mut File, dir: &Path, path: &Path) -> Result<(), RunLockError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(TryLockError::WouldBlock) => Err(RunLockError::Busy {
+            dir: dir.to_path_buf(),
+            pid: holder(file),
+        }),
+        Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+            tracing::warn!(
+                path = %path.display(),
+                "this file system cannot lock files: nothing stops a second run from writing \
+                 the same directory"
+            );
+            Ok(())
         }
+        Err(TryLockError::Error(source)) => Err(RunLockError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

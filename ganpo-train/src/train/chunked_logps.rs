@@ -19,6 +19,7 @@ use ganpo_core::ScoredRows;
 use ganpo_models::LayerStack;
 
 use super::objective::ModelPass;
+use super::precision::to_float;
 
 /// What a chunked head pass keeps for the backward pass.
 #[derive(Clone, Debug)]
@@ -102,10 +103,4 @@ pub fn backward_through_head<B: AutodiffBackend, M: AutodiffModule<B>>(
         false => (head.hidden_rows * Tensor::from_inner(Tensor::cat(hidden_grads, 0))).sum(),
     };
     (acc.grads(), to_float(surrogate))
-}
-
-/// `x` in the backend's default float dtype (f32), where mixed precision computed it in another.
-pub(super) fn to_float<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let float = <B::FloatElem as burn::tensor::Element>::dtype();
-    if x.dtype() == float { x } else { x.cast(float) }
 }

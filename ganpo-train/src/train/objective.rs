@@ -10,7 +10,8 @@ use ganpo_core::{
 use ganpo_models::{CausalLm, LayerStack, RowsOutput};
 
 use super::checkpointing::{Trunk, checkpointed_pass};
-use super::chunked_logps::{HeadLeaf, chunked_head_pass, to_float};
+use super::chunked_logps::{HeadLeaf, chunked_head_pass};
+use super::precision::to_float;
 use crate::data::PairBatch;
 
 /// One model's outputs on a batch (`2n` rows, chosen first).

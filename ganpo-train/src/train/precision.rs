@@ -109,3 +109,9 @@ pub fn grads_like<B: AutodiffBackend, M: AutodiffModule<B>>(
     });
     grads
 }
+
+/// `x` in the backend's default float dtype (f32), where mixed precision computed it in another.
+pub fn to_float<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let float = <B::FloatElem as burn::tensor::Element>::dtype();
+    if x.dtype() == float { x } else { x.cast(float) }
+}

@@ -18,11 +18,11 @@ use ganpo_core::{Ganpo, Pooling};
 use ganpo_models::CausalLm;
 
 use super::checkpointing::backward_through_layers;
-use super::chunked_logps::{backward_through_head, to_float};
+use super::chunked_logps::backward_through_head;
 use super::clip::clip_grad_norm;
 use super::metrics::{MetricMeans, read_metrics};
 use super::objective::{ModelPass, base_objective, latent_batch, model_pass, policy_pass};
-use super::precision::{compute_copy, grads_like};
+use super::precision::{compute_copy, grads_like, to_float};
 use super::reference::{RefNeeds, RefOutputs, reference_outputs};
 use super::trainer::{TrainError, Trainer};
 use crate::data::PairBatch;
@@ -302,7 +302,10 @@ where
             }
             acc.accumulate(policy, GradientsParams::from_grads(grads, policy));
         }
-        let mut grads = grads_like(&self.policy, acc.grads());
+        let mut grads = match self.config.train.compute_dtype.cast_to() {
+            Some(_) => grads_like(&self.policy, acc.grads()),
+            None => acc.grads(),
+        };
         let norm = clip_grad_norm(&self.policy, &mut grads, self.config.train.max_grad_norm);
         self.lap("policy_backward");
         Ok(PolicyGrads {
