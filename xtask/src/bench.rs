@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Options, as `--key value` pairs, with their defaults (`--set` repeats; see [`sets`]).
-const OPTIONS: [(&str, &str); 9] = [
+const OPTIONS: [(&str, &str); 10] = [
     ("model-config", "tiny"),
     ("seq", "128"),
     ("pairs", "8"),
@@ -18,7 +18,47 @@ const OPTIONS: [(&str, &str); 9] = [
     ("dtype", "f32"),
     ("rounds", "1"),
     ("set", "(none)"),
+    ("load", "0"),
 ];
+
+/// `--load N`: N threads of busy work in this process, competing with both frameworks for the
+/// cores while they run (a second job, a browser, a shared CI runner), stopped on drop.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(n: usize) -> Load {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for i in 0..100_000u64 {
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(i),
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
 
 /// Every `--set KEY=VALUE` (run-configuration overrides for `ganpo bench`).
 fn sets(args: &[String]) -> Vec<String> {
@@ -138,6 +178,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         .ok()
         .filter(|&r| r >= 1)
         .context("--rounds must be a positive integer")?;
+    let load: usize = option(args, "load")
+        .parse()
+        .context("--load must be a number of busy threads")?;
+    let _load = Load::start(load);
     for mode in option(args, "modes").split(',') {
         // Rounds alternate the two frameworks, so that a slow spell of a shared machine falls
         // on both; the table reports the median over rounds.
@@ -204,6 +248,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             .collect::<String>(),
         out_dir.display()
     );
+    if load > 0 {
+        println!("Under load: {load} busy thread(s) in another process ran throughout.\n");
+    }
     if rounds > 1 {
         println!("Medians over {rounds} rounds (ganpo and PyTorch alternated).\n");
     }

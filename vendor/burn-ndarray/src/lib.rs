@@ -25,5 +25,9 @@ pub use element::*;
 pub(crate) use sharing::*;
 pub(crate) use storage::*;
 pub use tensor::*;
+// ganpo patch: counters of the parallel loops, for vendor/tests (vendor/README.md, change 5).
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub use ops::pool::{LoopStats, loop_stats, with_workers_held};
 
 extern crate alloc;

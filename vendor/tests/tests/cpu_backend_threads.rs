@@ -151,13 +151,84 @@ fn large_operations_start_the_backends_worker_threads() {
     let device = Default::default();
     let x = Tensor::<B, 2>::random([256, 256], Distribution::Default, &device);
     let _ = host(x.exp());
-    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim().to_string())
-        .collect();
+    // A worker names itself once it runs; the loop may have ended before that.
+    let names = || -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while !names().iter().any(|n| n == "burn-ndarray-1")
+        && started.elapsed() < std::time::Duration::from_secs(5)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let names = names();
     assert!(
         names.iter().any(|n| n == "burn-ndarray-1"),
         "no worker thread among {names:?}"
+    );
+}
+
+/// Runs the test `name` of this binary again in a child process pinned to CPU 0 (`taskset`),
+/// with `env` set; the child sees `POOL_CHILD=1`. None when `taskset` cannot pin here.
+#[cfg(target_os = "linux")]
+fn on_one_cpu(name: &str, env: &[(&str, &str)]) -> Option<std::process::Output> {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args(["-c", "0"])
+        .arg(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env("POOL_CHILD", "1")
+        .env_remove("MATMUL_NUM_THREADS");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().ok()?;
+    if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("taskset") {
+        return None;
+    }
+    Some(out)
+}
+
+/// Whether this process is the child of [`on_one_cpu`].
+fn in_child() -> bool {
+    std::env::var_os("POOL_CHILD").is_some()
+}
+
+/// Without `MATMUL_NUM_THREADS`, the pool has one thread per CPU this process may use: pinned to
+/// one CPU, it runs every loop on the calling thread and starts no worker (the same count
+/// follows a cgroup CPU quota: both come from `std::thread::available_parallelism`).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_pool_is_sized_from_the_cpus_this_process_may_use() {
+    if in_child() {
+        let device = Default::default();
+        let x = Tensor::<B, 2>::random([512, 512], Distribution::Default, &device);
+        let _ = host(x.exp());
+        let stats = burn::backend::ndarray::loop_stats();
+        assert_eq!(stats.threads, 1, "{stats:?}");
+        assert_eq!(stats.loops, 0, "{stats:?}");
+        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("burn-ndarray")),
+            "{names:?}"
+        );
+        return;
+    }
+    let Some(out) = on_one_cpu("the_pool_is_sized_from_the_cpus_this_process_may_use", &[]) else {
+        eprintln!("taskset cannot pin a process here: nothing to check");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "child failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
