@@ -570,3 +570,164 @@ fn resuming_from_an_incomplete_checkpoint_names_it_and_the_complete_ones() {
         );
     }
 }
+
+/// `metrics.jsonl` as (step, loss) pairs, train lines only.
+fn train_losses(path: &Path) -> Vec<(u64, Option<f64>)> {
+    lines(path)
+        .iter()
+        .filter(|l| l["split"] == "train")
+        .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64()))
+        .collect()
+}
+
+/// A learning rate that diverges at step 4 (warm-up to 1e12): the checkpoints written during the
+/// non-finite streak do not rotate away the last finite one; the error names it; resuming from
+/// it with another learning rate is refused until the change is allowed by name, then recorded.
+#[test]
+fn a_diverging_run_keeps_its_last_finite_checkpoint_and_resumes_with_a_changed_lr() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &standard(),
+        "max_steps = 10\nsave_steps = 2\nsave_total_limit = 2\n\
+         max_nonfinite_steps = 4\nmax_grad_norm = 1e300\nweight_decay = 0\n\
+         warmup_steps = 1000\nscheduler = \"constant\"",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("logging_steps = 4", "logging_steps = 1"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ganpo"));
+        cmd.current_dir(dir.path())
+            .args(["train", "--config", config.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0");
+        cmd.output().unwrap()
+    };
+    let first = run(&["--set", "train.lr=1e12"]);
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert!(!first.status.success(), "{err}");
+    let losses = train_losses(&out.join("metrics.jsonl"));
+    let first_bad = losses.iter().find(|(_, l)| l.is_none()).unwrap().0;
+    assert!((3..=6).contains(&first_bad), "{losses:?}");
+    // The newest checkpoint before the streak survived the rotation that kept two newer ones.
+    let last_good = 2 * ((first_bad - 1) / 2);
+    let kept: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    let good = format!("checkpoint-{last_good}");
+    assert!(kept.contains(&good), "{kept:?}");
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(
+        err.contains(&format!("out/{good}")) && err.contains("--allow-change train.lr"),
+        "{err}"
+    );
+    let resume = format!("out/{good}");
+
+    // Resuming there with a learning rate of 1e-3 and `extra` arguments.
+    let resume_with = |extra: &[&str]| {
+        let mut args = vec!["--resume", &resume, "--set", "train.lr=1e-3"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // Another learning rate alone is refused, naming the key and the way to allow it.
+    let refused = resume_with(&[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("train.lr (checkpoint: 1000000000000.0, now: 0.001)")
+            && err.contains("--allow-change"),
+        "{err}"
+    );
+    // A misspelt key is no permission.
+    let typo = resume_with(&["--allow-change", "train.lrr"]);
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        err.contains("--allow-change train.lrr: no such setting"),
+        "{err}"
+    );
+    // Allowed by name, other changes are still refused.
+    let other = resume_with(&["--set", "loss.beta=0.25", "--allow-change", "train.lr"]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(
+        !other.status.success() && err.contains("loss.beta"),
+        "{err}"
+    );
+    assert!(!err.contains("train.lr (checkpoint"), "{err}");
+
+    let resumed = resume_with(&["--allow-change", "train.lr"]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(
+        err.contains("changed on purpose (--allow-change): train.lr"),
+        "{err}"
+    );
+    let losses = train_losses(&out.join("metrics.jsonl"));
+    assert_eq!(losses.len(), 10, "{losses:?}");
+    assert!(
+        losses.iter().all(|(_, l)| l.is_some_and(f64::is_finite)),
+        "{losses:?}"
+    );
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoint-10/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    let changes = meta["config_changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["key"], "train.lr");
+    assert_eq!(changes[0]["step"], last_good);
+    assert_eq!(changes[0]["was"], "1000000000000.0");
+    assert_eq!(changes[0]["now"], "0.001");
+    assert_eq!(meta["state"]["nonfinite_consecutive"], 0);
+}
+
+/// A disk that fills up while a checkpoint is written (a 256 KiB tmpfs in a user and mount
+/// namespace of its own): the run stops with one plain sentence naming the file, and leaves no
+/// checkpoint directory, whole or partial. Skipped where `unshare` cannot mount.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_loses_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "max_steps = 2\nsave_steps = 1");
+    let out = dir.path().join("small");
+    std::fs::create_dir(&out).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=256k tmpfs {out} || exit 77; \
+         {bin} train --config {config} --set train.output_dir='\"{out}\"'; status=$?; \
+         ls -a {out}; exit $status",
+        out = out.display(),
+        bin = env!("CARGO_BIN_EXE_ganpo"),
+        config = config.display(),
+    );
+    let result = Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .env("RUST_BACKTRACE", "0")
+        .output();
+    let Ok(result) = result else {
+        eprintln!("no unshare here: nothing to check");
+        return;
+    };
+    if result.status.code() == Some(77)
+        || String::from_utf8_lossy(&result.stderr).contains("unshare:")
+    {
+        eprintln!("cannot mount a tmpfs here: nothing to check");
+        return;
+    }
+    let err = String::from_utf8_lossy(&result.stderr);
+    let listing = String::from_utf8_lossy(&result.stdout);
+    assert!(!result.status.success(), "{err}");
+    assert!(err.contains("no space left on device"), "{err}");
+    assert!(!err.contains("Unknown(") && !err.contains("Io {"), "{err}");
+    assert!(
+        err.contains("checkpoint-1.partial-"),
+        "the message names the file: {err}"
+    );
+    assert!(!listing.contains("checkpoint-"), "{listing}");
+}

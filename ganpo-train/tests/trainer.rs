@@ -93,6 +93,15 @@ fn run(t: &mut Trainer<B, Lm<B>>) -> Vec<LogEntry> {
     logs
 }
 
+/// Runs `t` as `ganpo train` would until its log line of step `killed_at`, where the process
+/// dies (a panic here): what it left is its checkpoints.
+fn killed_at(mut t: Trainer<B, Lm<B>>, killed_at: usize) {
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        t.fit(|e| assert!(e.step < killed_at, "killed"))
+    }));
+    assert!(died.is_err(), "the run ended before step {killed_at}");
+}
+
 #[test]
 fn adv_weight_zero_is_plain_dpo() {
     let _turn = serial();
@@ -172,18 +181,15 @@ fn resumed_run_equals_uninterrupted_run() {
         let mut c = config(out, Some(ganpo_config()));
         c.train.grad_accum = 2;
         c.train.warmup_steps = Some(2);
+        c.train.save_steps = Some(3);
         c
     };
     let mut full = trainer(make(&dir.path().join("full")));
     let full_logs = run(&mut full);
 
     let out = dir.path().join("split");
-    let mut first = trainer(make(&out));
-    for _ in 0..3 {
-        first.step().unwrap();
-    }
-    let ckpt = first.save_checkpoint().unwrap();
-    drop(first);
+    killed_at(trainer(make(&out)), 5);
+    let ckpt = out.join("checkpoint-3");
     let mut resumed = trainer(make(&out));
     resumed.resume(&ckpt).unwrap();
     assert_eq!(resumed.state().step, 3);
@@ -366,5 +372,71 @@ fn a_resume_whose_start_model_changed_is_refused() {
         "{e}"
     );
     // The unchanged start model resumes.
+    trainer(c).resume(&ckpt).unwrap();
+}
+
+/// A checkpoint between two log lines (`save_steps` 3, `logging_steps` 4) carries the metrics
+/// gathered since the last line: the first line after resuming averages steps 1 to 4 as the
+/// uninterrupted run's does, not step 4 alone.
+#[test]
+fn metrics_after_a_resume_between_log_lines_equal_the_uninterrupted_runs() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.train.max_steps = Some(8);
+        c.train.logging_steps = 4;
+        c.train.save_steps = Some(3);
+        c
+    };
+    let full_logs = run(&mut trainer(make(&dir.path().join("full"))));
+    let out = dir.path().join("split");
+    killed_at(trainer(make(&out)), 4);
+    let ckpt = out.join("checkpoint-3");
+    let mut resumed = trainer(make(&out));
+    resumed.resume(&ckpt).unwrap();
+    let logs = run(&mut resumed);
+    let train = |l: &[LogEntry]| -> Vec<(usize, Vec<(String, f64)>)> {
+        l.iter()
+            .filter(|e| e.split == "train")
+            .map(|e| (e.step, e.metrics.clone()))
+            .collect()
+    };
+    assert_eq!(train(&logs), train(&full_logs));
+    assert_eq!(train(&logs)[0].0, 4);
+}
+
+/// Checkpoint files carry SHA-256s in `trainer_state.json`: a flipped byte in `policy.mpk` (which
+/// would load silently: it is still a valid record) is refused, naming the file.
+#[test]
+fn a_checkpoint_file_with_a_flipped_byte_is_refused() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, None);
+    c.train.max_steps = Some(1);
+    let mut t = trainer(c.clone());
+    t.step().unwrap();
+    let ckpt = t.save_checkpoint().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let sums = meta["checksums"].as_object().unwrap();
+    assert!(
+        sums.contains_key("policy.mpk") && sums.contains_key("policy_optimizer.bin"),
+        "{sums:?}"
+    );
+    let path = ckpt.join("policy.mpk");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100; // inside the last tensor's values
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = trainer(c.clone()).resume(&ckpt).unwrap_err().to_string();
+    assert!(
+        e.contains("policy.mpk is damaged") && e.contains("SHA-256"),
+        "{e}"
+    );
+    bytes[at] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
     trainer(c).resume(&ckpt).unwrap();
 }

@@ -25,6 +25,16 @@ pub struct Args {
     /// Continue from a checkpoint directory, or from the newest checkpoint of a run directory.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// With --resume: accept a changed setting (a dotted key such as `train.lr`, or a table such
+    /// as `loss`; repeatable or comma-separated), recorded in the checkpoints' trainer_state.json
+    /// and in the log. Every other change is still refused.
+    #[arg(
+        long = "allow-change",
+        value_name = "KEY",
+        value_delimiter = ',',
+        requires = "resume"
+    )]
+    pub allow_change: Vec<String>,
     /// Drop and count malformed records instead of stopping (same as `data.skip_invalid`).
     #[arg(long)]
     pub skip_invalid: bool,
@@ -101,22 +111,31 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<()> {
 struct Job {
     config: RunConfig,
     resume: Option<PathBuf>,
+    allow_change: Vec<String>,
 }
 
 impl BackendJob for Job {
     type Output = Result<()>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
-        train_run::<B>(self.config, self.resume.as_deref(), device).map(|_| ())
+        train_run::<B>(
+            self.config,
+            self.resume.as_deref(),
+            &self.allow_change,
+            device,
+        )
+        .map(|_| ())
     }
 }
 
 /// What `ganpo train` does once the configuration is loaded: checks, trains (resuming from
-/// `resume`), logs metrics and checkpoints, and exports the final policy (an HF directory, or a
-/// PEFT adapter directory for a LoRA run), whose directory it returns.
+/// `resume`, accepting changes of the settings `allow_change` names), logs metrics and
+/// checkpoints, and exports the final policy (an HF directory, or a PEFT adapter directory for a
+/// LoRA run), whose directory it returns.
 pub fn train_run<B: AutodiffBackend>(
     config: RunConfig,
     resume: Option<&Path>,
+    allow_change: &[String],
     device: B::Device,
 ) -> Result<PathBuf> {
     let out = config.train.output_dir.clone();
@@ -181,7 +200,7 @@ pub fn train_run<B: AutodiffBackend>(
     )?;
     // Nothing is written before the data, the models and the checkpoint to resume are checked.
     if let Some(dir) = &resume {
-        trainer.resume(dir)?;
+        trainer.resume_allowing(dir, allow_change)?;
     }
     let _lock = ganpo_train::io::RunLock::acquire(&out)?;
     let resolved = out.join("config.resolved.toml");
@@ -190,6 +209,12 @@ pub fn train_run<B: AutodiffBackend>(
     let metrics_path = out.join(METRICS);
     if let Some(dir) = &resume {
         truncate_metrics(&metrics_path, trainer.state().step)?;
+        for newer in checkpoint::remove_checkpoints_after(&out, trainer.state().step)? {
+            tracing::warn!(
+                "removed {}: it followed the checkpoint this run resumes from",
+                newer.display()
+            );
+        }
         tracing::info!(
             "resumed from {} at step {}",
             dir.display(),
@@ -296,6 +321,7 @@ pub fn run(args: Args) -> Result<()> {
         Job {
             config,
             resume: args.resume,
+            allow_change: args.allow_change,
         },
     )?
 }

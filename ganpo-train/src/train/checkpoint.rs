@@ -1,9 +1,11 @@
 //! Checkpoints: written whole or not at all, kept up to a limit, checked before resuming.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::MetricMeans;
 use super::state::TrainState;
 use crate::config::RunConfig;
 
@@ -25,6 +27,43 @@ pub struct CheckpointMeta {
     /// before it was recorded.
     #[serde(default)]
     pub model_fingerprint: Option<String>,
+    /// SHA-256 of every other file of the checkpoint, by file name, verified before resuming
+    /// (absent in checkpoints written before they were recorded).
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
+    /// The training metrics gathered since the last log line, so that the first line after a
+    /// resume averages the same steps as the uninterrupted run's.
+    #[serde(default)]
+    pub metrics_window: MetricMeans,
+    /// Settings changed on purpose at a resume (`--allow-change`), oldest first.
+    #[serde(default)]
+    pub config_changes: Vec<ConfigChange>,
+}
+
+/// A setting changed when a run was resumed (`ganpo train --resume DIR --allow-change KEY`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The step the run resumed at.
+    pub step: usize,
+    /// The dotted key.
+    pub key: String,
+    /// Its value in the checkpoint (TOML), absent if it was not set.
+    pub was: Option<String>,
+    /// Its value from then on, absent if it is no longer set.
+    pub now: Option<String>,
+}
+
+impl std::fmt::Display for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
+        write!(
+            f,
+            "{} (checkpoint: {}, now: {})",
+            self.key,
+            show(&self.was),
+            show(&self.now)
+        )
+    }
 }
 
 /// The current layout version.
@@ -160,7 +199,7 @@ pub fn save_atomically(
         let path = path.to_path_buf();
         move |e: std::io::Error| CheckpointError::Io {
             path,
-            message: e.to_string(),
+            message: io_message(&e),
         }
     };
     let dir = checkpoint_dir(output_dir, step);
@@ -176,10 +215,136 @@ pub fn save_atomically(
     }
     std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
     let all = list_checkpoints(output_dir);
-    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
-        retire(old).map_err(io(old))?;
+    let (doomed, kept) = all.split_at(all.len().saturating_sub(keep));
+    // The newest checkpoint written outside a non-finite streak survives while every kept one
+    // was written inside it (their weights are the ones the streak left: useless to resume).
+    let healthy = |dir: &Path| read_meta(dir).is_ok_and(|m| m.state.nonfinite_consecutive == 0);
+    let spared = if kept.iter().any(|(_, d)| healthy(d)) {
+        None
+    } else {
+        doomed
+            .iter()
+            .rev()
+            .find(|(_, d)| healthy(d))
+            .map(|(s, _)| *s)
+    };
+    for (step, old) in doomed {
+        if Some(*step) != spared {
+            retire(old).map_err(io(old))?;
+        }
     }
     Ok(dir)
+}
+
+/// Deletes the checkpoints in `output_dir` newer than `step` and returns them: a run resumed
+/// from an older checkpoint abandons what followed it (its metrics are cut at `step` too), and a
+/// later `--resume` of the directory must not pick them up.
+pub fn remove_checkpoints_after(
+    output_dir: &Path,
+    step: usize,
+) -> Result<Vec<PathBuf>, CheckpointError> {
+    let newer: Vec<PathBuf> = list_checkpoints(output_dir)
+        .into_iter()
+        .filter(|(s, _)| *s > step)
+        .map(|(_, d)| d)
+        .collect();
+    for dir in &newer {
+        retire(dir).map_err(|e| CheckpointError::Io {
+            path: dir.clone(),
+            message: io_message(&e),
+        })?;
+    }
+    Ok(newer)
+}
+
+/// The newest checkpoint in `output_dir` written outside a non-finite streak: where to resume a
+/// run that diverged.
+pub fn last_finite_checkpoint(output_dir: &Path) -> Option<PathBuf> {
+    list_checkpoints(output_dir)
+        .into_iter()
+        .rev()
+        .map(|(_, d)| d)
+        .find(|d| read_meta(d).is_ok_and(|m| m.state.nonfinite_consecutive == 0))
+}
+
+/// SHA-256 of the file at `path`, in hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// SHA-256 of every file in the checkpoint directory `dir` but `trainer_state.json`.
+pub fn checksums(dir: &Path) -> Result<BTreeMap<String, String>, CheckpointError> {
+    let io = |path: &Path, e: std::io::Error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        message: io_message(&e),
+    };
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name != META && path.is_file() {
+            out.insert(name, sha256_file(&path).map_err(|e| io(&path, e))?);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the files of the checkpoint at `dir` against the SHA-256s `meta` records, naming the
+/// first file that is missing or differs.
+pub fn verify_checksums(dir: &Path, meta: &CheckpointMeta) -> Result<(), CheckpointError> {
+    for (name, want) in &meta.checksums {
+        let path = dir.join(name);
+        let corrupt = |message: String| CheckpointError::Corrupt {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let got = sha256_file(&path).map_err(|e| corrupt(format!("{name}: {}", io_message(&e))))?;
+        if &got != want {
+            return Err(corrupt(format!(
+                "{name} is damaged or was changed after it was written: its SHA-256 is {got}, \
+                 {META} records {want}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An I/O error as one plain sentence (`no space left on device (os error 28)`), never a debug
+/// dump.
+pub fn io_message(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => format!("no space left on device ({e})"),
+        _ => e.to_string(),
+    }
+}
+
+/// A burn recorder error as a plain sentence. Burn prints its errors as debug dumps
+/// (`Unknown("Io { inner: Os { code: 28, kind: StorageFull, .. } }")`); this keeps the message.
+pub fn recorder_message(e: &burn::record::RecorderError) -> String {
+    use burn::record::RecorderError as R;
+    let (what, inner) = match e {
+        R::FileNotFound(s) => ("file not found", s),
+        R::DeserializeError(s) => ("unreadable", s),
+        R::Unknown(s) => ("", s),
+    };
+    let plain = if inner.contains("StorageFull") || inner.contains("No space left") {
+        "no space left on device".to_string()
+    } else if let Some(rest) = inner.split("message: \"").nth(1) {
+        rest.split('"').next().unwrap_or(rest).to_string()
+    } else {
+        inner.clone()
+    };
+    if what.is_empty() {
+        plain
+    } else {
+        format!("{what}: {plain}")
+    }
 }
 
 /// Deletes the checkpoint `dir` without ever leaving a half-deleted `checkpoint-STEP`: it is
@@ -234,26 +399,23 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
     Ok(meta)
 }
 
-/// Dotted keys whose values differ between two configurations, ignoring the keys that may change
-/// on resume (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence,
-/// the output directory, backend and device).
-pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String> {
-    fn normalize(c: &RunConfig) -> toml::Value {
-        let mut c = c.clone();
-        c.train.max_steps = None;
-        c.train.epochs = 0;
-        c.train.logging_steps = 1;
-        c.train.eval_steps = None;
-        c.train.save_steps = None;
-        c.train.save_total_limit = 1;
-        c.train.output_dir = PathBuf::new();
-        c.train.backend = String::new();
-        c.train.device = None;
-        toml::Value::try_from(c).expect("configs serialize")
-    }
-    fn walk(prefix: &str, a: &toml::Value, b: &toml::Value, out: &mut Vec<String>) {
+/// The settings that differ between the configuration a checkpoint was written with and the
+/// current one (as [`ConfigChange`]s at `step`), ignoring the keys that may change on resume
+/// (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence, the output
+/// directory, backend and device).
+pub fn config_differences(
+    saved: &RunConfig,
+    current: &RunConfig,
+    step: usize,
+) -> Vec<ConfigChange> {
+    fn walk(
+        prefix: &str,
+        a: Option<&toml::Value>,
+        b: Option<&toml::Value>,
+        out: &mut Vec<(String, Option<String>, Option<String>)>,
+    ) {
         match (a, b) {
-            (toml::Value::Table(x), toml::Value::Table(y)) => {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
                 let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
                 for k in keys {
                     let key = if prefix.is_empty() {
@@ -261,19 +423,70 @@ pub fn config_differences(saved: &RunConfig, current: &RunConfig) -> Vec<String>
                     } else {
                         format!("{prefix}.{k}")
                     };
-                    match (x.get(k), y.get(k)) {
-                        (Some(va), Some(vb)) => walk(&key, va, vb, out),
-                        _ => out.push(key),
-                    }
+                    walk(&key, x.get(k), y.get(k), out);
                 }
             }
-            _ if a != b => out.push(format!("{prefix} (checkpoint: {a}, now: {b})")),
+            _ if a != b => out.push((
+                prefix.to_string(),
+                a.map(|v| v.to_string()),
+                b.map(|v| v.to_string()),
+            )),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk("", &normalize(saved), &normalize(current), &mut out);
-    out
+    walk(
+        "",
+        Some(&comparable(saved)),
+        Some(&comparable(current)),
+        &mut out,
+    );
+    out.into_iter()
+        .map(|(key, was, now)| ConfigChange {
+            step,
+            key,
+            was,
+            now,
+        })
+        .collect()
+}
+
+/// A configuration as compared on resume: the keys that may change freely are blanked.
+fn comparable(c: &RunConfig) -> toml::Value {
+    let mut c = c.clone();
+    c.train.max_steps = None;
+    c.train.epochs = 0;
+    c.train.logging_steps = 1;
+    c.train.eval_steps = None;
+    c.train.save_steps = None;
+    c.train.save_total_limit = 1;
+    c.train.output_dir = PathBuf::new();
+    c.train.backend = String::new();
+    c.train.device = None;
+    toml::Value::try_from(c).expect("configs serialize")
+}
+
+/// Whether `key` names a setting (`train.lr`) or a table of settings (`loss`) that is set in
+/// the configuration `c` (as `--allow-change` names them).
+pub fn has_setting(c: &RunConfig, key: &str) -> bool {
+    let table = comparable(c);
+    let mut value = &table;
+    for part in key.split('.') {
+        match value.get(part) {
+            Some(v) => value = v,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether the change of `key` is covered by the `--allow-change` key `allowed` (the same key,
+/// or a table above it).
+pub fn allows(allowed: &str, key: &str) -> bool {
+    key == allowed
+        || key
+            .strip_prefix(allowed)
+            .is_some_and(|rest| rest.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -313,5 +526,101 @@ mod tests {
         }
         remove_partial(out);
         assert_eq!(names(), ["checkpoint-4", "checkpoint-6"]);
+    }
+
+    /// A checkpoint's `trainer_state.json` with `streak` consecutive non-finite steps.
+    fn meta_json(step: usize, streak: usize) -> String {
+        let meta = CheckpointMeta {
+            format: FORMAT,
+            state: TrainState {
+                step,
+                nonfinite_consecutive: streak,
+                ..Default::default()
+            },
+            config: RunConfig::default(),
+            data_fingerprint: String::new(),
+            train_pairs: 0,
+            model_fingerprint: None,
+            checksums: BTreeMap::new(),
+            metrics_window: MetricMeans::default(),
+            config_changes: Vec::new(),
+        };
+        serde_json::to_string(&meta).unwrap()
+    }
+
+    #[test]
+    fn rotation_spares_the_last_checkpoint_written_before_a_non_finite_streak() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // Steps 2 to 8 were finite, 9 on were skipped: checkpoints 10 and 12 hold a streak.
+        for (step, streak) in [(2, 0), (4, 0), (6, 0), (8, 0), (10, 2), (12, 4), (14, 6)] {
+            save_atomically(out, step, 2, |tmp: &Path| {
+                std::fs::write(tmp.join(META), meta_json(step, streak)).map_err(|e| {
+                    CheckpointError::Io {
+                        path: tmp.to_path_buf(),
+                        message: e.to_string(),
+                    }
+                })
+            })
+            .unwrap();
+        }
+        let steps: Vec<usize> = list_checkpoints(out).iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, [8, 12, 14]);
+        assert_eq!(last_finite_checkpoint(out), Some(checkpoint_dir(out, 8)));
+        // A finite checkpoint among the kept ones ends the exception.
+        save_atomically(out, 16, 2, |tmp: &Path| {
+            std::fs::write(tmp.join(META), meta_json(16, 0)).map_err(|e| CheckpointError::Io {
+                path: tmp.to_path_buf(),
+                message: e.to_string(),
+            })
+        })
+        .unwrap();
+        let steps: Vec<usize> = list_checkpoints(out).iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, [14, 16]);
+    }
+
+    #[test]
+    fn checksums_name_the_damaged_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("policy.mpk"), b"weights").unwrap();
+        std::fs::write(d.join("ganpo.mpk"), b"discriminators").unwrap();
+        std::fs::write(d.join(META), "{}").unwrap();
+        let sums = checksums(d).unwrap();
+        assert_eq!(sums.len(), 2, "{sums:?}");
+        // `printf weights | sha256sum`
+        assert_eq!(
+            sums["policy.mpk"],
+            "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c"
+        );
+        let mut meta: CheckpointMeta = serde_json::from_str(&meta_json(1, 0)).unwrap();
+        meta.checksums = sums;
+        verify_checksums(d, &meta).unwrap();
+        std::fs::write(d.join("policy.mpk"), b"weightz").unwrap();
+        let e = verify_checksums(d, &meta).unwrap_err().to_string();
+        assert!(
+            e.contains("policy.mpk is damaged") && e.contains("SHA-256"),
+            "{e}"
+        );
+        std::fs::remove_file(d.join("ganpo.mpk")).unwrap();
+        std::fs::write(d.join("policy.mpk"), b"weights").unwrap();
+        let e = verify_checksums(d, &meta).unwrap_err().to_string();
+        assert!(e.contains("ganpo.mpk"), "{e}");
+    }
+
+    /// A full disk (`/dev/full`, whose writes fail with ENOSPC) in plain words, also inside the
+    /// debug dump burn's recorders make of bincode's error (`Unknown("Io { inner: Os { .. },
+    /// index: N }")`). ganpo-cli's `a_full_disk_loses_nothing_and_says_so` fills a real one.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_is_reported_in_plain_words() {
+        let e = std::fs::write("/dev/full", b"x").unwrap_err();
+        assert_eq!(io_message(&e), format!("no space left on device ({e})"));
+        let dump = burn::record::RecorderError::Unknown(format!("Io {{ inner: {e:?}, index: 7 }}"));
+        assert_eq!(recorder_message(&dump), "no space left on device");
+        let other = std::fs::File::open("/nonexistent/x").unwrap_err();
+        let dump =
+            burn::record::RecorderError::Unknown(format!("Io {{ inner: {other:?}, index: 0 }}"));
+        assert_eq!(recorder_message(&dump), "No such file or directory");
     }
 }

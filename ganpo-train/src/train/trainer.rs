@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::{Ganpo, LossError};
 use ganpo_models::CausalLm;
 
-use super::checkpoint::{self, CheckpointError, CheckpointMeta};
+use super::checkpoint::{self, CheckpointError, CheckpointMeta, ConfigChange};
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::MetricMeans;
 use super::precision::{cast_frozen, cast_module};
@@ -32,7 +32,7 @@ pub enum TrainError {
     /// Too many consecutive non-finite steps.
     #[error(
         "stopping at step {step}: {count} consecutive steps had a non-finite loss or gradient \
-         ({total} in all); lower train.lr, check the data, or raise train.max_nonfinite_steps"
+         ({total} in all); lower train.lr, check the data, or raise train.max_nonfinite_steps{resume}"
     )]
     NonFinite {
         /// The last step.
@@ -41,6 +41,8 @@ pub enum TrainError {
         count: usize,
         /// All non-finite steps.
         total: usize,
+        /// How to resume from the last checkpoint written before the streak, if there is one.
+        resume: String,
     },
     /// Checkpoint trouble.
     #[error(transparent)]
@@ -83,6 +85,15 @@ pub enum TrainError {
     /// Adapter weights could not be saved or loaded.
     #[error(transparent)]
     Model(#[from] ganpo_models::ModelError),
+    /// `--allow-change` names no setting of the checkpoint's or the current configuration.
+    #[error(
+        "--allow-change {key}: no such setting in the checkpoint's or the current configuration \
+         (name a dotted key such as train.lr, or a table such as loss)"
+    )]
+    UnknownAllowedChange {
+        /// The key given.
+        key: String,
+    },
 }
 
 type Recs = NamedMpkFileRecorder<FullPrecisionSettings>;
@@ -123,6 +134,8 @@ where
     pub(super) eval_ref_cache: Option<Vec<RefCache>>,
     pub(super) state: TrainState,
     pub(super) window: MetricMeans,
+    /// Settings changed on purpose at resumes (`--allow-change`), saved in checkpoints.
+    pub(super) config_changes: Vec<ConfigChange>,
     /// The visiting order of the current epoch, `(epoch, order)`, computed once per epoch.
     pub(super) order: Option<(usize, Vec<usize>)>,
     /// Fingerprint of the training pairs, saved in checkpoints.
@@ -243,6 +256,7 @@ where
             eval_ref_cache: None,
             state: TrainState::default(),
             window: MetricMeans::default(),
+            config_changes: Vec::new(),
             order: None,
             data_fingerprint,
             model_fingerprint,
@@ -464,13 +478,16 @@ where
 
     /// Writes `OUTPUT/checkpoint-STEP` atomically (see [`checkpoint::save_atomically`]).
     pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
-        let meta = CheckpointMeta {
+        let mut meta = CheckpointMeta {
             format: checkpoint::FORMAT,
             state: self.state.clone(),
             config: self.config.clone(),
             data_fingerprint: self.data_fingerprint.clone(),
             train_pairs: self.train.len(),
             model_fingerprint: Some(self.model_fingerprint.clone()),
+            checksums: Default::default(),
+            metrics_window: self.window.clone(),
+            config_changes: self.config_changes.clone(),
         };
         let t = &self.config.train;
         Ok(checkpoint::save_atomically(
@@ -478,62 +495,85 @@ where
             self.state.step,
             t.save_total_limit,
             |dir| {
-                let fail = |what: &str, e: &dyn std::fmt::Display| CheckpointError::Io {
+                let fail = |what: &str, message: String| CheckpointError::Io {
                     path: dir.join(what),
-                    message: e.to_string(),
+                    message,
                 };
+                let rec = checkpoint::recorder_message;
                 if self.lora {
                     let path = dir.join(checkpoint::ADAPTERS);
                     ganpo_models::lora::save_weights(&self.policy, &path)
-                        .map_err(|e| fail(checkpoint::ADAPTERS, &e))?;
+                        .map_err(|e| fail(checkpoint::ADAPTERS, e.to_string()))?;
                 } else {
                     self.policy
                         .clone()
                         .save_file(dir.join(checkpoint::POLICY), &Recs::new())
-                        .map_err(|e| fail(checkpoint::POLICY, &e))?;
+                        .map_err(|e| fail(checkpoint::POLICY, rec(&e)))?;
                 }
                 OptimRecs::new()
                     .record(
                         self.policy_optim.to_record(),
                         dir.join(checkpoint::POLICY_OPTIM),
                     )
-                    .map_err(|e| fail(checkpoint::POLICY_OPTIM, &e))?;
+                    .map_err(|e| fail(checkpoint::POLICY_OPTIM, rec(&e)))?;
                 if let Some(g) = &self.ganpo {
                     g.clone()
                         .save_file(dir.join(checkpoint::GANPO), &Recs::new())
-                        .map_err(|e| fail(checkpoint::GANPO, &e))?;
+                        .map_err(|e| fail(checkpoint::GANPO, rec(&e)))?;
                     OptimRecs::new()
                         .record(
                             self.ganpo_optim.to_record(),
                             dir.join(checkpoint::GANPO_OPTIM),
                         )
-                        .map_err(|e| fail(checkpoint::GANPO_OPTIM, &e))?;
+                        .map_err(|e| fail(checkpoint::GANPO_OPTIM, rec(&e)))?;
                 }
+                meta.checksums = checkpoint::checksums(dir)?;
                 let json = serde_json::to_string_pretty(&meta).expect("meta serializes");
                 let path = dir.join(checkpoint::META);
-                let mut f = std::fs::File::create(&path).map_err(|e| fail(checkpoint::META, &e))?;
+                let io = |e: std::io::Error| fail(checkpoint::META, checkpoint::io_message(&e));
+                let mut f = std::fs::File::create(&path).map_err(io)?;
                 f.write_all(json.as_bytes())
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| fail(checkpoint::META, &e))?;
+                    .map_err(io)?;
                 Ok(())
             },
         )?)
     }
 
-    /// Loads the checkpoint at `dir` into this run: weights, discriminators, optimizer states and
-    /// progress. Refuses a checkpoint of another configuration (naming the keys that differ) or
-    /// other training data, and an incomplete one (naming what is missing).
+    /// Loads the checkpoint at `dir` into this run: weights, discriminators, optimizer states,
+    /// progress and the metrics gathered since the last log line. Refuses a checkpoint of
+    /// another configuration (naming the keys that differ), other training data or start model,
+    /// and an incomplete or damaged one (naming the file).
     pub fn resume(&mut self, dir: &Path) -> Result<(), TrainError> {
+        self.resume_allowing(dir, &[])
+    }
+
+    /// [`Trainer::resume`], accepting changes of the settings `allowed` names (dotted keys such as
+    /// `train.lr`, or tables such as `loss`): to go on from a checkpoint with a lower learning
+    /// rate after a divergence, say. Each change is logged and recorded in the checkpoints
+    /// written from then on (`config_changes` in `trainer_state.json`); every other change is
+    /// still refused.
+    pub fn resume_allowing(&mut self, dir: &Path, allowed: &[String]) -> Result<(), TrainError> {
         let meta = checkpoint::read_meta(dir)?;
         let mismatch = |message: String| CheckpointError::Mismatch {
             path: dir.to_path_buf(),
             message,
         };
-        let diffs = checkpoint::config_differences(&meta.config, &self.config);
-        if !diffs.is_empty() {
+        if let Some(key) = allowed.iter().find(|k| {
+            !checkpoint::has_setting(&meta.config, k) && !checkpoint::has_setting(&self.config, k)
+        }) {
+            return Err(TrainError::UnknownAllowedChange { key: key.clone() });
+        }
+        let (accepted, refused): (Vec<ConfigChange>, Vec<ConfigChange>) =
+            checkpoint::config_differences(&meta.config, &self.config, meta.state.step)
+                .into_iter()
+                .partition(|c| allowed.iter().any(|a| checkpoint::allows(a, &c.key)));
+        if !refused.is_empty() {
+            let keys: Vec<String> = refused.iter().map(|c| c.to_string()).collect();
             return Err(mismatch(format!(
-                "the configuration differs in: {}",
-                diffs.join(", ")
+                "the configuration differs in: {} (to change a setting on purpose, resume with \
+                 --allow-change KEY)",
+                keys.join(", ")
             ))
             .into());
         }
@@ -569,10 +609,12 @@ where
             ))
             .into());
         }
+        checkpoint::verify_checksums(dir, &meta)?;
         let corrupt = |what: &str, e: &dyn std::fmt::Display| CheckpointError::Corrupt {
             path: dir.to_path_buf(),
             message: format!("{what}: {e}"),
         };
+        let rec = |e: &burn::record::RecorderError| checkpoint::recorder_message(e);
         if self.lora {
             let path = dir.join(checkpoint::ADAPTERS);
             if !path.is_file() {
@@ -585,23 +627,38 @@ where
                 .policy
                 .clone()
                 .load_file(dir.join(checkpoint::POLICY), &Recs::new(), &self.device)
-                .map_err(|e| corrupt(checkpoint::POLICY, &e))?;
+                .map_err(|e| corrupt(checkpoint::POLICY, &rec(&e)))?;
         }
         let record = OptimRecs::new()
             .load(dir.join(checkpoint::POLICY_OPTIM), &self.device)
-            .map_err(|e| corrupt(checkpoint::POLICY_OPTIM, &e))?;
+            .map_err(|e| corrupt(checkpoint::POLICY_OPTIM, &rec(&e)))?;
         self.policy_optim = adamw(&self.config).init().load_record(record);
         if let Some(g) = self.ganpo.take() {
             self.ganpo = Some(
                 g.load_file(dir.join(checkpoint::GANPO), &Recs::new(), &self.device)
-                    .map_err(|e| corrupt(checkpoint::GANPO, &e))?,
+                    .map_err(|e| corrupt(checkpoint::GANPO, &rec(&e)))?,
             );
             let record = OptimRecs::new()
                 .load(dir.join(checkpoint::GANPO_OPTIM), &self.device)
-                .map_err(|e| corrupt(checkpoint::GANPO_OPTIM, &e))?;
+                .map_err(|e| corrupt(checkpoint::GANPO_OPTIM, &rec(&e)))?;
             self.ganpo_optim = adamw(&self.config).init().load_record(record);
         }
+        for change in &accepted {
+            tracing::warn!(
+                "resuming {} at step {} with a setting changed on purpose (--allow-change): {change}",
+                dir.display(),
+                meta.state.step
+            );
+        }
+        self.config_changes = meta.config_changes;
+        self.config_changes.extend(accepted);
+        self.window = meta.metrics_window;
         self.state = meta.state;
         Ok(())
+    }
+
+    /// Settings changed on purpose at resumes of this run, oldest first.
+    pub fn config_changes(&self) -> &[ConfigChange] {
+        &self.config_changes
     }
 }
