@@ -8,6 +8,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ganpo_core::backend::BackendKind;
 
+/// The system allocator, ending a chat-template rendering that asks for more than 256 MiB with a
+/// message naming the template instead of an abort (`ganpo_train::data::template_guard`).
+#[global_allocator]
+static ALLOC: ganpo_train::data::TemplateGuard = ganpo_train::data::TemplateGuard;
+
 /// Preference optimization of causal language models with GANPO.
 #[derive(Parser)]
 #[command(name = "ganpo", version, about)]

@@ -731,3 +731,50 @@ fn a_full_disk_loses_nothing_and_says_so() {
     );
     assert!(!listing.contains("checkpoint-"), "{listing}");
 }
+
+/// A chat template that doubles a string 45 times (minijinja bounds loops and output, not
+/// concatenation) ends `ganpo train` with exit status 1 and a message naming the template file,
+/// not with an abort, and before anything is written.
+#[test]
+fn a_template_that_doubles_a_string_ends_in_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for f in std::fs::read_dir(fixtures().join("policy"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
+    }
+    let jinja = model.join("chat_template.jinja");
+    std::fs::write(
+        &jinja,
+        "{% set ns = namespace(s='x') %}{% for i in range(45) %}{% set ns.s = ns.s ~ ns.s %}\
+         {% endfor %}{{ ns.s }}",
+    )
+    .unwrap();
+    let data = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &data,
+        r#"{"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "yes"}], "rejected": [{"role": "assistant", "content": "no"}]}"#,
+    )
+    .unwrap();
+    let config = write_config(dir.path(), &[data], "max_steps = 1");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{:?}", fixtures().join("policy").display().to_string()),
+        &format!("{:?}", model.display().to_string()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .current_dir(dir.path())
+        .args(["train", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&jinja.display().to_string()) && err.contains("runaway template"),
+        "{err}"
+    );
+    assert!(!dir.path().join("out").exists());
+}

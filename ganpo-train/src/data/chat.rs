@@ -95,7 +95,10 @@ impl ChatTemplate {
             limit: Self::MAX_OUTPUT,
         };
         let template = self.env.get_template(&self.name)?;
-        let rendered = template.render_captured_to(context, &mut out).map(|_| ());
+        let rendered = {
+            let _rendering = super::template_guard::rendering(&self.name);
+            template.render_captured_to(context, &mut out).map(|_| ())
+        };
         match rendered {
             Ok(_) => String::from_utf8(out.text)
                 .map_err(|e| Error::new(ErrorKind::InvalidOperation, e.to_string())),

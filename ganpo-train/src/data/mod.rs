@@ -15,6 +15,7 @@ pub mod dataset;
 pub mod hub;
 pub mod record;
 pub mod source;
+pub mod template_guard;
 pub mod tokenize;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use chat::ChatTemplate;
 pub use dataset::PreferenceDataset;
 pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
 pub use source::{RecordError, Records, SourcedRecord, load_records, read_rows};
+pub use template_guard::TemplateGuard;
 pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair, tokenize_prompt_completion};
 
 /// Errors of the data pipeline; each names the file (and line) it concerns.
