@@ -50,19 +50,19 @@ pub(crate) fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>
     state: &RewardState,
 ) -> Result<PathBuf, CheckpointError> {
     checkpoint::save_atomically(&c.dir, state.step, 1, |tmp| {
-        let fail = |what: &str, e: &dyn std::fmt::Display| CheckpointError::Io {
+        let fail = |what: &str, message: String| CheckpointError::Io {
             path: tmp.join(what),
-            message: e.to_string(),
+            message,
         };
         module
             .clone()
             .save_file(tmp.join(MODULE), &Recs::new())
-            .map_err(|e| fail(MODULE, &e))?;
+            .map_err(|e| fail(MODULE, checkpoint::recorder_message(&e)))?;
         OptimRecs::new()
             .record(optim.to_record(), tmp.join(OPTIM))
-            .map_err(|e| fail(OPTIM, &e))?;
+            .map_err(|e| fail(OPTIM, checkpoint::recorder_message(&e)))?;
         let json = serde_json::to_string(state).expect("the state serializes");
-        std::fs::write(tmp.join(STATE), json).map_err(|e| fail(STATE, &e))
+        std::fs::write(tmp.join(STATE), json).map_err(|e| fail(STATE, checkpoint::io_message(&e)))
     })
 }
 
@@ -100,10 +100,10 @@ pub(crate) fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>
     }
     let module = module
         .load_file(dir.join(MODULE), &Recs::new(), device)
-        .map_err(|e| corrupt(MODULE, &e))?;
+        .map_err(|e| corrupt(MODULE, &checkpoint::recorder_message(&e)))?;
     let record = OptimRecs::new()
         .load(dir.join(OPTIM), device)
-        .map_err(|e| corrupt(OPTIM, &e))?;
+        .map_err(|e| corrupt(OPTIM, &checkpoint::recorder_message(&e)))?;
     tracing::info!("resuming reward-model training from {}", dir.display());
     Ok((module, optim.load_record(record), Some(state)))
 }
