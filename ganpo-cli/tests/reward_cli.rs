@@ -8,7 +8,7 @@ use std::path::Path;
 use ganpo_train::task::sentiment::oracle_reward;
 use serde_json::{Value, json};
 
-use common::{ganpo_text as ganpo, tiny_sft, tiny_task, write_jsonl};
+use common::{ganpo_text as ganpo, spawn_holding, tiny_sft, tiny_task, write_jsonl};
 
 /// The task's reviews with their oracle sentiment as a label name (neutral ones dropped).
 fn labelled(task: &Path) -> Vec<Value> {
@@ -158,23 +158,32 @@ fn pairs_train_a_scalar_reward_model_head_only() {
         .collect();
     let data = tmp.path().join("pairs.jsonl");
     write_jsonl(&data, &pairs);
+    // `ganpo reward train` of a head on `lm` for `epochs` into `out`.
+    let train = |epochs: &str, out: &Path| -> Vec<String> {
+        [
+            "reward",
+            "train",
+            "--model",
+            lm.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--trainable",
+            "head",
+            "--epochs",
+            epochs,
+            "--lr",
+            "1e-2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let rm = tmp.path().join("rm");
-    let (ok, out, err) = ganpo(&[
-        "reward",
-        "train",
-        "--model",
-        lm.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--trainable",
-        "head",
-        "--epochs",
-        "20",
-        "--lr",
-        "1e-2",
-        "--out",
-        rm.to_str().unwrap(),
-    ]);
+    let (ok, out, err) = ganpo(&strs(&train("20", &rm)));
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     let config: Value =
@@ -185,6 +194,23 @@ fn pairs_train_a_scalar_reward_model_head_only() {
     assert_eq!(report["eval_samples"], 60);
     assert!(report["eval_accuracy"].as_f64().unwrap() > 0.65, "{report}");
     assert!(report["eval_margin"].as_f64().unwrap() > 0.0, "{report}");
+
+    // Two trainings into one --out: the second is refused while the first holds its
+    // checkpoint directory, naming the holder.
+    let busy = tmp.path().join("busy");
+    let mut first = spawn_holding(
+        &strs(&train("100000", &busy)),
+        &tmp.path().join("busy.checkpoints/.ganpo.lock"),
+    );
+    let (ok, _, err) = ganpo(&strs(&train("1", &busy)));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!ok);
+    assert!(
+        err.contains("in use by another ganpo process")
+            && err.contains(&format!("PID {}", first.id())),
+        "{err}"
+    );
 }
 
 #[test]

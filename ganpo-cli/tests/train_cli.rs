@@ -6,7 +6,7 @@ use std::process::Command;
 use std::process::Output;
 
 mod common;
-use common::{fixtures, ganpo};
+use common::{fixtures, ganpo, spawn_holding};
 
 use serde_json::Value;
 
@@ -505,21 +505,10 @@ fn lora_run_writes_a_peft_adapter_that_eval_and_export_read() {
 fn a_second_run_on_a_directory_in_use_is_refused_and_a_killed_run_leaves_it_free() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &standard(), "max_steps = 1000000");
-    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_ganpo"))
-        .args(["train", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = dir.path().join("out/.ganpo.lock");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&lock).map_or(true, |t| t.trim().is_empty()) {
-        assert!(
-            started.elapsed().as_secs() < 120,
-            "the first run never took its lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut first = spawn_holding(
+        &["train", "--config", config.to_str().unwrap()],
+        &dir.path().join("out/.ganpo.lock"),
+    );
     let out = ganpo_train(&config, &["--set", "train.max_steps=2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     first.kill().unwrap();

@@ -157,12 +157,16 @@ fn resumed_lora_run_equals_uninterrupted_run() {
     let mut full = trainer(config(&dir.path().join("full"))).unwrap();
     let full_logs = run(&mut full);
     let out = dir.path().join("split");
-    let mut first = trainer(config(&out)).unwrap();
-    for _ in 0..2 {
-        first.step().unwrap();
-    }
-    let ckpt = first.save_checkpoint().unwrap();
+    let mut c = config(&out);
+    c.train.save_steps = Some(2);
+    let mut first = trainer(c).unwrap();
+    // The process dies at its log line of step 3, after checkpoint-2.
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        first.fit(|e| assert!(e.step < 3, "killed"))
+    }));
+    assert!(died.is_err());
     drop(first);
+    let ckpt = out.join("checkpoint-2");
     // A new process would draw new adapters: a different seed shows they are replaced.
     let mut c = config(&out);
     let other = lora::attach(base(), c.lora.as_ref().unwrap(), 99)

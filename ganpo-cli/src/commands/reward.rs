@@ -320,6 +320,8 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
     let total = data.len().div_ceil(args.batch_size.max(1)) * args.epochs;
     let bar = super::progress_bar(total as u64, "reward");
     let mut log = Vec::new();
+    // One writer per checkpoint directory, from its first checkpoint to the end.
+    let _lock = ganpo_train::io::RunLock::acquire(&args.checkpoint_dir())?;
     let checkpoints = RewardCheckpoints {
         dir: args.checkpoint_dir(),
         every: args.save_steps as usize,

@@ -20,6 +20,27 @@ pub fn ganpo_with_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// Starts the `ganpo` binary with `args` in the background and waits until it holds the run
+/// directory lock at `lock` (its PID is written there), up to two minutes.
+pub fn spawn_holding(args: &[&str], lock: &Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_ganpo"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(lock).map_or(true, |t| t.trim().is_empty()) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "{args:?} never took the lock {}",
+            lock.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
 /// Runs the `ganpo` binary with `args`.
 pub fn ganpo(args: &[&str]) -> Output {
     ganpo_with_env(args, &[])
