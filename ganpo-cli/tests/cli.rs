@@ -62,6 +62,57 @@ fn logprobs_match_trl_tokenization_and_transformers() {
             let sum: f64 = w.iter().map(|v| v.as_f64().unwrap()).sum();
             assert!((got["sum_logp"].as_f64().unwrap() - sum).abs() < 1e-3);
         }
+        // `--no-eos` scores the text as given (transformers' log-probs of the same tokens); the
+        // default scores it with the EOS appended.
+        for case in expected["exact_cases"].as_array().unwrap() {
+            let args = |extra: &[&'static str]| {
+                let mut a = vec![
+                    "logprobs".to_string(),
+                    "--model".into(),
+                    model.clone(),
+                    "--prompt".into(),
+                    case["prompt"].as_str().unwrap().into(),
+                    "--completion".into(),
+                    case["completion"].as_str().unwrap().into(),
+                ];
+                a.extend(extra.iter().map(|s| s.to_string()));
+                a
+            };
+            let run = |a: Vec<String>| -> Value {
+                let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                let (ok, stdout, stderr) = ganpo(&a);
+                assert!(ok, "{stderr}");
+                serde_json::from_str(&stdout).unwrap()
+            };
+            let exact = run(args(&["--no-eos"]));
+            assert_eq!(exact["completion_ids"], case["completion_ids"]);
+            assert_eq!(exact["eos_appended"], false);
+            let want: Vec<f64> = case["token_logps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let got = exact["token_logps"].as_array().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g.as_f64().unwrap() - w).abs() < 1e-4, "{g} vs {w}");
+            }
+            let trl = run(args(&[]));
+            assert_eq!(trl["eos_appended"], true);
+            let eos = serde_json::json!("<|im_end|>");
+            assert!(
+                trl["completion_tokens"].as_array().unwrap().contains(&eos),
+                "{trl}"
+            );
+            assert!(
+                !exact["completion_tokens"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&eos),
+                "{exact}"
+            );
+        }
     }
 }
 

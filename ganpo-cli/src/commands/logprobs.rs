@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::backend::{BackendJob, BackendKind, run_on};
 use ganpo_core::{next_token_targets, token_logps};
 use ganpo_models::CausalLm;
-use ganpo_train::data::tokenize::tokenize_prompt_completion;
+use ganpo_train::data::tokenize::{split_prompt_completion, tokenize_prompt_completion};
 
 /// Options of `ganpo logprobs`.
 #[derive(clap::Args)]
@@ -19,9 +19,15 @@ pub struct Args {
     /// Prompt text.
     #[arg(long)]
     pub prompt: String,
-    /// Completion text (the tokenizer's EOS is appended, as TRL does).
+    /// Completion text. By default the tokenizer's EOS is appended (unless the text ends with
+    /// it), as TRL's preference training does, so the figure is the log-probability DPO and
+    /// GANPO optimize; see --no-eos.
     #[arg(long)]
     pub completion: String,
+    /// Score the completion exactly as given, without the EOS: what lm-eval-harness or a
+    /// transformers user computes for the same text.
+    #[arg(long)]
+    pub no_eos: bool,
     /// Compute backend: cpu, wgpu or cuda (among those compiled in).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
@@ -36,7 +42,11 @@ impl BackendJob for Job {
         let args = self.0;
         let (loaded, tok) = super::load_with_tokenizer::<B::InnerBackend>(&args.model, &device)?;
         let tokenizer = &tok;
-        let split = tokenize_prompt_completion(tokenizer, &args.prompt, &args.completion)?;
+        let split = if args.no_eos {
+            split_prompt_completion(tokenizer, &args.prompt, &args.completion)?
+        } else {
+            tokenize_prompt_completion(tokenizer, &args.prompt, &args.completion)?
+        };
         let ids: Vec<i64> = split
             .prompt
             .iter()
@@ -70,6 +80,7 @@ impl BackendJob for Job {
             "backend": B::name(&device),
             "prompt_ids": split.prompt,
             "completion_ids": split.completion,
+            "eos_appended": !args.no_eos,
             "completion_tokens": split.completion.iter().map(|&i| tokenizer.id_to_token(i)).collect::<Vec<_>>(),
             "token_logps": logps,
             "sum_logp": logps.iter().sum::<f64>(),

@@ -46,13 +46,23 @@ fn with_eos(tokenizer: &Tokenizer, completion: &str) -> String {
     }
 }
 
-/// Tokenizes one plain-text prompt / completion pair as TRL does (see the module docs).
+/// Tokenizes one plain-text prompt / completion pair as TRL does (see the module docs): the
+/// tokenizer's EOS is appended to the completion unless it ends with it.
 pub fn tokenize_prompt_completion(
     tokenizer: &Tokenizer,
     prompt: &str,
     completion: &str,
 ) -> Result<PromptCompletion, ModelError> {
-    let completion = with_eos(tokenizer, completion);
+    split_prompt_completion(tokenizer, prompt, &with_eos(tokenizer, completion))
+}
+
+/// Tokenizes `prompt + completion` as one string and splits it where the prompt's own tokens
+/// stop matching (TRL's split), with the completion exactly as given: no EOS is added.
+pub fn split_prompt_completion(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    completion: &str,
+) -> Result<PromptCompletion, ModelError> {
     let prompt_ids = tokenizer.encode(prompt, true)?;
     let full = tokenizer.encode(&format!("{prompt}{completion}"), true)?;
     let split = common_prefix_length(&prompt_ids, &full);
