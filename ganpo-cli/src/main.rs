@@ -3,6 +3,7 @@
 
 mod commands;
 mod experiment;
+mod tensorboard;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -43,6 +43,22 @@ fn standard() -> Vec<PathBuf> {
     ]
 }
 
+/// The records of a TFRecord file, each checked against its masked CRC-32C.
+fn tfrecords(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+    let masked = |b: &[u8]| crc32c::crc32c(b).rotate_right(15).wrapping_add(0xa282_ead8);
+    let u32_at = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().unwrap());
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(u32_at(&bytes[8..]), masked(&bytes[..8]), "length CRC");
+        let data = &bytes[12..12 + len];
+        assert_eq!(u32_at(&bytes[12 + len..]), masked(data), "data CRC");
+        out.push(data.to_vec());
+        bytes = &bytes[16 + len..];
+    }
+    out
+}
+
 fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -91,6 +107,21 @@ fn train_learns_and_writes_a_complete_run_directory() {
         assert!(f(last, key).is_finite(), "{key}");
     }
     assert!(f(eval[3], "eval_rewards/accuracies") >= 0.5);
+    // The same lines as TensorBoard events (their encoding is checked byte for byte against the
+    // tensorboard package in src/tensorboard.rs): whole records, one per line after the
+    // file-version event, with transformers' tags.
+    let events: Vec<Vec<u8>> = std::fs::read_dir(run.join("tensorboard"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+        .flat_map(|e| tfrecords(&std::fs::read(e.path()).unwrap()))
+        .collect();
+    assert_eq!(events.len(), 1 + metrics.len());
+    let has = |e: &[u8], tag: &str| e.windows(tag.len()).any(|w| w == tag.as_bytes());
+    assert!(has(&events[0], "brain.Event:2"));
+    assert_eq!(events.iter().filter(|e| has(e, "train/loss")).count(), 8);
+    assert_eq!(events.iter().filter(|e| has(e, "eval/loss")).count(), 4);
+    assert!(events.iter().all(|e| !has(e, "train/eval_")));
     // save_total_limit = 2 keeps the last two.
     assert!(!run.join("checkpoint-16").exists());
     for step in [24, 32] {

@@ -228,6 +228,20 @@ pub fn train_run<B: AutodiffBackend>(
         .append(true)
         .open(&metrics_path)
         .with_context(|| format!("opening {}", metrics_path.display()))?;
+    let mut events = if config.train.tensorboard {
+        let dir = out.join("tensorboard");
+        let mut w = crate::tensorboard::EventWriter::create(&dir)
+            .with_context(|| format!("creating an event file in {}", dir.display()))?;
+        if resume.is_some() {
+            // The first step this process logs: TensorBoard drops the earlier files' events
+            // from there on (what the interrupted process logged after the checkpoint).
+            w.start_at(trainer.state().step + 1)
+                .with_context(|| format!("writing {}", w.path().display()))?;
+        }
+        Some(w)
+    } else {
+        None
+    };
     let total = trainer.total_steps() as u64;
     let label = out
         .file_name()
@@ -247,7 +261,16 @@ pub fn train_run<B: AutodiffBackend>(
             line.insert(k.clone(), serde_json::json!(v));
         }
         if let Err(e) = writeln!(log, "{}", serde_json::Value::Object(line)) {
-            write_error.get_or_insert(e);
+            write_error.get_or_insert((metrics_path.clone(), e));
+        }
+        if let Some(w) = &mut events {
+            let mut scalars = entry.metrics.clone();
+            if entry.split == "train" {
+                scalars.push(("epoch".into(), entry.epoch));
+            }
+            if let Err(e) = w.scalars(entry.step, &scalars) {
+                write_error.get_or_insert((w.path().to_path_buf(), e));
+            }
         }
         let get = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
         let summary = format!(
@@ -271,8 +294,8 @@ pub fn train_run<B: AutodiffBackend>(
     if let Some(bar) = bar {
         bar.finish();
     }
-    if let Some(e) = write_error {
-        return Err(e).with_context(|| format!("writing {}", metrics_path.display()));
+    if let Some((path, e)) = write_error {
+        return Err(e).with_context(|| format!("writing {}", path.display()));
     }
     let final_dir = out.join("final");
     if final_dir.exists() {

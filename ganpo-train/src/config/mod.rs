@@ -166,6 +166,9 @@ pub struct TrainSection {
     pub cache_ref_latents: bool,
     /// Log training metrics every this many optimizer steps.
     pub logging_steps: usize,
+    /// Also write the logged metrics as TensorBoard events (`OUTPUT/tensorboard/`, with
+    /// transformers' tags), so TensorBoard shows ganpo runs beside TRL runs.
+    pub tensorboard: bool,
     /// Evaluate on the held-out split every this many steps (and at the end); `None` = only at
     /// the end.
     pub eval_steps: Option<usize>,
@@ -217,6 +220,7 @@ impl Default for TrainSection {
             precompute_ref_logps: false,
             cache_ref_latents: false,
             logging_steps: 10,
+            tensorboard: true,
             eval_steps: None,
             save_steps: None,
             save_total_limit: 2,

@@ -401,8 +401,8 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
 
 /// The settings that differ between the configuration a checkpoint was written with and the
 /// current one (as [`ConfigChange`]s at `step`), ignoring the keys that may change on resume
-/// (`train.max_steps`, `train.epochs`, logging, evaluation and checkpoint cadence, the output
-/// directory, backend and device).
+/// (`train.max_steps`, `train.epochs`, logging (cadence, TensorBoard), evaluation and checkpoint
+/// cadence, the output directory, backend and device).
 pub fn config_differences(
     saved: &RunConfig,
     current: &RunConfig,
@@ -457,6 +457,7 @@ fn comparable(c: &RunConfig) -> toml::Value {
     c.train.max_steps = None;
     c.train.epochs = 0;
     c.train.logging_steps = 1;
+    c.train.tensorboard = true;
     c.train.eval_steps = None;
     c.train.save_steps = None;
     c.train.save_total_limit = 1;
