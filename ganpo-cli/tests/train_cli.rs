@@ -6,7 +6,7 @@ use std::process::Command;
 use std::process::Output;
 
 mod common;
-use common::{fixtures, ganpo, spawn_holding};
+use common::{copy_fixture, fixtures, ganpo, spawn_holding};
 
 use serde_json::Value;
 
@@ -407,13 +407,7 @@ fn a_reference_that_does_not_fit_the_policy_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     // A reference checkpoint whose config promises another vocabulary than its weights hold.
     let reference = dir.path().join("reference");
-    std::fs::create_dir(&reference).unwrap();
-    for f in std::fs::read_dir(fixtures().join("reference"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(f.path(), reference.join(f.file_name())).unwrap();
-    }
+    copy_fixture("reference", &reference);
     let config_path = reference.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .unwrap()
@@ -759,13 +753,7 @@ fn a_full_disk_loses_nothing_and_says_so() {
 fn a_template_that_doubles_a_string_ends_in_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    std::fs::create_dir(&model).unwrap();
-    for f in std::fs::read_dir(fixtures().join("policy"))
-        .unwrap()
-        .flatten()
-    {
-        std::fs::copy(f.path(), model.join(f.file_name())).unwrap();
-    }
+    copy_fixture("policy", &model);
     let jinja = model.join("chat_template.jinja");
     std::fs::write(
         &jinja,

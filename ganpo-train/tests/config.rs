@@ -58,15 +58,21 @@ fn every_key_is_documented() {
     }
 }
 
-#[test]
-fn overrides_and_relative_paths() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.toml");
+/// `DIR/run.toml` with a model path and one training file, both relative.
+fn minimal_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("run.toml");
     std::fs::write(
         &path,
         "[model]\npath = \"m\"\n[data]\ntrain = [\"d.jsonl\"]\n",
     )
     .unwrap();
+    path
+}
+
+#[test]
+fn overrides_and_relative_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = minimal_config(dir.path());
     let c = RunConfig::load(
         &path,
         &[
@@ -109,12 +115,7 @@ fn overrides_and_relative_paths() {
 #[test]
 fn errors_name_the_key_and_who_set_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.toml");
-    std::fs::write(
-        &path,
-        "[model]\npath = \"m\"\n[data]\ntrain = [\"d.jsonl\"]\n",
-    )
-    .unwrap();
+    let path = minimal_config(dir.path());
     let load = |sets: &[&str]| {
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         RunConfig::load(&path, &sets).unwrap_err().to_string()

@@ -10,6 +10,14 @@ pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../ganpo-train/tests/fixtures")
 }
 
+/// Copies the fixture model directory `name` (`policy`, `reference`) to `to`, to alter it there.
+pub fn copy_fixture(name: &str, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(fixtures().join(name)).unwrap().flatten() {
+        std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+    }
+}
+
 /// Runs the `ganpo` binary with `args` and extra environment variables, without backtraces.
 pub fn ganpo_with_env(args: &[&str], envs: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ganpo"))

@@ -218,14 +218,13 @@ pub fn save_atomically(
     let (doomed, kept) = all.split_at(all.len().saturating_sub(keep));
     // The newest checkpoint written outside a non-finite streak survives while every kept one
     // was written inside it (their weights are the ones the streak left: useless to resume).
-    let healthy = |dir: &Path| read_meta(dir).is_ok_and(|m| m.state.nonfinite_consecutive == 0);
-    let spared = if kept.iter().any(|(_, d)| healthy(d)) {
+    let spared = if kept.iter().any(|(_, d)| written_outside_a_streak(d)) {
         None
     } else {
         doomed
             .iter()
             .rev()
-            .find(|(_, d)| healthy(d))
+            .find(|(_, d)| written_outside_a_streak(d))
             .map(|(s, _)| *s)
     };
     for (step, old) in doomed {
@@ -264,7 +263,13 @@ pub fn last_finite_checkpoint(output_dir: &Path) -> Option<PathBuf> {
         .into_iter()
         .rev()
         .map(|(_, d)| d)
-        .find(|d| read_meta(d).is_ok_and(|m| m.state.nonfinite_consecutive == 0))
+        .find(|d| written_outside_a_streak(d))
+}
+
+/// Whether the checkpoint at `dir` was written after a finite step (its `trainer_state.json`
+/// counts no consecutive non-finite steps); unreadable ones are not.
+fn written_outside_a_streak(dir: &Path) -> bool {
+    read_meta(dir).is_ok_and(|m| m.state.nonfinite_consecutive == 0)
 }
 
 /// SHA-256 of the file at `path`, in hex.
@@ -409,46 +414,37 @@ pub fn config_differences(
     step: usize,
 ) -> Vec<ConfigChange> {
     fn walk(
-        prefix: &str,
+        key: &str,
         a: Option<&toml::Value>,
         b: Option<&toml::Value>,
-        out: &mut Vec<(String, Option<String>, Option<String>)>,
+        step: usize,
+        out: &mut Vec<ConfigChange>,
     ) {
         match (a, b) {
             (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
                 let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
                 for k in keys {
-                    let key = if prefix.is_empty() {
+                    let sub = if key.is_empty() {
                         k.clone()
                     } else {
-                        format!("{prefix}.{k}")
+                        format!("{key}.{k}")
                     };
-                    walk(&key, x.get(k), y.get(k), out);
+                    walk(&sub, x.get(k), y.get(k), step, out);
                 }
             }
-            _ if a != b => out.push((
-                prefix.to_string(),
-                a.map(|v| v.to_string()),
-                b.map(|v| v.to_string()),
-            )),
+            _ if a != b => out.push(ConfigChange {
+                step,
+                key: key.to_string(),
+                was: a.map(|v| v.to_string()),
+                now: b.map(|v| v.to_string()),
+            }),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(
-        "",
-        Some(&comparable(saved)),
-        Some(&comparable(current)),
-        &mut out,
-    );
-    out.into_iter()
-        .map(|(key, was, now)| ConfigChange {
-            step,
-            key,
-            was,
-            now,
-        })
-        .collect()
+    let (saved, current) = (comparable(saved), comparable(current));
+    walk("", Some(&saved), Some(&current), step, &mut out);
+    out
 }
 
 /// A configuration as compared on resume: the keys that may change freely are blanked.
@@ -554,7 +550,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path();
         // Steps 2 to 8 were finite, 9 on were skipped: checkpoints 10 and 12 hold a streak.
-        for (step, streak) in [(2, 0), (4, 0), (6, 0), (8, 0), (10, 2), (12, 4), (14, 6)] {
+        let save = |step: usize, streak: usize| {
             save_atomically(out, step, 2, |tmp: &Path| {
                 std::fs::write(tmp.join(META), meta_json(step, streak)).map_err(|e| {
                     CheckpointError::Io {
@@ -563,19 +559,16 @@ mod tests {
                     }
                 })
             })
-            .unwrap();
+            .unwrap()
+        };
+        for (step, streak) in [(2, 0), (4, 0), (6, 0), (8, 0), (10, 2), (12, 4), (14, 6)] {
+            save(step, streak);
         }
         let steps: Vec<usize> = list_checkpoints(out).iter().map(|(s, _)| *s).collect();
         assert_eq!(steps, [8, 12, 14]);
         assert_eq!(last_finite_checkpoint(out), Some(checkpoint_dir(out, 8)));
         // A finite checkpoint among the kept ones ends the exception.
-        save_atomically(out, 16, 2, |tmp: &Path| {
-            std::fs::write(tmp.join(META), meta_json(16, 0)).map_err(|e| CheckpointError::Io {
-                path: tmp.to_path_buf(),
-                message: e.to_string(),
-            })
-        })
-        .unwrap();
+        save(16, 0);
         let steps: Vec<usize> = list_checkpoints(out).iter().map(|(s, _)| *s).collect();
         assert_eq!(steps, [14, 16]);
     }

@@ -357,20 +357,13 @@ where
         s.nonfinite_total += 1;
         tracing::warn!(step = s.step, "non-finite loss or gradient: update skipped");
         if s.nonfinite_consecutive >= self.config.train.max_nonfinite_steps {
-            let resume = super::checkpoint::last_finite_checkpoint(&self.config.train.output_dir)
-                .map(|d| {
-                    format!(
-                        "; the last checkpoint written before the streak is {0}: resume from it \
-                         with a lower rate (--resume {0} --allow-change train.lr --set train.lr=...)",
-                        d.display()
-                    )
-                })
-                .unwrap_or_default();
             return Err(TrainError::NonFinite {
                 step: s.step,
                 count: s.nonfinite_consecutive,
                 total: s.nonfinite_total,
-                resume,
+                last_finite: super::checkpoint::last_finite_checkpoint(
+                    &self.config.train.output_dir,
+                ),
             });
         }
         Ok(())

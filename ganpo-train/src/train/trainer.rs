@@ -32,7 +32,8 @@ pub enum TrainError {
     /// Too many consecutive non-finite steps.
     #[error(
         "stopping at step {step}: {count} consecutive steps had a non-finite loss or gradient \
-         ({total} in all); lower train.lr, check the data, or raise train.max_nonfinite_steps{resume}"
+         ({total} in all); lower train.lr, check the data, or raise train.max_nonfinite_steps\
+         {}", resume_hint(last_finite.as_deref())
     )]
     NonFinite {
         /// The last step.
@@ -41,8 +42,8 @@ pub enum TrainError {
         count: usize,
         /// All non-finite steps.
         total: usize,
-        /// How to resume from the last checkpoint written before the streak, if there is one.
-        resume: String,
+        /// The last checkpoint written before the streak, if there is one: where to resume.
+        last_finite: Option<PathBuf>,
     },
     /// Checkpoint trouble.
     #[error(transparent)]
@@ -94,6 +95,19 @@ pub enum TrainError {
         /// The key given.
         key: String,
     },
+}
+
+/// How to resume a diverged run from `last_finite`, for [`TrainError::NonFinite`].
+fn resume_hint(last_finite: Option<&Path>) -> String {
+    last_finite
+        .map(|d| {
+            format!(
+                "; the last checkpoint written before the streak is {0}: resume from it with a \
+                 lower rate (--resume {0} --allow-change train.lr --set train.lr=...)",
+                d.display()
+            )
+        })
+        .unwrap_or_default()
 }
 
 type Recs = NamedMpkFileRecorder<FullPrecisionSettings>;

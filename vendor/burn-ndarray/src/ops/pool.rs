@@ -56,6 +56,21 @@ unsafe impl Send for Loop {}
 unsafe impl Sync for Loop {}
 
 impl Loop {
+    /// A loop of `parts` parts run by `call`.
+    ///
+    /// # Safety
+    /// The caller keeps `call` alive until every part claimed through it has finished.
+    unsafe fn new(parts: usize, call: &(dyn Fn(usize) + Sync)) -> Arc<Loop> {
+        Arc::new(Loop {
+            next: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            parts,
+            // SAFETY: the caller's obligation above.
+            call: unsafe { erase(call) },
+            panic: Mutex::new(None),
+        })
+    }
+
     /// Claims and runs parts until none is left; returns how many this thread ran.
     fn help(&self) -> usize {
         let mut ran = 0;
@@ -230,14 +245,8 @@ pub fn with_workers_held<R>(f: impl FnOnce() -> R) -> R {
         .workers
         .iter()
         .map(|worker| {
-            let job = Arc::new(Loop {
-                next: AtomicUsize::new(0),
-                finished: AtomicUsize::new(0),
-                parts: 1,
-                // SAFETY: only the lifetime is erased; `Release` waits for every part.
-                call: unsafe { erase(hold) },
-                panic: Mutex::new(None),
-            });
+            // SAFETY: `Release` below waits for every part.
+            let job = unsafe { Loop::new(1, hold) };
             let previous = worker
                 .slot
                 .job
@@ -313,14 +322,8 @@ pub(crate) fn run<T: Send>(parts: Vec<T>, kernel: impl Fn(T) + Sync) {
         }
     };
     let call: &(dyn Fn(usize) + Sync) = &call;
-    let job = Arc::new(Loop {
-        next: AtomicUsize::new(0),
-        finished: AtomicUsize::new(0),
-        parts: count,
-        // SAFETY: `run` waits below for every claimed part to finish.
-        call: unsafe { erase(call) },
-        panic: Mutex::new(None),
-    });
+    // SAFETY: `run` waits below for every claimed part to finish.
+    let job = unsafe { Loop::new(count, call) };
     let helpers = &pool.workers[..pool.workers.len().min(count - 1)];
     let start = Instant::now();
     for worker in helpers {
