@@ -4,6 +4,7 @@
 mod commands;
 mod experiment;
 mod tensorboard;
+mod trl;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     Kl(commands::kl::Args),
     /// Preference-train a model (DPO, SimPO, ... plus GANPO) from a TOML run configuration.
     Train(commands::train::Args),
+    /// Run a `trl dpo` command line as it is: `ganpo trl dpo --config dpo.yaml
+    /// --learning_rate 5e-7 ...` (TRL's keys and defaults; what ganpo lacks is refused by name).
+    Trl(commands::trl::Args),
     /// Print the DPO evaluation metrics of a model on a dataset, as TRL's evaluate() names them.
     Eval(commands::eval::Args),
     /// Write PNG plots of a training run's metrics (losses, rewards, GANPO diagnostics).
@@ -91,6 +95,7 @@ fn main() -> Result<()> {
         Command::Pairs(args) => commands::pairs::run(args),
         Command::Kl(args) => commands::kl::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Trl(args) => commands::trl::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Plot(args) => commands::plot::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

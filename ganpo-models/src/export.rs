@@ -162,9 +162,20 @@ fn write_all(
 }
 
 /// Refuses a file of the model directory `dir` that resolves outside it (a symbolic link to
-/// `/etc/passwd` must not be copied into an export).
+/// `/etc/passwd` must not be copied into an export). A snapshot of the Hugging Face cache
+/// (`models--OWNER--NAME/snapshots/COMMIT`) links its files to `../../blobs/`: the repository
+/// folder is its bound.
 fn inside(dir: &Path, file: &Path) -> Result<(), ModelError> {
-    let root = dir.canonicalize().map_err(ModelError::io(dir))?;
+    let mut root = dir.canonicalize().map_err(ModelError::io(dir))?;
+    let snapshots = root.parent().filter(|p| p.ends_with("snapshots"));
+    if let Some(repo) = snapshots.and_then(Path::parent)
+        && repo
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("models--"))
+    {
+        root = repo.to_path_buf();
+    }
     let target = file.canonicalize().map_err(ModelError::io(file))?;
     if target.starts_with(&root) {
         return Ok(());

@@ -19,6 +19,7 @@ const APPLICATION_ONLY: &[&str] = &[
     "indicatif",
     "plotters",
     "ureq",
+    "hf-hub",
     "parquet",
     "arrow",
     "csv",

@@ -32,12 +32,11 @@ pub struct Args {
 /// Loads the model (and adapter) and writes it with its tokenizer: the files of an HF directory,
 /// or the tokenizer built from GGUF metadata.
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load_model::<NdArray>(&args.model, &Default::default())
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let path = super::model_path(&args.model)?;
+    let loaded = load_model::<NdArray>(&path, &Default::default())
+        .with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = match &loaded.tokenizer {
-        _ if args.model.is_dir() && args.model.join("tokenizer.json").is_file() => {
-            TokenizerFiles::Dir(&args.model)
-        }
+        _ if path.is_dir() && path.join("tokenizer.json").is_file() => TokenizerFiles::Dir(&path),
         Some(t) => TokenizerFiles::Tokenizer(t),
         None => TokenizerFiles::None,
     };

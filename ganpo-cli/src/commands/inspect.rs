@@ -17,9 +17,10 @@ pub struct Args {
 
 /// Prints architecture, sizes, parameter count, weight dtypes and tokenizer details.
 pub fn run(args: Args) -> Result<()> {
-    let loaded = load_model::<NdArray>(&args.model, &Default::default())
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let dtypes = ganpo_models::weight_dtypes(&args.model)?;
+    let path = super::model_path(&args.model)?;
+    let loaded = load_model::<NdArray>(&path, &Default::default())
+        .with_context(|| format!("loading {}", path.display()))?;
+    let dtypes = ganpo_models::weight_dtypes(&path)?;
     let mut out = serde_json::Map::new();
     out.insert("model".into(), args.model.display().to_string().into());
     out.insert("architecture".into(), serde_json::to_value(&loaded.config)?);

@@ -18,8 +18,9 @@ pub mod sft;
 pub mod task;
 pub mod toy;
 pub mod train;
+pub mod trl;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use burn::prelude::Backend;
@@ -28,12 +29,21 @@ use ganpo_models::{Lm, LoadedModel, Tokenizer, load_model};
 use ganpo_train::config::RunConfig;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-/// Loads the model at `path` for inference, with the tokenizer the command needs; the error says
-/// which file is missing.
+/// The local folder (or file) of the model `path` names: `path` itself, or for a Hub id
+/// (`OWNER/NAME[@REVISION]`) its snapshot in the Hugging Face cache, downloaded when missing
+/// (with progress bars on a terminal).
+pub fn model_path(path: &Path) -> Result<PathBuf> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    Ok(ganpo_train::hub::model_dir(path, progress)?)
+}
+
+/// Loads the model at `path` (a folder, a file or a Hub id) for inference, with the tokenizer
+/// the command needs; the error says which file is missing.
 pub fn load_with_tokenizer<B: Backend>(
     path: &Path,
     device: &B::Device,
 ) -> Result<(LoadedModel<B>, Tokenizer)> {
+    let path = &model_path(path)?;
     let mut loaded =
         load_model::<B>(path, device).with_context(|| format!("loading {}", path.display()))?;
     let tokenizer = loaded.tokenizer.take().ok_or_else(|| {
@@ -53,6 +63,7 @@ pub fn load_reference<B: Backend>(
     what: &str,
     device: &B::Device,
 ) -> Result<Lm<B>> {
+    let path = &model_path(path)?;
     let r = load_model::<B>(path, device)
         .with_context(|| format!("loading the reference {}", path.display()))?;
     if r.config.vocab_size() != vocab {
@@ -72,6 +83,7 @@ pub fn load_adapter<B: Backend>(
     base: &Path,
     dir: &Path,
 ) -> Result<(Lm<B>, LoraConfig)> {
+    let dir = &model_path(dir)?;
     let context = || format!("loading the adapter {}", dir.display());
     if let Some(recorded) = peft::adapter_base(dir).with_context(context)? {
         let last = |s: &str| {

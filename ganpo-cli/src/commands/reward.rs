@@ -344,8 +344,10 @@ pub fn train<B: AutodiffBackend>(args: &TrainArgs, device: &B::Device) -> Result
     }
     let model = model.valid();
     let result = evaluate_reward_model(&model, &eval, pad, args.batch_size.max(8), device);
-    let files = if args.model.is_dir() {
-        TokenizerFiles::Dir(&args.model)
+    // A Hub id is its cached snapshot (already complete: the model was loaded from it).
+    let source = super::model_path(&args.model)?;
+    let files = if source.is_dir() {
+        TokenizerFiles::Dir(&source)
     } else {
         TokenizerFiles::Tokenizer(&tokenizer)
     };

@@ -157,8 +157,10 @@ pub fn fine_tune<B: AutodiffBackend>(args: &Args, device: &B::Device) -> Result<
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let files = if args.model.is_dir() {
-        TokenizerFiles::Dir(&args.model)
+    // A Hub id is its cached snapshot (already complete: the model was loaded from it).
+    let source = super::model_path(&args.model)?;
+    let files = if source.is_dir() {
+        TokenizerFiles::Dir(&source)
     } else {
         TokenizerFiles::Tokenizer(&tokenizer)
     };

@@ -17,8 +17,20 @@ use ganpo_train::train::{LogEntry, Trainer};
 #[derive(clap::Args)]
 pub struct Args {
     /// The run configuration (TOML); every key is documented in docs/configuration.md.
+    #[arg(
+        long,
+        required_unless_present = "trl_config",
+        conflicts_with = "trl_config"
+    )]
+    pub config: Option<PathBuf>,
+    /// A TRL recipe instead: the YAML (or JSON) config `trl dpo --config` takes, with TRL's
+    /// defaults for what it leaves out; the run.toml it maps to is printed first. Every TRL key
+    /// ganpo does not implement is refused by name (`ganpo trl dpo` takes TRL's flags too).
+    #[arg(long, value_name = "FILE")]
+    pub trl_config: Option<PathBuf>,
+    /// Print the resolved run configuration (run.toml) and stop before loading anything.
     #[arg(long)]
-    pub config: PathBuf,
+    pub dry_run: bool,
     /// Override one key, for example `--set train.lr=5e-7` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -303,8 +315,10 @@ pub fn train_run<B: AutodiffBackend>(
             .with_context(|| format!("replacing {}", final_dir.display()))?;
     }
     let policy = burn::module::AutodiffModule::valid(trainer.policy());
-    let files = if config.model.path.is_dir() {
-        TokenizerFiles::Dir(&config.model.path)
+    // A Hub id is its cached snapshot (already complete: the model was loaded from it).
+    let source = super::model_path(&config.model.path)?;
+    let files = if source.is_dir() {
+        TokenizerFiles::Dir(&source)
     } else {
         TokenizerFiles::Tokenizer(&tokenizer)
     };
@@ -336,15 +350,58 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(d) = args.device {
         sets.push(format!("train.device={d}"));
     }
-    let config = RunConfig::load(&args.config, &sets)?;
+    let config = match (&args.config, &args.trl_config) {
+        (Some(path), _) => RunConfig::load(path, &sets)?,
+        (None, Some(path)) => {
+            let recipe = crate::trl::Recipe::from_file(path)?;
+            trl_run_config(&recipe, &sets, &path.display().to_string())?
+        }
+        (None, None) => bail!("give --config RUN.toml or --trl-config TRL.yaml"),
+    };
+    if args.dry_run {
+        if args.trl_config.is_none() {
+            println!("{}", toml::to_string(&config)?);
+        }
+        return Ok(());
+    }
+    run_config(config, args.resume, args.allow_change)
+}
+
+/// The run configuration of a TRL recipe (`origin` names it), with `--set` overrides; prints
+/// it as run.toml on stdout, with the mapping's notes as comments.
+pub fn trl_run_config(
+    recipe: &crate::trl::Recipe,
+    sets: &[String],
+    origin: &str,
+) -> Result<RunConfig> {
+    let mapped = crate::trl::map(recipe).with_context(|| format!("reading {origin}"))?;
+    let config = RunConfig::from_table_with_sets(mapped.table, sets, origin, Path::new("."))?;
+    let mut out = format!(
+        "# run.toml from the TRL recipe {origin} (TRL {}'s defaults for keys it leaves out)\n",
+        crate::trl::known().0
+    );
+    for note in &mapped.notes {
+        out.push_str(&format!("# note: {note}\n"));
+    }
+    out.push_str(&toml::to_string(&config)?);
+    println!("{out}");
+    Ok(config)
+}
+
+/// Trains `config` on the backend it names (resuming / allowing changes as asked).
+pub fn run_config(
+    config: RunConfig,
+    resume: Option<PathBuf>,
+    allow_change: Vec<String>,
+) -> Result<()> {
     let kind: BackendKind = config.train.backend.parse()?;
     run_on_device(
         kind,
         config.train.device,
         Job {
             config,
-            resume: args.resume,
-            allow_change: args.allow_change,
+            resume,
+            allow_change,
         },
     )?
 }

@@ -251,21 +251,33 @@ impl RunConfig {
             path: path.to_path_buf(),
             source: e,
         })?;
-        let mut value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
+        let value: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Toml {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         let file = path.display().to_string();
+        Self::from_table_with_sets(value, sets, &file, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// A config from `table` (named `origin` in errors) with `--set` overrides applied, its
+    /// values checked and its relative paths taken from `base`: what [`Self::load`] does after
+    /// reading the file, for tables made otherwise (a TRL recipe).
+    pub fn from_table_with_sets(
+        mut value: toml::Table,
+        sets: &[String],
+        origin: &str,
+        base: &Path,
+    ) -> Result<Self, ConfigError> {
         if !sets.is_empty() {
             // A key the file alone gets right and the overrides get wrong is the overrides'.
-            Self::parse_table(value.clone(), &file)?;
+            Self::parse_table(value.clone(), origin)?;
             for s in sets {
                 apply_set(&mut value, s)?;
             }
             Self::parse_table(value.clone(), &format!("--set ({})", sets.join(" ")))?;
         }
-        let config = Self::from_table(value, &file)?;
-        config.resolve_paths(path.parent().unwrap_or(Path::new(".")))
+        let config = Self::from_table(value, origin)?;
+        config.resolve_paths(base)
     }
 
     /// Builds a config from a parsed TOML table; `origin` names it in errors.
@@ -292,7 +304,12 @@ impl RunConfig {
             if let Some(s) = p.to_str().filter(|s| s.contains("{assets}")) {
                 *p = expand_assets(s);
             }
-            let hub = p.to_str().is_some_and(|s| s.starts_with("hf://"));
+            // A Hub id (`hf://...`, or `OWNER/NAME` naming nothing beside the file) is kept.
+            let hub = p.to_str().is_some_and(|s| {
+                s.starts_with("hf://")
+                    || !base.join(s).exists()
+                        && crate::hub::bare_id(s, crate::hub::RepoKind::Model).is_some()
+            });
             if p.is_relative() && !p.as_os_str().is_empty() && !hub {
                 *p = base.join(&*p);
             }

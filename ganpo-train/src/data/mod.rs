@@ -3,7 +3,7 @@
 //! - [`record`]: one example, standard / conversational / implicit-prompt format, checked field by
 //!   field;
 //! - [`source`]: reading JSONL and Parquet files, every malformed row reported by file, line and field;
-//! - [`hub`]: `hf://datasets/...` references, downloaded and cached;
+//! - [`hub`]: Hub datasets (`hf://datasets/...`, `OWNER/NAME`), in the Hugging Face cache;
 //! - [`chat`]: chat templates rendered as transformers renders them;
 //! - [`tokenize`]: TRL 1.x's tokenization of prompt and completions;
 //! - [`dataset`]: tokenized pairs with their sources;
@@ -60,6 +60,9 @@ pub enum DataError {
         /// What failed.
         message: String,
     },
+    /// A Hub file could not be found, downloaded or verified.
+    #[error(transparent)]
+    HubFile(Box<crate::hub::HubError>),
     /// A Parquet file could not be read.
     #[error("{}: not a readable Parquet file: {message}", path.display())]
     Parquet {
@@ -109,4 +112,10 @@ fn invalid_summary(errors: &[RecordError], total: usize) -> String {
         s.push_str(&format!("\n  ... and {} more", errors.len() - SHOWN));
     }
     s
+}
+
+impl From<crate::hub::HubError> for DataError {
+    fn from(e: crate::hub::HubError) -> Self {
+        DataError::HubFile(Box::new(e))
+    }
 }

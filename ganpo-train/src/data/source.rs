@@ -178,16 +178,24 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, 
 }
 
 /// Reads and checks every row of `paths` (`.jsonl` or `.parquet` files, or
-/// `hf://datasets/...` references, see [`super::hub`]).
+/// Hub datasets, `hf://datasets/...` or `OWNER/NAME`, see [`super::hub`]).
 ///
 /// With `skip_invalid = false` any malformed row fails the whole load with
 /// [`DataError::Invalid`], which lists every bad row; with `true` they are dropped and returned
 /// in [`Records::skipped`]. A file without any valid record is an error either way.
 pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, DataError> {
     let mut files = Vec::new();
+    let mut hub = None;
     for p in paths {
         match p.to_str().and_then(HubDataset::parse) {
-            Some(hub) => files.extend(hub?.fetch()?),
+            Some(dataset) => {
+                let dataset = dataset?;
+                let hub = match &mut hub {
+                    Some(h) => h,
+                    None => hub.insert(crate::hub::Hub::from_env(false)?),
+                };
+                files.extend(dataset.fetch(hub)?);
+            }
             None => files.push(p.clone()),
         }
     }

@@ -1,0 +1,684 @@
+//! From a TRL recipe to ganpo's run configuration, key by key.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Result, bail};
+use serde_json::Value;
+
+use super::{Recipe, known};
+
+/// A recipe as a run configuration.
+pub struct Mapped {
+    /// The run configuration (`run.toml`'s table).
+    pub table: toml::Table,
+    /// What the reader should know: keys without effect here, differences in kind.
+    pub notes: Vec<String>,
+}
+
+/// Keys that change nothing ganpo computes: how PyTorch loads data, names the run or shows
+/// progress. Accepted with a note.
+const NO_EFFECT: &[&str] = &[
+    "attn_implementation",
+    "dataloader_num_workers",
+    "dataloader_persistent_workers",
+    "dataloader_pin_memory",
+    "dataloader_prefetch_factor",
+    "dataset_num_proc",
+    "disable_tqdm",
+    "do_eval",
+    "do_predict",
+    "do_train",
+    "ignore_bias_buffers",
+    "precompute_ref_batch_size",
+    "run_name",
+    "use_cpu",
+    "tf32",
+];
+
+/// Where a key's value came from, for messages.
+struct Ctx<'a> {
+    recipe: &'a Recipe,
+    errors: Vec<String>,
+    notes: Vec<String>,
+    used: BTreeSet<String>,
+    table: toml::Table,
+}
+
+impl Ctx<'_> {
+    /// The effective value of `key`: given, else TRL's default.
+    fn get(&mut self, key: &str) -> Value {
+        self.used.insert(key.to_string());
+        match self.recipe.given.get(key) {
+            Some((v, _)) => v.clone(),
+            None => known()
+                .1
+                .get(key)
+                .map(|k| k.default.clone())
+                .unwrap_or(Value::Null),
+        }
+    }
+
+    fn given(&self, key: &str) -> bool {
+        self.recipe.given.contains_key(key)
+    }
+
+    fn origin(&self, key: &str) -> String {
+        self.recipe
+            .given
+            .get(key)
+            .map_or_else(|| "TRL's default".into(), |(_, o)| o.clone())
+    }
+
+    fn refuse(&mut self, key: &str, value: &Value, why: &str) {
+        let origin = self.origin(key);
+        self.errors
+            .push(format!("{origin}: `{key}` = {value}: {why}"));
+    }
+
+    fn number(&mut self, key: &str) -> Option<f64> {
+        let v = self.get(key);
+        match &v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse().ok().or_else(|| {
+                self.refuse(key, &v, "expected a number");
+                None
+            }),
+            Value::Null => None,
+            _ => {
+                self.refuse(key, &v, "expected a number");
+                None
+            }
+        }
+    }
+
+    /// A whole number (TRL's float epochs included, when whole).
+    fn count(&mut self, key: &str) -> Option<i64> {
+        let x = self.number(key)?;
+        if x.fract() != 0.0 {
+            let v = self.get(key);
+            self.refuse(key, &v, "ganpo takes a whole number here");
+            return None;
+        }
+        Some(x as i64)
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        let v = self.get(key);
+        match &v {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Some(true),
+                "false" | "no" | "0" => Some(false),
+                _ => {
+                    self.refuse(key, &v, "expected true or false");
+                    None
+                }
+            },
+            Value::Null => None,
+            _ => {
+                self.refuse(key, &v, "expected true or false");
+                None
+            }
+        }
+    }
+
+    fn text(&mut self, key: &str) -> Option<String> {
+        match self.get(key) {
+            Value::Null => None,
+            Value::String(s) => Some(s),
+            other => Some(other.to_string()),
+        }
+    }
+
+    fn list(&mut self, key: &str) -> Vec<Value> {
+        match self.get(key) {
+            Value::Null => vec![],
+            Value::Array(a) => a,
+            Value::String(s) if s.contains(',') => s
+                .split(',')
+                .map(|p| Value::String(p.trim().to_string()))
+                .collect(),
+            one => vec![one],
+        }
+    }
+
+    /// Requires `key` to ask for `expected` (what ganpo does); refuses it with `why` otherwise.
+    fn require(&mut self, key: &str, expected: &Value, why: &str) {
+        let v = self.get(key);
+        if !same(&v, expected) {
+            self.refuse(key, &v, why);
+        }
+    }
+
+    fn set(&mut self, dotted: &str, value: impl Into<toml::Value>) {
+        let (section, key) = dotted.split_once('.').expect("section.key");
+        let table = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(t) = table {
+            t.insert(key.to_string(), value.into());
+        }
+    }
+}
+
+/// Whether two values mean the same (numbers given as text included).
+fn same(a: &Value, b: &Value) -> bool {
+    let num = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse::<f64>().ok(),
+        _ => None,
+    };
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => match (a, b) {
+            (Value::String(s), Value::Bool(t)) | (Value::Bool(t), Value::String(s)) => {
+                s.eq_ignore_ascii_case(&t.to_string())
+            }
+            (Value::Array(x), y) | (y, Value::Array(x)) if x.len() == 1 && !y.is_array() => {
+                same(&x[0], y)
+            }
+            _ => a == b,
+        },
+    }
+}
+
+/// Maps `recipe` onto a run configuration; every key it cannot honour is refused by name, all
+/// of them in one error.
+pub fn map(recipe: &Recipe) -> Result<Mapped> {
+    let mut c = Ctx {
+        recipe,
+        errors: vec![],
+        notes: vec![],
+        used: BTreeSet::new(),
+        table: toml::Table::new(),
+    };
+    model(&mut c);
+    data(&mut c);
+    loss(&mut c);
+    lora(&mut c);
+    train(&mut c);
+    checks(&mut c);
+    rest(&mut c);
+    if !c.errors.is_empty() {
+        bail!(
+            "the TRL recipe asks for what ganpo does not do (TRL {}):\n  - {}",
+            known().0,
+            c.errors.join("\n  - ")
+        );
+    }
+    Ok(Mapped {
+        table: c.table,
+        notes: c.notes,
+    })
+}
+
+fn model(c: &mut Ctx) {
+    let Some(path) = c.text("model_name_or_path") else {
+        c.errors
+            .push("`model_name_or_path` is required (a local folder or a Hub id)".into());
+        return;
+    };
+    let revision = c.text("model_revision").unwrap_or_else(|| "main".into());
+    if revision == "main" {
+        c.set("model.path", path);
+    } else if std::path::Path::new(&path).exists() {
+        let v = Value::String(revision);
+        c.refuse(
+            "model_revision",
+            &v,
+            "a revision needs a Hub id, not a local folder",
+        );
+    } else {
+        c.set("model.path", format!("{path}@{revision}"));
+    }
+    match c.text("dtype").as_deref() {
+        None | Some("float32" | "auto") => {}
+        Some("bfloat16") => {
+            c.set("train.compute_dtype", "bf16");
+            c.notes.push(
+                "dtype: bfloat16 runs the passes in bf16 with f32 master weights \
+                 (train.compute_dtype = \"bf16\"); TRL would hold the weights themselves in bf16"
+                    .into(),
+            );
+        }
+        Some("float16") => {
+            c.set("train.compute_dtype", "f16");
+            c.notes
+                .push("dtype: float16 runs the passes in f16 with f32 master weights".into());
+        }
+        Some(other) => {
+            let v = Value::String(other.into());
+            c.refuse("dtype", &v, "expected float32, bfloat16, float16 or auto");
+        }
+    }
+}
+
+fn data(c: &mut Ctx) {
+    let mixture = c.list("datasets");
+    if !mixture.is_empty() {
+        let v = Value::Array(mixture);
+        c.refuse(
+            "datasets",
+            &v,
+            "dataset mixtures are not implemented; give dataset_name (one dataset)",
+        );
+    }
+    let Some(name) = c.text("dataset_name") else {
+        if c.errors.is_empty() {
+            c.errors
+                .push("`dataset_name` is required (a Hub dataset id or a local file)".into());
+        }
+        return;
+    };
+    let config = c.text("dataset_config");
+    let train_split = c
+        .text("dataset_train_split")
+        .unwrap_or_else(|| "train".into());
+    let test_split = c
+        .text("dataset_test_split")
+        .unwrap_or_else(|| "test".into());
+    let eval_strategy = c.text("eval_strategy").unwrap_or_else(|| "no".into());
+    let local = std::path::Path::new(&name).exists();
+    let spec = |split: &str| match (&config, local) {
+        (_, true) => name.clone(),
+        (Some(cfg), false) => format!("hf://datasets/{name}/{cfg}/{split}"),
+        (None, false) => format!("hf://datasets/{name}/{split}"),
+    };
+    if local && train_split != "train" {
+        let v = Value::String(train_split.clone());
+        c.refuse(
+            "dataset_train_split",
+            &v,
+            "a local file is one `train` split, as `datasets` loads it",
+        );
+    }
+    c.set(
+        "data.train",
+        toml::Value::Array(vec![spec(&train_split).into()]),
+    );
+    match eval_strategy.as_str() {
+        "no" => c.set("data.eval_fraction", 0.0),
+        "steps" => {
+            if local {
+                let v = Value::String(eval_strategy.clone());
+                c.refuse(
+                    "eval_strategy",
+                    &v,
+                    "a local dataset file has no test split to evaluate on",
+                );
+            }
+            c.set(
+                "data.eval",
+                toml::Value::Array(vec![spec(&test_split).into()]),
+            );
+            let every = c
+                .count("eval_steps")
+                .or_else(|| c.count("logging_steps"))
+                .unwrap_or(500);
+            c.set("train.eval_steps", every);
+        }
+        other => {
+            let v = Value::String(other.into());
+            c.refuse(
+                "eval_strategy",
+                &v,
+                "ganpo evaluates every eval_steps steps: use `steps` or `no`",
+            );
+        }
+    }
+    if c.boolean("dataset_streaming") == Some(true) {
+        c.refuse(
+            "dataset_streaming",
+            &Value::Bool(true),
+            "streaming datasets are not implemented",
+        );
+    }
+    if let Some(n) = c.count("max_length") {
+        c.set("data.max_length", n);
+    } else {
+        c.set("data.max_length", 0);
+    }
+    if let Some(mode) = c.text("truncation_mode") {
+        c.set("data.truncation_mode", mode);
+    }
+    if let Some(n) = c.count("pad_to_multiple_of") {
+        c.set("data.pad_to_multiple_of", n);
+    }
+    if let Some(g) = c.boolean("group_by_length") {
+        c.set("data.group_by_length", g);
+    }
+}
+
+fn loss(c: &mut Ctx) {
+    if let Some(beta) = c.number("beta") {
+        c.set("loss.beta", beta);
+    }
+    if let Some(eps) = c.number("label_smoothing") {
+        c.set("loss.label_smoothing", eps);
+    }
+    let kinds = c.list("loss_type");
+    let weights = c.list("loss_weights");
+    if !weights.is_empty() && weights.len() != kinds.len() {
+        let v = Value::Array(weights.clone());
+        c.refuse(
+            "loss_weights",
+            &v,
+            &format!("one weight per loss_type ({} given)", kinds.len()),
+        );
+        return;
+    }
+    let accepted: Vec<&str> = ganpo_core::loss::LossKind::ALL
+        .iter()
+        .map(|k| k.name())
+        .collect();
+    let mut losses = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let name = kind.as_str().unwrap_or_default().to_string();
+        if !accepted.contains(&name.as_str()) {
+            c.refuse(
+                "loss_type",
+                kind,
+                &format!("ganpo implements {}", accepted.join(", ")),
+            );
+            continue;
+        }
+        let weight = match weights.get(i) {
+            None => 1.0,
+            Some(w) => match w.as_f64().or_else(|| w.as_str()?.trim().parse().ok()) {
+                Some(x) => x,
+                None => {
+                    c.refuse("loss_weights", w, "expected numbers");
+                    continue;
+                }
+            },
+        };
+        let mut t = toml::Table::new();
+        t.insert("kind".into(), name.into());
+        t.insert("weight".into(), weight.into());
+        losses.push(toml::Value::Table(t));
+    }
+    c.set("loss.losses", toml::Value::Array(losses));
+}
+
+fn lora(c: &mut Ctx) {
+    let keys = [
+        "lora_r",
+        "lora_alpha",
+        "lora_dropout",
+        "lora_target_modules",
+        "use_rslora",
+        "lora_task_type",
+    ];
+    if c.boolean("use_peft") != Some(true) {
+        for k in keys {
+            if c.given(k) {
+                c.notes
+                    .push(format!("{k}: no effect without use_peft (as in TRL)"));
+            }
+            c.used.insert(k.to_string());
+        }
+        return;
+    }
+    if let Some(r) = c.count("lora_r") {
+        c.set("lora.r", r);
+    }
+    if let Some(a) = c.number("lora_alpha") {
+        c.set("lora.alpha", a);
+    }
+    if let Some(d) = c.number("lora_dropout") {
+        c.set("lora.dropout", d);
+    }
+    let targets = c.list("lora_target_modules");
+    match targets.as_slice() {
+        [] => {}
+        [Value::String(one)] => c.set("lora.target_modules", one.clone()),
+        many => c.set(
+            "lora.target_modules",
+            toml::Value::Array(
+                many.iter()
+                    .map(|m| m.as_str().unwrap_or_default().to_string().into())
+                    .collect(),
+            ),
+        ),
+    }
+    if let Some(rs) = c.boolean("use_rslora") {
+        c.set("lora.rslora", rs);
+    }
+    c.require(
+        "lora_task_type",
+        &Value::String("CAUSAL_LM".into()),
+        "ganpo's adapters are CAUSAL_LM adapters",
+    );
+}
+
+fn train(c: &mut Ctx) {
+    if let Some(dir) = c.text("output_dir") {
+        c.set("train.output_dir", dir);
+    }
+    let ints = [
+        ("per_device_train_batch_size", "train.batch_size"),
+        ("per_device_eval_batch_size", "train.eval_batch_size"),
+        ("gradient_accumulation_steps", "train.grad_accum"),
+        ("seed", "train.seed"),
+        ("logging_steps", "train.logging_steps"),
+    ];
+    for (trl, ours) in ints {
+        if let Some(n) = c.count(trl) {
+            c.set(ours, n);
+        }
+    }
+    let floats = [
+        ("learning_rate", "train.lr"),
+        ("weight_decay", "train.weight_decay"),
+        ("adam_beta1", "train.adam_beta1"),
+        ("adam_beta2", "train.adam_beta2"),
+        ("adam_epsilon", "train.adam_epsilon"),
+    ];
+    for (trl, ours) in floats {
+        if let Some(x) = c.number(trl) {
+            c.set(ours, x);
+        }
+    }
+    if let Some(e) = c.count("num_train_epochs") {
+        c.set("train.epochs", e);
+    }
+    if let Some(n) = c.count("max_steps").filter(|&n| n > 0) {
+        c.set("train.max_steps", n);
+    }
+    match c.number("max_grad_norm") {
+        Some(x) if x > 0.0 => c.set("train.max_grad_norm", x),
+        _ => c
+            .notes
+            .push("max_grad_norm: off (0 or null disables clipping, as in transformers)".into()),
+    }
+    // transformers 5 reads a warmup_steps below 1 as a ratio; 4.x had warmup_ratio.
+    let warmup = c.number("warmup_steps").unwrap_or(0.0);
+    if warmup > 0.0 && warmup < 1.0 {
+        c.set("train.warmup_ratio", warmup);
+    } else if warmup >= 1.0
+        && let Some(n) = c.count("warmup_steps")
+    {
+        c.set("train.warmup_steps", n);
+    }
+    // transformers 4.x's warmup_ratio, which recipes still carry.
+    if c.given("warmup_ratio")
+        && let Some(r) = c.number("warmup_ratio")
+    {
+        c.set("train.warmup_ratio", r);
+    }
+    let scheduler = c
+        .text("lr_scheduler_type")
+        .unwrap_or_else(|| "linear".into());
+    let warms = warmup > 0.0 || c.given("warmup_ratio");
+    let ours = match scheduler.as_str() {
+        "linear" => Some("linear"),
+        "cosine" => Some("cosine"),
+        "constant_with_warmup" => Some("constant"),
+        // transformers' `constant` ignores warm-up; ganpo's `constant` warms up when asked.
+        "constant" if !warms => Some("constant"),
+        _ => None,
+    };
+    match ours {
+        Some(s) => c.set("train.scheduler", s),
+        None => {
+            let v = Value::String(scheduler);
+            c.refuse(
+                "lr_scheduler_type",
+                &v,
+                "ganpo implements linear, cosine, constant_with_warmup, and constant without warm-up",
+            );
+        }
+    }
+    if let Some(g) = c.boolean("gradient_checkpointing") {
+        c.set("train.gradient_checkpointing", g);
+    }
+    if let Some(p) = c.boolean("precompute_ref_log_probs") {
+        c.set("train.precompute_ref_logps", p);
+    }
+    match c.text("save_strategy").as_deref() {
+        Some("steps") | None => {
+            if let Some(n) = c.count("save_steps") {
+                c.set("train.save_steps", n);
+            }
+        }
+        Some("no") => c
+            .notes
+            .push("save_strategy: no: ganpo still writes the final checkpoint and final/".into()),
+        Some(other) => {
+            let v = Value::String(other.into());
+            c.refuse(
+                "save_strategy",
+                &v,
+                "ganpo saves every save_steps steps: use `steps` or `no`",
+            );
+        }
+    }
+    match c.count("save_total_limit") {
+        Some(n) => c.set("train.save_total_limit", n),
+        None => c.notes.push(
+            "save_total_limit: TRL keeps every checkpoint; ganpo keeps its default (2) unless \
+             set"
+            .into(),
+        ),
+    }
+    let bf16 = c.boolean("bf16");
+    let fp16 = c.boolean("fp16");
+    match (bf16, fp16) {
+        (Some(true), Some(true)) => {
+            c.refuse("fp16", &Value::Bool(true), "bf16 and fp16 are both set");
+        }
+        (Some(true), _) => c.set("train.compute_dtype", "bf16"),
+        (_, Some(true)) => c.set("train.compute_dtype", "f16"),
+        (None, _) => c.notes.push(
+            "bf16: unset means bf16 on a GPU in TRL; ganpo runs its default compute dtype (f32) \
+             unless bf16: true"
+                .into(),
+        ),
+        _ => {}
+    }
+    let report: Vec<String> = c
+        .list("report_to")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    let tensorboard = report.iter().any(|r| r == "tensorboard" || r == "all");
+    c.set("train.tensorboard", tensorboard);
+    if let Some(other) = report
+        .iter()
+        .find(|r| !matches!(r.as_str(), "tensorboard" | "all" | "none"))
+    {
+        let v = Value::String(other.clone());
+        c.refuse(
+            "report_to",
+            &v,
+            "ganpo reports to metrics.jsonl and tensorboard",
+        );
+    }
+}
+
+/// Keys whose values must be what ganpo does.
+fn checks(c: &mut Ctx) {
+    let f = Value::Bool(false);
+    let t = Value::Bool(true);
+    c.require(
+        "disable_dropout",
+        &t,
+        "ganpo's models run without dropout (TRL's default)",
+    );
+    for (key, why) in [
+        ("padding_free", "padding-free batches are not implemented"),
+        ("use_weighting", "WPO weighting is not implemented"),
+        (
+            "sync_ref_model",
+            "TR-DPO's synced reference is not implemented",
+        ),
+        (
+            "activation_offloading",
+            "activation offloading is not implemented",
+        ),
+        ("trust_remote_code", "ganpo runs no model code from the Hub"),
+        ("load_in_8bit", "quantized weights are not implemented"),
+        ("load_in_4bit", "quantized weights are not implemented"),
+        ("use_dora", "DoRA is not implemented"),
+        ("push_to_hub", "pushing to the Hub is not implemented"),
+        ("logging_first_step", "ganpo logs every logging_steps steps"),
+        ("torch_compile", "not a PyTorch run"),
+    ] {
+        c.require(key, &f, why);
+    }
+    c.require(
+        "f_divergence_type",
+        &Value::String("reverse_kl".into()),
+        "ganpo implements the reverse KL (DPO) only",
+    );
+    for (key, why) in [
+        ("ld_alpha", "LD-DPO is not implemented"),
+        ("pad_token", "the tokenizer's own pad token is used"),
+        ("model_init_kwargs", "not a PyTorch run"),
+        ("resume_from_checkpoint", "use `ganpo train --resume DIR`"),
+        ("lora_target_parameters", "not implemented"),
+        ("lora_modules_to_save", "not implemented"),
+    ] {
+        c.require(key, &Value::Null, why);
+    }
+    let optim = c.text("optim").unwrap_or_default();
+    if !matches!(
+        optim.as_str(),
+        "adamw_torch" | "adamw_torch_fused" | "adamw_hf" | ""
+    ) {
+        let v = Value::String(optim);
+        c.refuse("optim", &v, "ganpo's optimizer is AdamW (adamw_torch)");
+    }
+}
+
+/// Every other key: no effect (noted), TRL's default (fine), or refused.
+fn rest(c: &mut Ctx) {
+    let given: Vec<String> = c.recipe.given.keys().cloned().collect();
+    for key in given {
+        if c.used.contains(&key) {
+            continue;
+        }
+        let value = c.recipe.given[&key].0.clone();
+        match known().1.get(&key) {
+            _ if NO_EFFECT.contains(&key.as_str()) => c
+                .notes
+                .push(format!("{key}: no effect on what ganpo computes")),
+            Some(k) if same(&value, &k.default) => {}
+            Some(k) => {
+                let why = format!(
+                    "ganpo does not implement this {} key (leave it out, or at TRL's default {})",
+                    k.owner, k.default
+                );
+                c.refuse(&key, &value, &why);
+            }
+            None => {
+                let why = format!(
+                    "not a key of `trl dpo` (TRL {}: ScriptArguments, DPOConfig, ModelConfig)",
+                    known().0
+                );
+                c.refuse(&key, &value, &why);
+            }
+        }
+    }
+}
