@@ -240,6 +240,56 @@ fn plugs_into_simpo_without_reference_log_probs() {
 }
 
 #[test]
+fn plugs_into_every_base_loss() {
+    on_test_backend!(|A, device| {
+        let ganpo = GanpoConfig {
+            discriminator: mlp(),
+            ..Default::default()
+        }
+        .init::<A>(8, &device);
+        let b = batch(&device, 0.5);
+        let _ = ganpo.discriminator_loss(&b.detach_policy());
+        let fresh = || LatentBatch {
+            policy_chosen: b.policy_chosen.clone().detach().require_grad(),
+            ..b.clone()
+        };
+        for kind in LossKind::ALL {
+            let (b, b_alone) = (fresh(), fresh());
+            let logps =
+                Tensor::<A, 1>::from_floats([-8.0, -9.5, -7.0, -12.0, -6.0, -10.0], &device)
+                    .require_grad();
+            let reference =
+                Tensor::<A, 1>::from_floats([-8.5, -9.0, -7.5, -11.0, -6.5, -9.0], &device);
+            let inputs = PreferenceInputs {
+                policy_chosen: logps.clone().slice(s![0..3]),
+                policy_rejected: logps.clone().slice(s![3..6]),
+                reference: Some((reference.clone().slice(s![0..3]), reference.slice(s![3..6]))),
+                lengths: PairLengths::new(vec![4, 5, 3], vec![6, 5, 4]).unwrap(),
+                logit_sums: None,
+            };
+            let loss = PreferenceLoss {
+                label_smoothing: 0.1,
+                ..PreferenceLoss::single(kind)
+            };
+            let base = loss.compute(&inputs).unwrap();
+            let grads = (base.loss + ganpo.generator_loss(&b).term).backward();
+            assert!(logps.grad(&grads).is_some(), "{}", kind.name());
+            // The base loss sees no latents: the latents' gradient is the regulariser's alone.
+            let with_base = b.policy_chosen.grad(&grads).unwrap();
+            let alone_grads = ganpo.generator_loss(&b_alone).term.backward();
+            let alone = b_alone.policy_chosen.grad(&alone_grads).unwrap();
+            let total: f64 = with_base.clone().abs().sum().into_scalar().elem();
+            let diff: f64 = (with_base - alone).abs().max().into_scalar().elem();
+            assert!(
+                total > 0.0 && diff < 1e-6,
+                "{}: {total} {diff}",
+                kind.name()
+            );
+        }
+    });
+}
+
+#[test]
 fn pooling_selects_the_mask() {
     let device = Default::default();
     let attention = Tensor::<NdArray, 2, Bool>::from_data([[true, true, false]], &device);

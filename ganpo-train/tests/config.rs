@@ -96,6 +96,28 @@ fn overrides_and_relative_paths() {
     assert_eq!(c.model.path, cache.join("llm/m.gguf"));
     assert!(!c.model.path.starts_with(dir.path()) && !cache.as_os_str().is_empty());
 
+    // A Hub id stays an id (resolved in the Hugging Face cache when loaded); a folder of that
+    // name beside the file is a path, as in transformers.
+    let sets = [
+        "model.path=Qwen/Qwen2.5-0.5B@v1".to_string(),
+        "data.train=[\"ganpo/pairs\", \"d.jsonl\"]".to_string(),
+    ];
+    let c = RunConfig::load(&path, &sets).unwrap();
+    assert_eq!(
+        c.model.path,
+        std::path::PathBuf::from("Qwen/Qwen2.5-0.5B@v1")
+    );
+    assert_eq!(
+        c.data.train,
+        vec![
+            std::path::PathBuf::from("ganpo/pairs"),
+            dir.path().join("d.jsonl")
+        ]
+    );
+    std::fs::create_dir_all(dir.path().join("Qwen/Qwen2.5-0.5B")).unwrap();
+    let c = RunConfig::load(&path, &["model.path=Qwen/Qwen2.5-0.5B".into()]).unwrap();
+    assert_eq!(c.model.path, dir.path().join("Qwen/Qwen2.5-0.5B"));
+
     let mut t = toml::Table::new();
     apply_set(&mut t, "train=3").unwrap();
     let e = apply_set(&mut t, "train.lr=1").unwrap_err().to_string();

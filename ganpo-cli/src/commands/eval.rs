@@ -41,6 +41,9 @@ pub struct Args {
     /// SimPO's gamma.
     #[arg(long, default_value_t = 0.5)]
     pub simpo_gamma: f64,
+    /// DiscoPOP's temperature (TRL's `discopop_tau`).
+    #[arg(long, default_value_t = 0.05)]
+    pub discopop_tau: f64,
     /// Longest prompt + completion in tokens; 0 = no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_length: usize,
@@ -96,6 +99,8 @@ fn loss(args: &Args) -> Result<PreferenceLoss> {
         beta: args.beta,
         label_smoothing: args.label_smoothing,
         simpo_gamma: args.simpo_gamma,
+        discopop_tau: args.discopop_tau,
+        ..PreferenceLoss::default()
     };
     loss.validate()?;
     Ok(loss)

@@ -357,6 +357,15 @@ fn loss(c: &mut Ctx) {
     if let Some(eps) = c.number("label_smoothing") {
         c.set("loss.label_smoothing", eps);
     }
+    if let Some(tau) = c.number("discopop_tau") {
+        c.set("loss.discopop_tau", tau);
+    }
+    if let Some(f) = c.text("f_divergence_type") {
+        c.set("loss.f_divergence_type", f);
+    }
+    if let Some(a) = c.number("f_alpha_divergence_coef") {
+        c.set("loss.f_alpha_divergence_coef", a);
+    }
     let kinds = c.list("loss_type");
     let weights = c.list("loss_weights");
     if !weights.is_empty() && weights.len() != kinds.len() {
@@ -627,11 +636,6 @@ fn checks(c: &mut Ctx) {
     ] {
         c.require(key, &f, why);
     }
-    c.require(
-        "f_divergence_type",
-        &Value::String("reverse_kl".into()),
-        "ganpo implements the reverse KL (DPO) only",
-    );
     for (key, why) in [
         ("ld_alpha", "LD-DPO is not implemented"),
         ("pad_token", "the tokenizer's own pad token is used"),

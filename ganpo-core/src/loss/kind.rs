@@ -1,7 +1,7 @@
 //! The individual preference losses and their per-pair formulas.
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, relu};
+use burn::tensor::activation::{log_sigmoid, relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
 /// One offline preference loss, named as TRL's `loss_type`.
@@ -28,11 +28,33 @@ pub enum LossKind {
     Simpo,
     /// Supervised fine-tuning: mean negative log-likelihood per chosen completion token.
     Sft,
+    /// EXO (reverse KL to the smoothed labels, `eps` in (0, 1)):
+    /// `sigmoid(z) (log sigmoid(z) - log(1 - eps)) + sigmoid(-z) (log sigmoid(-z) - log eps)`.
+    ExoPair,
+    /// NCA: `-log sigmoid(r_w) - log sigmoid(-r_w) / 2 - log sigmoid(-r_l) / 2`, with
+    /// `r = beta * (pi - ref)` each side's implicit reward.
+    NcaPair,
+    /// BCO on pairs: `-log sigmoid(r_w) - log sigmoid(-r_l)` (TRL 1.16's code: no running reward
+    /// mean, whatever older docs say).
+    BcoPair,
+    /// SPPO with hard labels: `(w - 1 / (2 beta))^2 + (l + 1 / (2 beta))^2` on the log-ratios.
+    SppoHard,
+    /// AOT: the label-smoothed logistic loss on `beta * (sort(pi_w - pi_l) - sort(ref_w - ref_l))`,
+    /// sorted over the batch.
+    Aot,
+    /// AOT for unpaired data: the same on `beta * (sort(w) - sort(l))` of the log-ratios.
+    AotUnpaired,
+    /// APO-zero: `1 - sigmoid(r_w) + sigmoid(r_l)`.
+    ApoZero,
+    /// APO-down: `sigmoid(r_w) + 1 - sigmoid(z)`.
+    ApoDown,
+    /// DiscoPOP: `-log sigmoid(z) (1 - m) + exp(-z) m` with `m = sigmoid(z / tau)`.
+    Discopop,
 }
 
 impl LossKind {
     /// Every loss kind.
-    pub const ALL: [LossKind; 7] = [
+    pub const ALL: [LossKind; 16] = [
         LossKind::Sigmoid,
         LossKind::Robust,
         LossKind::Hinge,
@@ -40,6 +62,15 @@ impl LossKind {
         LossKind::SigmoidNorm,
         LossKind::Simpo,
         LossKind::Sft,
+        LossKind::ExoPair,
+        LossKind::NcaPair,
+        LossKind::BcoPair,
+        LossKind::SppoHard,
+        LossKind::Aot,
+        LossKind::AotUnpaired,
+        LossKind::ApoZero,
+        LossKind::ApoDown,
+        LossKind::Discopop,
     ];
 
     /// TRL's name for the loss.
@@ -52,6 +83,15 @@ impl LossKind {
             LossKind::SigmoidNorm => "sigmoid_norm",
             LossKind::Simpo => "simpo",
             LossKind::Sft => "sft",
+            LossKind::ExoPair => "exo_pair",
+            LossKind::NcaPair => "nca_pair",
+            LossKind::BcoPair => "bco_pair",
+            LossKind::SppoHard => "sppo_hard",
+            LossKind::Aot => "aot",
+            LossKind::AotUnpaired => "aot_unpaired",
+            LossKind::ApoZero => "apo_zero",
+            LossKind::ApoDown => "apo_down",
+            LossKind::Discopop => "discopop",
         }
     }
 
@@ -72,6 +112,11 @@ pub(crate) struct PairTerms<B: Backend> {
     pub beta: f64,
     pub eps: f64,
     pub gamma: f64,
+    /// DiscoPOP's temperature.
+    pub tau: f64,
+    /// How log-ratios become scores, and the alpha of the alpha-divergence.
+    pub divergence: super::FDivergence,
+    pub alpha: f64,
 }
 
 impl<B: Backend> PairTerms<B> {
@@ -83,9 +128,16 @@ impl<B: Backend> PairTerms<B> {
         (self.pi_w.clone() - ref_w, self.pi_l.clone() - ref_l)
     }
 
-    /// Margin of length-averaged log-ratios (IPO, `sigmoid_norm`).
-    fn averaged_margin(&self) -> Tensor<B, 1> {
+    /// The f-divergence scores of both sides (the log-ratios for the reverse KL).
+    fn scores(&self) -> (Tensor<B, 1>, Tensor<B, 1>) {
         let (w, l) = self.logratios();
+        let f = |x| self.divergence.score(x, self.alpha);
+        (f(w), f(l))
+    }
+
+    /// Margin of length-averaged scores (IPO, `sigmoid_norm`).
+    fn averaged_margin(&self) -> Tensor<B, 1> {
+        let (w, l) = self.scores();
         w / self.len_w.clone() - l / self.len_l.clone()
     }
 }
@@ -104,18 +156,18 @@ impl LossKind {
     pub(crate) fn per_pair<B: Backend>(self, t: &PairTerms<B>) -> Tensor<B, 1> {
         match self {
             LossKind::Sigmoid => {
-                let (w, l) = t.logratios();
+                let (w, l) = t.scores();
                 smoothed_logistic((w - l) * t.beta, t.eps)
             }
             LossKind::Robust => {
-                let (w, l) = t.logratios();
+                let (w, l) = t.scores();
                 let z = (w - l) * t.beta;
                 let clean = log_sigmoid(z.clone()).neg() * (1.0 - t.eps);
                 let flipped = log_sigmoid(z.neg()).neg() * t.eps;
                 (clean - flipped) / (1.0 - 2.0 * t.eps)
             }
             LossKind::Hinge => {
-                let (w, l) = t.logratios();
+                let (w, l) = t.scores();
                 relu(((w - l) * t.beta).neg().add_scalar(1.0))
             }
             LossKind::Ipo => t
@@ -131,6 +183,58 @@ impl LossKind {
                 let n = t.pi_w.dims()[0];
                 let nll = t.pi_w.clone().sum().neg() / t.len_w.clone().sum();
                 nll.expand([n])
+            }
+            LossKind::ExoPair => {
+                let (w, l) = t.scores();
+                let z = (w - l) * t.beta;
+                let chosen =
+                    sigmoid(z.clone()) * log_sigmoid(z.clone()).sub_scalar((-t.eps).ln_1p());
+                let rejected =
+                    sigmoid(z.clone().neg()) * log_sigmoid(z.neg()).sub_scalar(t.eps.ln());
+                chosen + rejected
+            }
+            LossKind::NcaPair => {
+                let (w, l) = t.logratios();
+                let (rw, rl) = (w * t.beta, l * t.beta);
+                log_sigmoid(rw.clone()).neg()
+                    - log_sigmoid(rw.neg()) * 0.5
+                    - log_sigmoid(rl.neg()) * 0.5
+            }
+            LossKind::BcoPair => {
+                let (w, l) = t.logratios();
+                log_sigmoid(w * t.beta).neg() - log_sigmoid((l * t.beta).neg())
+            }
+            LossKind::SppoHard => {
+                let (w, l) = t.logratios();
+                let half = 0.5 / t.beta;
+                w.sub_scalar(half).powi_scalar(2) + l.add_scalar(half).powi_scalar(2)
+            }
+            LossKind::Aot => {
+                let (ref_w, ref_l) = t.reference.clone().expect("checked before computing");
+                let policy = (t.pi_w.clone() - t.pi_l.clone()).sort(0);
+                let reference = (ref_w - ref_l).sort(0);
+                smoothed_logistic((policy - reference) * t.beta, t.eps)
+            }
+            LossKind::AotUnpaired => {
+                let (w, l) = t.logratios();
+                smoothed_logistic((w.sort(0) - l.sort(0)) * t.beta, t.eps)
+            }
+            LossKind::ApoZero => {
+                let (w, l) = t.logratios();
+                sigmoid(w * t.beta).neg().add_scalar(1.0) + sigmoid(l * t.beta)
+            }
+            LossKind::ApoDown => {
+                let (w, l) = t.logratios();
+                let z = (w.clone() - l) * t.beta;
+                sigmoid(w * t.beta) + sigmoid(z).neg().add_scalar(1.0)
+            }
+            LossKind::Discopop => {
+                let (w, l) = t.scores();
+                let z = (w - l) * t.beta;
+                let m = sigmoid(z.clone() / t.tau);
+                let logistic = log_sigmoid(z.clone()).neg();
+                let exponential = z.neg().exp();
+                logistic * m.clone().neg().add_scalar(1.0) + exponential * m
             }
         }
     }

@@ -5,11 +5,13 @@
 //! for reference-based losses, of the reference model) into a scalar loss and
 //! [`PreferenceMetrics`] named as TRL names them (`rewards/chosen`, `logps/rejected`, ...).
 
+mod divergence;
 mod inputs;
 mod kind;
 mod metrics;
 mod objective;
 
+pub use divergence::FDivergence;
 pub use inputs::{PairLengths, PreferenceInputs};
 pub use kind::LossKind;
 pub use metrics::PreferenceMetrics;

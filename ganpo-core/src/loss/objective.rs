@@ -58,6 +58,14 @@ pub struct PreferenceLoss {
     pub label_smoothing: f64,
     /// SimPO's target reward margin `gamma`.
     pub simpo_gamma: f64,
+    /// DiscoPOP's temperature `tau` (TRL's `discopop_tau`).
+    pub discopop_tau: f64,
+    /// The f-divergence of the scores `sigmoid`, `robust`, `hinge`, `ipo`, `exo_pair`,
+    /// `discopop` and `sigmoid_norm` compare (TRL's `f_divergence_type`); the other losses and
+    /// the reward metrics use the log-ratios.
+    pub f_divergence_type: super::FDivergence,
+    /// The alpha of `alpha_divergence` (TRL's `f_alpha_divergence_coef`).
+    pub f_alpha_divergence_coef: f64,
 }
 
 impl Default for PreferenceLoss {
@@ -70,6 +78,9 @@ impl Default for PreferenceLoss {
             beta: 0.1,
             label_smoothing: 0.0,
             simpo_gamma: 0.5,
+            discopop_tau: 0.05,
+            f_divergence_type: super::FDivergence::ReverseKl,
+            f_alpha_divergence_coef: 0.5,
         }
     }
 }
@@ -124,6 +135,24 @@ impl PreferenceLoss {
         if !(0.0..=1.0).contains(&eps) {
             return invalid("label_smoothing", eps, "a value in [0, 1]");
         }
+        let exo = self.losses.iter().any(|l| l.kind == LossKind::ExoPair);
+        if exo && !(eps > 0.0 && eps < 1.0) {
+            return invalid(
+                "label_smoothing",
+                eps,
+                "a value in (0, 1) for exo_pair (it takes log eps and log(1 - eps))",
+            );
+        }
+        if !self.f_alpha_divergence_coef.is_finite() {
+            return invalid(
+                "f_alpha_divergence_coef",
+                self.f_alpha_divergence_coef,
+                "a finite number",
+            );
+        }
+        if !(self.discopop_tau.is_finite() && self.discopop_tau > 0.0) {
+            return invalid("discopop_tau", self.discopop_tau, "a finite number > 0");
+        }
         if !self.simpo_gamma.is_finite() {
             return invalid("simpo_gamma", self.simpo_gamma, "a finite number");
         }
@@ -159,6 +188,9 @@ impl PreferenceLoss {
             beta: self.beta,
             eps: self.label_smoothing,
             gamma: self.simpo_gamma,
+            tau: self.discopop_tau,
+            divergence: self.f_divergence_type,
+            alpha: self.f_alpha_divergence_coef,
         };
         let loss = self
             .losses

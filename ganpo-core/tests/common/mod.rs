@@ -14,6 +14,16 @@ pub mod losses {
         pub cases: Vec<Case>,
     }
 
+    /// TRL's default DiscoPOP temperature, for cases that do not set one.
+    fn tau() -> f64 {
+        0.05
+    }
+
+    /// TRL's default alpha of the alpha-divergence.
+    fn alpha() -> f64 {
+        0.5
+    }
+
     #[derive(Deserialize)]
     pub struct Case {
         pub name: String,
@@ -22,6 +32,12 @@ pub mod losses {
         pub beta: f64,
         pub label_smoothing: f64,
         pub simpo_gamma: f64,
+        #[serde(default = "tau")]
+        pub discopop_tau: f64,
+        #[serde(default)]
+        pub f_divergence_type: ganpo_core::loss::FDivergence,
+        #[serde(default = "alpha")]
+        pub f_alpha_divergence_coef: f64,
         pub policy_chosen: Vec<f64>,
         pub policy_rejected: Vec<f64>,
         pub reference_chosen: Option<Vec<f64>>,
@@ -71,6 +87,9 @@ pub mod losses {
                 beta: case.beta,
                 label_smoothing: case.label_smoothing,
                 simpo_gamma: case.simpo_gamma,
+                discopop_tau: case.discopop_tau,
+                f_divergence_type: case.f_divergence_type,
+                f_alpha_divergence_coef: case.f_alpha_divergence_coef,
             };
             let out = loss
                 .compute(&inputs::<B>(case, &device))
