@@ -46,6 +46,12 @@ fn eval_metrics_match_trl_evaluate() {
         if let Some(m) = s["truncation_mode"].as_str() {
             args.extend(["--truncation-mode".into(), m.into()]);
         }
+        if let Some(f) = s["f_divergence_type"].as_str() {
+            args.extend(["--f-divergence-type".into(), f.into()]);
+        }
+        if let Some(t) = s["discopop_tau"].as_f64() {
+            args.extend(["--discopop-tau".into(), t.to_string()]);
+        }
         for chunk in [None, Some("3")] {
             let mut args = args.clone();
             if let Some(c) = chunk {

@@ -72,6 +72,18 @@ fn bad_settings_and_inputs_are_refused() {
     let err = robust.compute(&good).unwrap_err();
     assert!(err.to_string().contains("label_smoothing"), "{err}");
 
+    let js_aot = PreferenceLoss {
+        f_divergence_type: ganpo_core::loss::FDivergence::JsDivergence,
+        ..PreferenceLoss::single(ganpo_core::LossKind::Aot)
+    };
+    assert_eq!(
+        js_aot.compute(&good).unwrap_err(),
+        LossError::DivergenceWithLoss {
+            divergence: "js_divergence",
+            loss: "aot"
+        }
+    );
+
     let zero_beta = PreferenceLoss {
         beta: 0.0,
         ..PreferenceLoss::default()

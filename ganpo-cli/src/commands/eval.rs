@@ -26,7 +26,8 @@ pub struct Args {
     /// Dataset files (.jsonl), standard, conversational or implicit-prompt format.
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
-    /// Loss types (TRL's `loss_type`): sigmoid, robust, hinge, ipo, sigmoid_norm, simpo, sft.
+    /// Loss types (TRL's `loss_type`): sigmoid, robust, hinge, ipo, sigmoid_norm, simpo, sft,
+    /// exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop.
     #[arg(long = "loss-type", default_value = "sigmoid", value_delimiter = ',')]
     pub loss_type: Vec<String>,
     /// Weights of the loss types (TRL's `loss_weights`); default 1 each.
@@ -44,6 +45,12 @@ pub struct Args {
     /// DiscoPOP's temperature (TRL's `discopop_tau`).
     #[arg(long, default_value_t = 0.05)]
     pub discopop_tau: f64,
+    /// TRL's `f_divergence_type`: reverse_kl, forward_kl, js_divergence or alpha_divergence.
+    #[arg(long, default_value = "reverse_kl")]
+    pub f_divergence_type: String,
+    /// The alpha of alpha_divergence (TRL's `f_alpha_divergence_coef`).
+    #[arg(long, default_value_t = 0.5)]
+    pub f_alpha_divergence_coef: f64,
     /// Longest prompt + completion in tokens; 0 = no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_length: usize,
@@ -83,10 +90,8 @@ fn loss(args: &Args) -> Result<PreferenceLoss> {
         .map(|(i, name)| {
             let kind: LossKind = serde_json::from_value(serde_json::Value::String(name.clone()))
                 .map_err(|_| {
-                    anyhow::anyhow!(
-                        "--loss-type {name:?}: expected one of sigmoid, robust, hinge, ipo, \
-                         sigmoid_norm, simpo, sft"
-                    )
+                    let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
+                    anyhow::anyhow!("--loss-type {name:?}: expected one of {}", names.join(", "))
                 })?;
             Ok(WeightedLoss {
                 kind,
@@ -100,7 +105,17 @@ fn loss(args: &Args) -> Result<PreferenceLoss> {
         label_smoothing: args.label_smoothing,
         simpo_gamma: args.simpo_gamma,
         discopop_tau: args.discopop_tau,
-        ..PreferenceLoss::default()
+        f_divergence_type: serde_json::from_value(serde_json::Value::String(
+            args.f_divergence_type.clone(),
+        ))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--f-divergence-type {:?}: expected reverse_kl, forward_kl, js_divergence or \
+                 alpha_divergence",
+                args.f_divergence_type
+            )
+        })?,
+        f_alpha_divergence_coef: args.f_alpha_divergence_coef,
     };
     loss.validate()?;
     Ok(loss)

@@ -95,6 +95,22 @@ impl LossKind {
         }
     }
 
+    /// Whether an f-divergence other than the reverse KL has a form for this loss (TRL's
+    /// `f_divergence_loss_types`).
+    pub fn takes_f_divergence(self) -> bool {
+        matches!(
+            self,
+            LossKind::Sigmoid
+                | LossKind::SigmoidNorm
+                | LossKind::Hinge
+                | LossKind::Ipo
+                | LossKind::ExoPair
+                | LossKind::Robust
+                | LossKind::Discopop
+                | LossKind::Sft
+        )
+    }
+
     /// Whether the loss compares the policy against reference log-probabilities.
     pub fn needs_reference(self) -> bool {
         !matches!(self, LossKind::Simpo | LossKind::Sft)

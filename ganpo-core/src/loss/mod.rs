@@ -46,6 +46,18 @@ pub enum LossError {
     /// A loss that compares against the reference model was given no reference log-probs.
     #[error("loss `{0}` needs reference log-probabilities, but none were given")]
     MissingReference(&'static str),
+    /// An f-divergence other than the reverse KL beside a loss it has no form for (TRL refuses
+    /// the same: the f-DPO reparameterization cancels only in the chosen-rejected difference).
+    #[error(
+        "f_divergence_type `{divergence}` does not apply to loss `{loss}`: it applies to sigmoid, \
+         sigmoid_norm, hinge, ipo, exo_pair, robust, discopop and sft (use reverse_kl with `{loss}`)"
+    )]
+    DivergenceWithLoss {
+        /// The f-divergence.
+        divergence: &'static str,
+        /// The loss it cannot apply to.
+        loss: &'static str,
+    },
     /// A hyperparameter is outside its valid range.
     #[error("invalid loss setting `{key}` = {value}: {expected}")]
     InvalidSetting {

@@ -150,6 +150,14 @@ impl PreferenceLoss {
                 "a finite number",
             );
         }
+        if self.f_divergence_type != super::FDivergence::ReverseKl
+            && let Some(l) = self.losses.iter().find(|l| !l.kind.takes_f_divergence())
+        {
+            return Err(LossError::DivergenceWithLoss {
+                divergence: self.f_divergence_type.name(),
+                loss: l.kind.name(),
+            });
+        }
         if !(self.discopop_tau.is_finite() && self.discopop_tau > 0.0) {
             return invalid("discopop_tau", self.discopop_tau, "a finite number > 0");
         }

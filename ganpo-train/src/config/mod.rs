@@ -448,6 +448,13 @@ impl RunConfig {
                 value: value.to_string(),
                 expected: expected.into(),
             },
+            e @ ganpo_core::LossError::DivergenceWithLoss { divergence, .. } => {
+                ConfigError::Value {
+                    key: "loss.f_divergence_type".into(),
+                    value: divergence.into(),
+                    expected: e.to_string(),
+                }
+            }
             other => ConfigError::Value {
                 key: "loss".into(),
                 value: String::new(),
