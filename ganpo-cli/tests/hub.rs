@@ -320,6 +320,27 @@ fn hub_ids_download_into_the_hugging_face_cache_and_are_used_again_without_the_n
     assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), hub);
     assert_eq!(log.lock().unwrap().len(), requests, "the cache was enough");
 
+    // A snapshot without its tokenizer (a model loaded alone in Python) is completed online.
+    let snapshot = std::fs::read_dir(home.path().join("hub/models--ganpo--tiny-policy/snapshots"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    let tokenizer_requests = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, r)| p.ends_with("/resolve/main/tokenizer.json") && r.is_some())
+            .count()
+    };
+    let before = tokenizer_requests();
+    std::fs::remove_file(snapshot.join("tokenizer.json")).unwrap();
+    let (ok, _, stderr) = eval(MODEL, TRAIN, &env);
+    assert!(ok, "{stderr}");
+    assert!(snapshot.join("tokenizer.json").is_file());
+    assert!(tokenizer_requests() > before, "fetched again");
+
     // A config and split as `datasets` names them (`default` is the repository itself).
     let (ok, stdout, stderr) = eval(MODEL, "hf://datasets/ganpo/pairs/default/test", &env);
     assert!(ok, "{stderr}");

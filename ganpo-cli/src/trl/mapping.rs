@@ -540,7 +540,25 @@ fn train(c: &mut Ctx) {
         }
     }
     if let Some(g) = c.boolean("gradient_checkpointing") {
-        c.set("train.gradient_checkpointing", g);
+        let lora_dropout = c
+            .table
+            .get("lora")
+            .and_then(|l| l.get("dropout"))
+            .and_then(toml::Value::as_float)
+            .unwrap_or(0.0);
+        if g && lora_dropout > 0.0 && !c.given("gradient_checkpointing") {
+            // TRL's default LoRA recipe (dropout 0.05) with TRL's default checkpointing: ganpo
+            // cannot replay dropout masks in recomputed layers. Same result, more memory.
+            c.set("train.gradient_checkpointing", false);
+            c.notes.push(
+                "gradient_checkpointing: TRL's default (true) is off here, since ganpo does not \
+                 recompute layers under LoRA dropout (the result is the same, the memory higher); \
+                 set lora_dropout: 0 to keep checkpointing"
+                    .into(),
+            );
+        } else {
+            c.set("train.gradient_checkpointing", g);
+        }
     }
     if let Some(p) = c.boolean("precompute_ref_log_probs") {
         c.set("train.precompute_ref_logps", p);
@@ -684,5 +702,102 @@ fn rest(c: &mut Ctx) {
                 c.refuse(&key, &value, &why);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(flags: &[&str]) -> Mapped {
+        let mut recipe = Recipe::default();
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        recipe.apply_flags(&flags).unwrap();
+        map(&recipe).unwrap()
+    }
+
+    fn get<'a>(m: &'a Mapped, dotted: &str) -> Option<&'a toml::Value> {
+        let (section, key) = dotted.split_once('.').unwrap();
+        m.table.get(section)?.get(key)
+    }
+
+    #[test]
+    fn trls_defaults_fill_what_a_recipe_leaves_out() {
+        let m = mapped(&["--model_name_or_path", "o/m", "--dataset_name", "o/d"]);
+        assert_eq!(
+            get(&m, "train.weight_decay"),
+            Some(&toml::Value::Float(0.0))
+        );
+        assert_eq!(get(&m, "train.epochs"), Some(&toml::Value::Integer(3)));
+        assert_eq!(
+            get(&m, "train.logging_steps"),
+            Some(&toml::Value::Integer(10))
+        );
+        assert_eq!(get(&m, "train.lr"), Some(&toml::Value::Float(1e-6)));
+        assert_eq!(
+            get(&m, "train.gradient_checkpointing"),
+            Some(&toml::Value::Boolean(true))
+        );
+        assert_eq!(
+            get(&m, "data.train"),
+            Some(&toml::Value::Array(vec!["hf://datasets/o/d/train".into()]))
+        );
+        assert!(m.table.get("lora").is_none());
+    }
+
+    #[test]
+    fn a_default_lora_recipe_trains_without_checkpointing_and_says_so() {
+        let m = mapped(&[
+            "--model_name_or_path",
+            "o/m",
+            "--dataset_name",
+            "o/d",
+            "--use_peft",
+            "--lora_target_modules",
+            "q_proj",
+            "v_proj",
+        ]);
+        assert_eq!(get(&m, "lora.r"), Some(&toml::Value::Integer(16)));
+        assert_eq!(get(&m, "lora.dropout"), Some(&toml::Value::Float(0.05)));
+        assert_eq!(
+            get(&m, "lora.target_modules"),
+            Some(&toml::Value::Array(vec!["q_proj".into(), "v_proj".into()]))
+        );
+        assert_eq!(
+            get(&m, "train.gradient_checkpointing"),
+            Some(&toml::Value::Boolean(false))
+        );
+        assert!(
+            m.notes
+                .iter()
+                .any(|n| n.starts_with("gradient_checkpointing"))
+        );
+        // Asked for by name, it stays asked for (and ganpo's checks refuse it by key).
+        let m = mapped(&[
+            "--model_name_or_path",
+            "o/m",
+            "--dataset_name",
+            "o/d",
+            "--use_peft",
+            "--gradient_checkpointing",
+        ]);
+        assert_eq!(
+            get(&m, "train.gradient_checkpointing"),
+            Some(&toml::Value::Boolean(true))
+        );
+    }
+
+    #[test]
+    fn numbers_given_as_text_and_booleans_compare_as_trl_reads_them() {
+        assert!(same(
+            &Value::String("5e-7".into()),
+            &serde_json::json!(5e-7)
+        ));
+        assert!(same(&Value::String("True".into()), &Value::Bool(true)));
+        assert!(same(
+            &serde_json::json!(["sigmoid"]),
+            &Value::String("sigmoid".into())
+        ));
+        assert!(!same(&serde_json::json!(0.1), &serde_json::json!(0.2)));
     }
 }

@@ -50,8 +50,12 @@ pub fn model_dir(path: &Path, progress: bool) -> Result<PathBuf, HubError> {
 /// The snapshot folder of the model `repo` with every file ganpo needs in it.
 pub fn resolve(hub: &Hub, repo: &RepoRef) -> Result<PathBuf, HubError> {
     if let Some(cached) = hub.cache().files(repo) {
+        // A snapshot of the weights alone (a model loaded without its tokenizer) is completed
+        // from the Hub when it can be; offline it is used as it is.
+        let tokenizer = |f: &String| f == "tokenizer.json" || f == "adapter_config.json";
+        let complete = hub.is_offline() || cached.iter().any(tokenizer);
         match needed(hub, repo, &cached, true) {
-            Ok(files) => {
+            Ok(files) if complete => {
                 for f in &files {
                     // Verified, and a damaged one removed and reported.
                     hub.file(repo, f)?;
@@ -60,6 +64,7 @@ pub fn resolve(hub: &Hub, repo: &RepoRef) -> Result<PathBuf, HubError> {
                     return Ok(dir);
                 }
             }
+            Ok(_) => {}
             Err(missing) if hub.is_offline() => {
                 return Err(HubError::Offline {
                     repo: repo.display(),
