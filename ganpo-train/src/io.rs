@@ -6,6 +6,20 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use sha2::Digest;
+
+/// The hex digest (`D`: SHA-256, SHA-1, ...) of `prefix` followed by the bytes of the file at
+/// `path`, read in a stream: checkpoint checksums and the Hub's blob checksums.
+pub fn file_digest<D: sha2::Digest + Write>(path: &Path, prefix: &[u8]) -> io::Result<String> {
+    let mut hasher = D::new();
+    Digest::update(&mut hasher, prefix);
+    io::copy(&mut File::open(path)?, &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
 
 /// Writes `bytes` to a temporary sibling of `path`, then renames it into place: `path` holds
 /// either its old content or all of the new one.

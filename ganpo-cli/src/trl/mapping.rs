@@ -1,10 +1,9 @@
 //! From a TRL recipe to ganpo's run configuration, key by key.
 
-use std::collections::BTreeSet;
-
 use anyhow::{Result, bail};
 use serde_json::Value;
 
+use super::context::{Ctx, same};
 use super::{Recipe, known};
 
 /// A recipe as a run configuration.
@@ -35,164 +34,10 @@ const NO_EFFECT: &[&str] = &[
     "tf32",
 ];
 
-/// Where a key's value came from, for messages.
-struct Ctx<'a> {
-    recipe: &'a Recipe,
-    errors: Vec<String>,
-    notes: Vec<String>,
-    used: BTreeSet<String>,
-    table: toml::Table,
-}
-
-impl Ctx<'_> {
-    /// The effective value of `key`: given, else TRL's default.
-    fn get(&mut self, key: &str) -> Value {
-        self.used.insert(key.to_string());
-        match self.recipe.given.get(key) {
-            Some((v, _)) => v.clone(),
-            None => known()
-                .1
-                .get(key)
-                .map(|k| k.default.clone())
-                .unwrap_or(Value::Null),
-        }
-    }
-
-    fn given(&self, key: &str) -> bool {
-        self.recipe.given.contains_key(key)
-    }
-
-    fn origin(&self, key: &str) -> String {
-        self.recipe
-            .given
-            .get(key)
-            .map_or_else(|| "TRL's default".into(), |(_, o)| o.clone())
-    }
-
-    fn refuse(&mut self, key: &str, value: &Value, why: &str) {
-        let origin = self.origin(key);
-        self.errors
-            .push(format!("{origin}: `{key}` = {value}: {why}"));
-    }
-
-    fn number(&mut self, key: &str) -> Option<f64> {
-        let v = self.get(key);
-        match &v {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse().ok().or_else(|| {
-                self.refuse(key, &v, "expected a number");
-                None
-            }),
-            Value::Null => None,
-            _ => {
-                self.refuse(key, &v, "expected a number");
-                None
-            }
-        }
-    }
-
-    /// A whole number (TRL's float epochs included, when whole).
-    fn count(&mut self, key: &str) -> Option<i64> {
-        let x = self.number(key)?;
-        if x.fract() != 0.0 {
-            let v = self.get(key);
-            self.refuse(key, &v, "ganpo takes a whole number here");
-            return None;
-        }
-        Some(x as i64)
-    }
-
-    fn boolean(&mut self, key: &str) -> Option<bool> {
-        let v = self.get(key);
-        match &v {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) => match s.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" => Some(true),
-                "false" | "no" | "0" => Some(false),
-                _ => {
-                    self.refuse(key, &v, "expected true or false");
-                    None
-                }
-            },
-            Value::Null => None,
-            _ => {
-                self.refuse(key, &v, "expected true or false");
-                None
-            }
-        }
-    }
-
-    fn text(&mut self, key: &str) -> Option<String> {
-        match self.get(key) {
-            Value::Null => None,
-            Value::String(s) => Some(s),
-            other => Some(other.to_string()),
-        }
-    }
-
-    fn list(&mut self, key: &str) -> Vec<Value> {
-        match self.get(key) {
-            Value::Null => vec![],
-            Value::Array(a) => a,
-            Value::String(s) if s.contains(',') => s
-                .split(',')
-                .map(|p| Value::String(p.trim().to_string()))
-                .collect(),
-            one => vec![one],
-        }
-    }
-
-    /// Requires `key` to ask for `expected` (what ganpo does); refuses it with `why` otherwise.
-    fn require(&mut self, key: &str, expected: &Value, why: &str) {
-        let v = self.get(key);
-        if !same(&v, expected) {
-            self.refuse(key, &v, why);
-        }
-    }
-
-    fn set(&mut self, dotted: &str, value: impl Into<toml::Value>) {
-        let (section, key) = dotted.split_once('.').expect("section.key");
-        let table = self
-            .table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(t) = table {
-            t.insert(key.to_string(), value.into());
-        }
-    }
-}
-
-/// Whether two values mean the same (numbers given as text included).
-fn same(a: &Value, b: &Value) -> bool {
-    let num = |v: &Value| match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse::<f64>().ok(),
-        _ => None,
-    };
-    match (num(a), num(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => match (a, b) {
-            (Value::String(s), Value::Bool(t)) | (Value::Bool(t), Value::String(s)) => {
-                s.eq_ignore_ascii_case(&t.to_string())
-            }
-            (Value::Array(x), y) | (y, Value::Array(x)) if x.len() == 1 && !y.is_array() => {
-                same(&x[0], y)
-            }
-            _ => a == b,
-        },
-    }
-}
-
 /// Maps `recipe` onto a run configuration; every key it cannot honour is refused by name, all
 /// of them in one error.
 pub fn map(recipe: &Recipe) -> Result<Mapped> {
-    let mut c = Ctx {
-        recipe,
-        errors: vec![],
-        notes: vec![],
-        used: BTreeSet::new(),
-        table: toml::Table::new(),
-    };
+    let mut c = Ctx::new(recipe);
     model(&mut c);
     data(&mut c);
     loss(&mut c);
@@ -676,12 +521,12 @@ fn checks(c: &mut Ctx) {
 
 /// Every other key: no effect (noted), TRL's default (fine), or refused.
 fn rest(c: &mut Ctx) {
-    let given: Vec<String> = c.recipe.given.keys().cloned().collect();
+    let given: Vec<String> = c.recipe().given.keys().cloned().collect();
     for key in given {
         if c.used.contains(&key) {
             continue;
         }
-        let value = c.recipe.given[&key].0.clone();
+        let value = c.recipe().given[&key].0.clone();
         match known().1.get(&key) {
             _ if NO_EFFECT.contains(&key.as_str()) => c
                 .notes

@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+mod context;
 mod mapping;
 
 pub use mapping::map;

@@ -108,6 +108,8 @@ impl Hub {
         Ok(files)
     }
 
+    /// The URL a request for `file` (or for the listing) goes to, for messages.
+    #[cfg_attr(not(feature = "hub"), allow(dead_code))]
     fn url(&self, repo: &RepoRef, file: Option<&str>) -> String {
         let prefix = match repo.kind {
             super::RepoKind::Model => String::new(),
@@ -243,7 +245,6 @@ impl Hub {
 
     #[cfg(not(feature = "hub"))]
     fn listing(&self, repo: &RepoRef) -> Result<Vec<String>, HubError> {
-        let _ = self.url(repo, None);
         Err(HubError::FeatureDisabled {
             repo: repo.display(),
         })

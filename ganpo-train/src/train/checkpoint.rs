@@ -274,10 +274,7 @@ fn written_outside_a_streak(dir: &Path) -> bool {
 
 /// SHA-256 of the file at `path`, in hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(format!("{:x}", hasher.finalize()))
+    crate::io::file_digest::<sha2::Sha256>(path, b"")
 }
 
 /// SHA-256 of every file in the checkpoint directory `dir` but `trainer_state.json`.
