@@ -150,6 +150,20 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Copies the number TRL's `key` holds (when not null) to the run-config key `ours`.
+    pub fn copy_number(&mut self, key: &str, ours: &str) {
+        if let Some(x) = self.number(key) {
+            self.set(ours, x);
+        }
+    }
+
+    /// Copies the whole number TRL's `key` holds (when not null) to the run-config key `ours`.
+    pub fn copy_count(&mut self, key: &str, ours: &str) {
+        if let Some(n) = self.count(key) {
+            self.set(ours, n);
+        }
+    }
+
     /// Sets the run-config key `section.key`.
     pub fn set(&mut self, dotted: &str, value: impl Into<toml::Value>) {
         let (section, key) = dotted.split_once('.').expect("section.key");

@@ -179,38 +179,26 @@ fn data(c: &mut Ctx) {
             "streaming datasets are not implemented",
         );
     }
-    if let Some(n) = c.count("max_length") {
-        c.set("data.max_length", n);
-    } else {
-        c.set("data.max_length", 0);
-    }
+    // TRL's null max_length is no limit, ganpo's 0.
+    let max_length = c.count("max_length").unwrap_or(0);
+    c.set("data.max_length", max_length);
     if let Some(mode) = c.text("truncation_mode") {
         c.set("data.truncation_mode", mode);
     }
-    if let Some(n) = c.count("pad_to_multiple_of") {
-        c.set("data.pad_to_multiple_of", n);
-    }
+    c.copy_count("pad_to_multiple_of", "data.pad_to_multiple_of");
     if let Some(g) = c.boolean("group_by_length") {
         c.set("data.group_by_length", g);
     }
 }
 
 fn loss(c: &mut Ctx) {
-    if let Some(beta) = c.number("beta") {
-        c.set("loss.beta", beta);
-    }
-    if let Some(eps) = c.number("label_smoothing") {
-        c.set("loss.label_smoothing", eps);
-    }
-    if let Some(tau) = c.number("discopop_tau") {
-        c.set("loss.discopop_tau", tau);
-    }
+    c.copy_number("beta", "loss.beta");
+    c.copy_number("label_smoothing", "loss.label_smoothing");
+    c.copy_number("discopop_tau", "loss.discopop_tau");
     if let Some(f) = c.text("f_divergence_type") {
         c.set("loss.f_divergence_type", f);
     }
-    if let Some(a) = c.number("f_alpha_divergence_coef") {
-        c.set("loss.f_alpha_divergence_coef", a);
-    }
+    c.copy_number("f_alpha_divergence_coef", "loss.f_alpha_divergence_coef");
     let kinds = c.list("loss_type");
     let weights = c.list("loss_weights");
     if !weights.is_empty() && weights.len() != kinds.len() {
@@ -274,15 +262,9 @@ fn lora(c: &mut Ctx) {
         }
         return;
     }
-    if let Some(r) = c.count("lora_r") {
-        c.set("lora.r", r);
-    }
-    if let Some(a) = c.number("lora_alpha") {
-        c.set("lora.alpha", a);
-    }
-    if let Some(d) = c.number("lora_dropout") {
-        c.set("lora.dropout", d);
-    }
+    c.copy_count("lora_r", "lora.r");
+    c.copy_number("lora_alpha", "lora.alpha");
+    c.copy_number("lora_dropout", "lora.dropout");
     let targets = c.list("lora_target_modules");
     match targets.as_slice() {
         [] => {}
@@ -318,9 +300,7 @@ fn train(c: &mut Ctx) {
         ("logging_steps", "train.logging_steps"),
     ];
     for (trl, ours) in ints {
-        if let Some(n) = c.count(trl) {
-            c.set(ours, n);
-        }
+        c.copy_count(trl, ours);
     }
     let floats = [
         ("learning_rate", "train.lr"),
@@ -330,13 +310,9 @@ fn train(c: &mut Ctx) {
         ("adam_epsilon", "train.adam_epsilon"),
     ];
     for (trl, ours) in floats {
-        if let Some(x) = c.number(trl) {
-            c.set(ours, x);
-        }
+        c.copy_number(trl, ours);
     }
-    if let Some(e) = c.count("num_train_epochs") {
-        c.set("train.epochs", e);
-    }
+    c.copy_count("num_train_epochs", "train.epochs");
     if let Some(n) = c.count("max_steps").filter(|&n| n > 0) {
         c.set("train.max_steps", n);
     }
@@ -410,9 +386,7 @@ fn train(c: &mut Ctx) {
     }
     match c.text("save_strategy").as_deref() {
         Some("steps") | None => {
-            if let Some(n) = c.count("save_steps") {
-                c.set("train.save_steps", n);
-            }
+            c.copy_count("save_steps", "train.save_steps");
         }
         Some("no") => c
             .notes
