@@ -52,6 +52,12 @@ fn eval_metrics_match_trl_evaluate() {
         if let Some(t) = s["discopop_tau"].as_f64() {
             args.extend(["--discopop-tau".into(), t.to_string()]);
         }
+        if s["use_weighting"].as_bool() == Some(true) {
+            args.push("--use-weighting".into());
+        }
+        if let Some(a) = s["ld_alpha"].as_f64() {
+            args.extend(["--ld-alpha".into(), a.to_string()]);
+        }
         for chunk in [None, Some("3")] {
             let mut args = args.clone();
             if let Some(c) = chunk {

@@ -199,7 +199,7 @@ fn what_ganpo_lacks_or_trl_does_not_have_is_refused_by_name() {
     let out = dir.path().join("out");
     let yaml = dir.path().join("dpo.yaml");
     let text = recipe(&out).replace("beta: 0.2\n", "")
-        + "use_weighting: true\nlerning_rate: 1e-6\nloss_type: [sigmoid, kto]\n\
+        + "padding_free: true\nlerning_rate: 1e-6\nloss_type: [sigmoid, kto]\n\
            loss_weights: [1.0, 1.0]\nreport_to: [wandb]\neval_strategy: epoch\n\
            label_names: [x]\nbeta: 0.2\n";
     std::fs::write(&yaml, text).unwrap();
@@ -207,7 +207,7 @@ fn what_ganpo_lacks_or_trl_does_not_have_is_refused_by_name() {
     assert!(!ok);
     let file = yaml.display().to_string();
     for expected in [
-        format!("{file}: `use_weighting` = true: WPO weighting is not implemented"),
+        format!("{file}: `padding_free` = true: padding-free batches are not implemented"),
         format!("{file}: `lerning_rate` = "),
         "not a key of `trl dpo` (TRL 1.16.0".to_string(),
         format!("{file}: `loss_type` = \"kto\": ganpo implements sigmoid"),

@@ -15,9 +15,45 @@ pub struct SequenceLogps<B: Backend> {
     pub logit_sums: Tensor<B, 1>,
 }
 
-/// Per-sequence sums of the scored tokens' entropies and of their top-1 hits, `[batch]` each,
-/// detached ([`ScoredRows::statistics`]).
-pub type TokenStatistics<B> = (Tensor<B, 1>, Tensor<B, 1>);
+/// Per-sequence sums over the scored tokens, `[batch]` each, detached
+/// ([`ScoredRows::statistics`]).
+#[derive(Clone, Debug)]
+pub struct TokenStatistics<B: Backend> {
+    /// Sums of the token entropies `-sum_v p log p` (TRL's `entropy` once divided by the count).
+    pub entropy: Tensor<B, 1>,
+    /// Positions whose most likely token is the label (TRL's `mean_token_accuracy`).
+    pub top1: Tensor<B, 1>,
+    /// With [`ScoredRows::with_wpo_terms`]: sums of `log p(label) - log sum_v p_v^2`, the
+    /// log-probability aligned to the token distribution's own sharpness; WPO weights a sequence
+    /// by the exponential of its mean (TRL's `use_weighting`).
+    pub aligned_logps: Option<Tensor<B, 1>>,
+}
+
+impl<B: Backend> TokenStatistics<B> {
+    /// The same sums for the sequences `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            entropy: self.entropy.clone().slice(s![range.clone()]),
+            top1: self.top1.clone().slice(s![range.clone()]),
+            aligned_logps: self.aligned_logps.clone().map(|a| a.slice(s![range])),
+        }
+    }
+
+    fn map<C: Backend>(self, f: impl Fn(Tensor<B, 1>) -> Tensor<C, 1>) -> TokenStatistics<C> {
+        TokenStatistics {
+            entropy: f(self.entropy),
+            top1: f(self.top1),
+            aligned_logps: self.aligned_logps.map(&f),
+        }
+    }
+}
+
+impl<B: burn::tensor::backend::AutodiffBackend> TokenStatistics<B> {
+    /// Statistics computed without autodiff, as constants of an autodiff backend's graph.
+    pub fn from_inner(inner: TokenStatistics<B::InnerBackend>) -> Self {
+        inner.map(Tensor::from_inner)
+    }
+}
 
 /// The positions a loss scores (the completion tokens of a `[batch, seq]` mask), as rows.
 ///
@@ -54,6 +90,13 @@ pub struct ScoredRows<B: Backend> {
     /// `[batch, rows]`, 1 where a row belongs to the sequence: per-sequence sums are one matmul
     /// (deterministic on every backend, unlike a scatter-add).
     membership: Tensor<B, 2>,
+    /// The weights of the log-prob sums, `[batch, rows]`, when they are not `membership`
+    /// ([`Self::length_desensitized`]).
+    logp_weights: Option<Tensor<B, 2>>,
+    /// Scored rows per sequence, on the host.
+    counts: Vec<usize>,
+    /// Whether statistics include the WPO terms ([`Self::with_wpo_terms`]).
+    wpo: bool,
     batch: usize,
     rows: usize,
 }
@@ -76,8 +119,10 @@ impl<B: Backend> ScoredRows<B> {
             .collect();
         let rows = index.len();
         let mut membership = vec![false; batch * rows];
+        let mut counts = vec![0; batch];
         for (r, &i) in index.iter().enumerate() {
             membership[(i as usize / seq) * rows + r] = true;
+            counts[i as usize / seq] += 1;
         }
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows]), &device);
         let labels = labels.reshape([batch * seq]).select(0, index.clone());
@@ -88,9 +133,64 @@ impl<B: Backend> ScoredRows<B> {
             index,
             labels,
             membership,
+            logp_weights: None,
+            counts,
+            wpo: false,
             batch,
             rows,
         }
+    }
+
+    /// LD-DPO's length desensitization (TRL's `ld_alpha`) for a batch of `n` chosen sequences
+    /// followed by their `n` rejected ones: in each pair the first `min(len_w, len_l)` scored
+    /// tokens of both sides count fully and the longer side's tail counts `alpha` times, in the
+    /// summed log-probs and their gradient. Counts and statistics stay unweighted.
+    ///
+    /// # Example
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::prelude::*;
+    /// use ganpo_core::ScoredRows;
+    ///
+    /// let device = Default::default();
+    /// // A chosen completion of one token, a rejected one of three.
+    /// let labels = Tensor::<NdArray, 2, Int>::zeros([2, 3], &device);
+    /// let mask = Tensor::<NdArray, 2, Bool>::from_data([[true, false, false], [true, true, true]], &device);
+    /// let rows = ScoredRows::new(labels, mask).length_desensitized(0.5);
+    /// // Uniform logits over 4 tokens: ln(1/4) per token, the rejected tail at half weight.
+    /// let logps: Vec<f32> = rows.logps(Tensor::zeros([4, 4], &device)).logps.into_data().to_vec().unwrap();
+    /// let l = 0.25f32.ln();
+    /// assert!((logps[0] - l).abs() < 1e-6 && (logps[1] - 2.0 * l).abs() < 1e-6);
+    /// ```
+    pub fn length_desensitized(mut self, alpha: f64) -> Self {
+        let n = self.batch / 2;
+        assert_eq!(
+            2 * n,
+            self.batch,
+            "LD-DPO needs n chosen then n rejected sequences"
+        );
+        let mut weights = vec![0f64; self.batch * self.rows];
+        let mut first = 0;
+        for (b, &count) in self.counts.iter().enumerate() {
+            let partner = if b < n { b + n } else { b - n };
+            let shared = count.min(self.counts[partner]);
+            for k in 0..count {
+                let w = if k < shared { 1.0 } else { alpha };
+                weights[b * self.rows + first + k] = w;
+            }
+            first += count;
+        }
+        let device = self.membership.device();
+        let data = TensorData::new(weights, [self.batch, self.rows]);
+        self.logp_weights = Some(Tensor::from_data(data, &device));
+        self
+    }
+
+    /// Adds the WPO terms (TRL's `use_weighting`) to the statistics:
+    /// [`TokenStatistics::aligned_logps`].
+    pub fn with_wpo_terms(mut self) -> Self {
+        self.wpo = true;
+        self
     }
 
     /// Number of scored positions.
@@ -143,7 +243,7 @@ impl<B: Backend> ScoredRows<B> {
         if self.is_empty() {
             return self.nothing_scored(statistics);
         }
-        let terms = row_terms(logits, self.labels.clone(), statistics);
+        let terms = row_terms(logits, self.labels.clone(), self.asked(statistics));
         self.sequence_sums(terms)
     }
 
@@ -185,7 +285,11 @@ impl<B: Backend> ScoredRows<B> {
             .chunks(chunk_rows)
             .map(|r| {
                 let logits = head(hidden_rows.clone().slice(s![r.clone(), ..]));
-                row_terms(logits, self.labels.clone().slice(s![r]), statistics)
+                row_terms(
+                    logits,
+                    self.labels.clone().slice(s![r]),
+                    self.asked(statistics),
+                )
             })
             .collect();
         let terms = RowTerms::cat(chunks);
@@ -209,10 +313,12 @@ impl<B: Backend> ScoredRows<B> {
     }
 
     /// Each row's share of per-sequence values (`[batch]`, e.g. the gradient of a loss with
-    /// respect to the summed log-probs), `[rows]`: the transpose of [`Self::per_sequence`].
+    /// respect to the summed log-probs), `[rows]`: the transpose of the log-prob sums (of
+    /// [`Self::per_sequence`], or of its weighted form under [`Self::length_desensitized`]).
     pub fn per_row(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
-        self.membership
+        self.logp_weights
             .clone()
+            .unwrap_or_else(|| self.membership.clone())
             .transpose()
             .matmul(values.reshape([self.batch, 1]))
             .reshape([self.rows])
@@ -222,13 +328,26 @@ impl<B: Backend> ScoredRows<B> {
     fn nothing_scored(&self, statistics: bool) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
         let token_counts = self.token_counts();
         let zeros = token_counts.zeros_like();
-        let stats = statistics.then(|| (zeros.clone(), zeros.clone()));
+        let stats = statistics.then(|| TokenStatistics {
+            entropy: zeros.clone(),
+            top1: zeros.clone(),
+            aligned_logps: self.wpo.then(|| zeros.clone()),
+        });
         let out = SequenceLogps {
             logps: zeros.clone(),
             token_counts,
             logit_sums: zeros,
         };
         (out, stats)
+    }
+
+    /// Which statistics a pass computes.
+    fn asked(&self, statistics: bool) -> Asked {
+        match (statistics, self.wpo) {
+            (false, _) => Asked::Nothing,
+            (true, false) => Asked::Statistics,
+            (true, true) => Asked::StatisticsAndWpo,
+        }
     }
 
     /// Scored tokens per sequence, `[batch]`.
@@ -238,24 +357,25 @@ impl<B: Backend> ScoredRows<B> {
 
     /// Per-sequence sums of the rows' terms.
     fn sequence_sums(&self, terms: RowTerms<B>) -> (SequenceLogps<B>, Option<TokenStatistics<B>>) {
-        let stats = terms.stats.map(|(entropy, top1)| {
-            (
-                self.per_sequence(entropy).detach(),
-                self.per_sequence(top1).detach(),
-            )
-        });
+        let stats = terms
+            .stats
+            .map(|s| s.map(|x| self.per_sequence(x).detach()));
+        let logps = match &self.logp_weights {
+            Some(w) => w.clone().matmul(terms.picked.reshape([self.rows, 1])),
+            None => self
+                .membership
+                .clone()
+                .matmul(terms.picked.reshape([self.rows, 1])),
+        };
         let out = SequenceLogps {
-            logps: self.per_sequence(terms.picked),
+            logps: logps.reshape([self.batch]),
             token_counts: self.token_counts(),
             logit_sums: self.per_sequence(terms.mean_logits).detach(),
         };
         (out, stats)
     }
 
-    /// Detached per-sequence sums of the token entropies `-sum_v p log p` and of the positions
-    /// whose most likely token is the label, `[batch]` each, from the scored rows' logits
-    /// (`[rows, vocab]`). Divided by the token counts they give TRL's `entropy` and
-    /// `mean_token_accuracy`.
+    /// The detached [`TokenStatistics`] of the scored rows' logits (`[rows, vocab]`).
     pub fn statistics(&self, logits: Tensor<B, 2>) -> TokenStatistics<B> {
         let (_, stats) = self.logps_and_statistics(logits.detach(), true);
         stats.expect("asked for statistics")
@@ -269,6 +389,9 @@ impl<B: burn::tensor::backend::AutodiffBackend> ScoredRows<B> {
             index: self.index.clone().inner(),
             labels: self.labels.clone().inner(),
             membership: self.membership.clone().inner(),
+            logp_weights: self.logp_weights.clone().map(|w| w.inner()),
+            counts: self.counts.clone(),
+            wpo: self.wpo,
             batch: self.batch,
             rows: self.rows,
         }
@@ -276,11 +399,11 @@ impl<B: burn::tensor::backend::AutodiffBackend> ScoredRows<B> {
 }
 
 /// What each scored row contributes, `[rows]` each: its label's log-probability (tracked), its
-/// mean logit and, when asked, its entropy and top-1 hit (detached).
+/// mean logit and, when asked, its statistics (detached).
 struct RowTerms<B: Backend> {
     picked: Tensor<B, 1>,
     mean_logits: Tensor<B, 1>,
-    stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    stats: Option<TokenStatistics<B>>,
 }
 
 impl<B: Backend> RowTerms<B> {
@@ -295,8 +418,20 @@ impl<B: Backend> RowTerms<B> {
             stats.extend(c.stats);
         }
         let stats = (!stats.is_empty()).then(|| {
-            let (entropy, top1): (Vec<_>, Vec<_>) = stats.into_iter().unzip();
-            (Tensor::cat(entropy, 0), Tensor::cat(top1, 0))
+            let wpo = stats[0].aligned_logps.is_some();
+            let mut entropy = Vec::with_capacity(stats.len());
+            let mut top1 = Vec::with_capacity(stats.len());
+            let mut aligned = Vec::with_capacity(stats.len());
+            for s in stats {
+                entropy.push(s.entropy);
+                top1.push(s.top1);
+                aligned.extend(s.aligned_logps);
+            }
+            TokenStatistics {
+                entropy: Tensor::cat(entropy, 0),
+                top1: Tensor::cat(top1, 0),
+                aligned_logps: wpo.then(|| Tensor::cat(aligned, 0)),
+            }
         });
         Self {
             picked: Tensor::cat(picked, 0),
@@ -306,33 +441,54 @@ impl<B: Backend> RowTerms<B> {
     }
 }
 
+/// The statistics a pass computes besides the log-probs.
+#[derive(Clone, Copy, PartialEq)]
+enum Asked {
+    Nothing,
+    Statistics,
+    StatisticsAndWpo,
+}
+
 /// The [`RowTerms`] of rows with `logits` (`[rows, vocab]`) and `labels` (`[rows]`): one fused,
 /// max-shifted log-softmax (stable for logits of any magnitude, one autodiff node), from which
 /// the labels' entries are gathered.
 fn row_terms<B: Backend>(
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
-    statistics: bool,
+    asked: Asked,
 ) -> RowTerms<B> {
     let rows = labels.dims()[0];
     // Read before the log-softmax, which NdArray writes in place of uniquely owned logits.
     let mean_logits = logits.clone().detach().mean_dim(1).reshape([rows]);
     let log_probs = log_softmax(logits, 1);
-    let stats = statistics.then(|| {
-        let log_probs = log_probs.clone().detach();
+    let picked = log_probs
+        .clone()
+        .gather(1, labels.clone().unsqueeze_dim(1))
+        .reshape([rows]);
+    let stats = (asked != Asked::Nothing).then(|| {
+        let log_probs = log_probs.detach();
         let top1 = log_probs
             .clone()
             .argmax(1)
             .reshape([rows])
-            .equal(labels.clone())
+            .equal(labels)
             .float();
-        let entropy = (log_probs.clone().exp() * log_probs)
-            .sum_dim(1)
-            .neg()
-            .reshape([rows]);
-        (entropy, top1)
+        let probs = log_probs.clone().exp();
+        let aligned_logps = (asked == Asked::StatisticsAndWpo).then(|| {
+            // log sum_v p_v^2 >= -2 log vocab: no underflow in the sum of squares.
+            let log_sum_sq = (probs.clone() * probs.clone())
+                .sum_dim(1)
+                .log()
+                .reshape([rows]);
+            picked.clone().detach() - log_sum_sq
+        });
+        let entropy = (probs * log_probs).sum_dim(1).neg().reshape([rows]);
+        TokenStatistics {
+            entropy,
+            top1,
+            aligned_logps,
+        }
     });
-    let picked = log_probs.gather(1, labels.unsqueeze_dim(1)).reshape([rows]);
     RowTerms {
         picked,
         mean_logits,
@@ -508,9 +664,13 @@ mod tests {
             hits[p / 5] += (best as i64 == ids[p]) as u8 as f64;
         }
         let rows = ScoredRows::new(labels, mask);
-        let (h, a) = rows.statistics(rows.gather(logits));
-        let h: Vec<f32> = h.into_data().to_vec().unwrap();
-        let a: Vec<f32> = a.into_data().to_vec().unwrap();
+        let stats = rows.statistics(rows.gather(logits));
+        assert!(
+            stats.aligned_logps.is_none(),
+            "WPO terms were not asked for"
+        );
+        let h: Vec<f32> = stats.entropy.into_data().to_vec().unwrap();
+        let a: Vec<f32> = stats.top1.into_data().to_vec().unwrap();
         for s in 0..3 {
             assert!(
                 (h[s] as f64 - entropy[s]).abs() < 1e-4,
@@ -524,7 +684,7 @@ mod tests {
     fn chunked_rows_give_the_unchunked_values() {
         let (logits, labels, mask) = case();
         let device = Default::default();
-        let rows = ScoredRows::new(labels, mask);
+        let rows = ScoredRows::new(labels, mask).with_wpo_terms();
         let hidden = rows.gather(logits);
         let weight = Tensor::<B, 2>::random([7, 11], Distribution::Normal(0.0, 1.0), &device);
         let head = |h: Tensor<B, 2>| h.matmul(weight.clone());
@@ -547,10 +707,13 @@ mod tests {
             close(read(out.logps), read(whole.logps.clone()));
             close(read(out.logit_sums), read(whole.logit_sums.clone()));
             assert_eq!(read(out.token_counts), read(whole.token_counts.clone()));
-            let (h, a) = stats.unwrap();
-            let (wh, wa) = whole_stats.clone().unwrap();
-            close(read(h), read(wh));
-            assert_eq!(read(a), read(wa));
+            let (s, w) = (stats.unwrap(), whole_stats.clone().unwrap());
+            close(read(s.entropy), read(w.entropy));
+            close(
+                read(s.aligned_logps.unwrap()),
+                read(w.aligned_logps.unwrap()),
+            );
+            assert_eq!(read(s.top1), read(w.top1));
         }
     }
 
@@ -568,6 +731,67 @@ mod tests {
     }
 
     #[test]
+    fn length_desensitized_rows_weigh_the_longer_tail_in_sums_and_per_row() {
+        let device = Default::default();
+        // Two pairs: chosen lengths 3 and 1, rejected lengths 1 and 2.
+        let mask = Tensor::<B, 2, Bool>::from_data(
+            [
+                [true, true, true],
+                [false, true, false],
+                [true, false, false],
+                [false, true, true],
+            ],
+            &device,
+        );
+        let labels = Tensor::<B, 2, Int>::zeros([4, 3], &device);
+        let rows = ScoredRows::new(labels, mask).length_desensitized(0.25);
+        let per_row = rows.per_row(Tensor::<B, 1>::from_data([1.0, 2.0, 3.0, 4.0], &device));
+        assert_eq!(
+            per_row.into_data().to_vec::<f32>().unwrap(),
+            [1.0, 0.25, 0.25, 2.0, 3.0, 4.0, 1.0]
+        );
+        // Uniform logits over 4 tokens: each token ln(1/4); counts stay unweighted.
+        let out = rows.logps(Tensor::zeros([7, 4], &device));
+        let l = 0.25f32.ln();
+        let logps: Vec<f32> = out.logps.into_data().to_vec().unwrap();
+        for (got, want) in logps.iter().zip([1.5 * l, l, l, 1.25 * l]) {
+            assert!((got - want).abs() < 1e-6, "{logps:?}");
+        }
+        let counts: Vec<f32> = out.token_counts.into_data().to_vec().unwrap();
+        assert_eq!(counts, [3.0, 1.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn wpo_terms_are_the_label_log_prob_less_log_sum_of_squared_probs() {
+        let (logits, labels, mask) = case();
+        let ids: Vec<i64> = labels.clone().into_data().to_vec().unwrap();
+        let flags: Vec<bool> = mask.clone().into_data().to_vec().unwrap();
+        let values: Vec<f32> = logits.clone().into_data().to_vec().unwrap();
+        let mut aligned = [0f64; 3];
+        for p in 0..15 {
+            if !flags[p] {
+                continue;
+            }
+            let row: Vec<f64> = values[p * 7..(p + 1) * 7]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
+            let z: f64 = row.iter().map(|x| x.exp()).sum();
+            let sum_sq: f64 = row.iter().map(|x| (x.exp() / z).powi(2)).sum();
+            aligned[p / 5] += row[ids[p] as usize] - z.ln() - sum_sq.ln();
+        }
+        let rows = ScoredRows::new(labels, mask).with_wpo_terms();
+        let stats = rows.statistics(rows.gather(logits));
+        let got: Vec<f32> = stats.aligned_logps.unwrap().into_data().to_vec().unwrap();
+        for s in 0..3 {
+            assert!(
+                (got[s] as f64 - aligned[s]).abs() < 1e-4,
+                "{got:?} vs {aligned:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_batch_without_scored_positions_gives_zeros() {
         let (logits, labels, _) = case();
         let none = labels.clone().greater_elem(100);
@@ -576,7 +800,7 @@ mod tests {
         assert_eq!(logps, [0.0; 3]);
         let rows = ScoredRows::new(labels, none);
         assert!(rows.is_empty());
-        let (h, _) = rows.statistics(rows.gather(logits));
-        assert_eq!(h.into_data().to_vec::<f32>().unwrap(), [0.0; 3]);
+        let stats = rows.statistics(rows.gather(logits));
+        assert_eq!(stats.entropy.into_data().to_vec::<f32>().unwrap(), [0.0; 3]);
     }
 }

@@ -41,6 +41,12 @@ fn losses_and_metrics_match_trl_to_1e10() {
 }
 
 #[test]
+fn ld_dpo_and_wpo_from_logits_match_trl_to_1e10() {
+    device();
+    common::token_losses::check_all::<Inner>(1e-10, 1e-14);
+}
+
+#[test]
 fn sequence_logps_match_trl_to_1e12() {
     device();
     common::logprobs::check::<Inner>(1e-12);

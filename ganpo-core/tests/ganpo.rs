@@ -235,6 +235,7 @@ fn plugs_into_every_base_loss() {
                     .then(|| (reference.clone().slice(s![0..3]), reference.slice(s![3..6]))),
                 lengths: PairLengths::new(vec![4, 5, 3], vec![6, 5, 4]).unwrap(),
                 logit_sums: None,
+                wpo_log_weights: None,
             };
             let loss = PreferenceLoss {
                 label_smoothing: 0.1,

@@ -14,6 +14,13 @@ fn losses_and_metrics_match_trl_in_f32() {
 }
 
 #[test]
+fn ld_dpo_and_wpo_from_logits_match_trl_in_f32() {
+    on_test_backend!(inner, |B, device| common::token_losses::check_all::<B>(
+        2e-5, 1e-7
+    ));
+}
+
+#[test]
 fn every_loss_kind_is_covered_by_the_fixture() {
     let fixture = fixture();
     for kind in ganpo_core::LossKind::ALL {
@@ -83,6 +90,53 @@ fn bad_settings_and_inputs_are_refused() {
             loss: "aot"
         }
     );
+
+    // WPO needs its weights; it and LD-DPO are refused beside losses they have no form for.
+    let wpo = PreferenceLoss {
+        use_weighting: true,
+        ..PreferenceLoss::default()
+    };
+    assert_eq!(
+        wpo.compute(&good).unwrap_err(),
+        LossError::MissingWpoWeights
+    );
+    for (kind, option, ld_alpha, use_weighting) in [
+        (ganpo_core::LossKind::Aot, "use_weighting", None, true),
+        (
+            ganpo_core::LossKind::AotUnpaired,
+            "use_weighting",
+            None,
+            true,
+        ),
+        (ganpo_core::LossKind::Simpo, "ld_alpha", Some(0.5), false),
+        (ganpo_core::LossKind::Sft, "use_weighting", None, true),
+        (ganpo_core::LossKind::Sft, "ld_alpha", Some(0.5), false),
+    ] {
+        let loss = PreferenceLoss {
+            ld_alpha,
+            use_weighting,
+            ..PreferenceLoss::single(kind)
+        };
+        match loss.validate().unwrap_err() {
+            LossError::OptionWithLoss {
+                option: o, loss: l, ..
+            } => {
+                assert_eq!((o, l), (option, kind.name()))
+            }
+            other => panic!("{}: {other}", kind.name()),
+        }
+    }
+    let ld = PreferenceLoss {
+        ld_alpha: Some(1.5),
+        ..PreferenceLoss::default()
+    };
+    assert!(matches!(
+        ld.validate(),
+        Err(LossError::InvalidSetting {
+            key: "ld_alpha",
+            ..
+        })
+    ));
 
     let zero_beta = PreferenceLoss {
         beta: 0.0,

@@ -207,6 +207,21 @@ fn chunked_logprobs_without_ganpo_and_with_cached_reference_equal_plain_runs() {
 }
 
 #[test]
+fn ld_dpo_and_wpo_runs_equal_with_chunked_logprobs_and_a_precomputed_reference() {
+    // LD-DPO weighs rows in the summed log-probs, so the chunked head's backward pass must
+    // spread each sequence's gradient with the same weights; the precomputed reference must be
+    // weighted as the live one is.
+    let ld_wpo = |c: &mut RunConfig| {
+        c.loss.ld_alpha = Some(0.3);
+        c.loss.use_weighting = true;
+    };
+    assert_same_runs("LD-DPO + WPO", ld_wpo, |c| {
+        c.train.logprob_chunk_rows = Some(3);
+        c.train.precompute_ref_logps = true;
+    });
+}
+
+#[test]
 fn runs_in_another_compute_dtype_equal_f32_runs() {
     // f64 rounds differently from f32, and AdamW divides by the root of tiny second moments:
     // the full fine-tuning run's weights drift apart by ~1e-4 over 3 steps at lr 1e-2, and the

@@ -51,6 +51,12 @@ pub struct Args {
     /// The alpha of alpha_divergence (TRL's `f_alpha_divergence_coef`).
     #[arg(long, default_value_t = 0.5)]
     pub f_alpha_divergence_coef: f64,
+    /// WPO weighting (TRL's `use_weighting`).
+    #[arg(long)]
+    pub use_weighting: bool,
+    /// LD-DPO's weight of the tokens past the shorter completion (TRL's `ld_alpha`, in [0, 1]).
+    #[arg(long)]
+    pub ld_alpha: Option<f64>,
     /// Longest prompt + completion in tokens; 0 = no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_length: usize,
@@ -116,6 +122,8 @@ fn loss(args: &Args) -> Result<PreferenceLoss> {
             )
         })?,
         f_alpha_divergence_coef: args.f_alpha_divergence_coef,
+        use_weighting: args.use_weighting,
+        ld_alpha: args.ld_alpha,
     };
     loss.validate()?;
     Ok(loss)

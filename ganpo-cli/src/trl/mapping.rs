@@ -199,6 +199,10 @@ fn loss(c: &mut Ctx) {
         c.set("loss.f_divergence_type", f);
     }
     c.copy_number("f_alpha_divergence_coef", "loss.f_alpha_divergence_coef");
+    c.copy_number("ld_alpha", "loss.ld_alpha");
+    if let Some(w) = c.boolean("use_weighting") {
+        c.set("loss.use_weighting", w);
+    }
     let kinds = c.list("loss_type");
     let weights = c.list("loss_weights");
     if !weights.is_empty() && weights.len() != kinds.len() {
@@ -454,7 +458,6 @@ fn checks(c: &mut Ctx) {
     );
     for (key, why) in [
         ("padding_free", "padding-free batches are not implemented"),
-        ("use_weighting", "WPO weighting is not implemented"),
         (
             "sync_ref_model",
             "TR-DPO's synced reference is not implemented",
@@ -474,7 +477,6 @@ fn checks(c: &mut Ctx) {
         c.require(key, &f, why);
     }
     for (key, why) in [
-        ("ld_alpha", "LD-DPO is not implemented"),
         ("pad_token", "the tokenizer's own pad token is used"),
         ("model_init_kwargs", "not a PyTorch run"),
         ("resume_from_checkpoint", "use `ganpo train --resume DIR`"),
@@ -562,6 +564,30 @@ mod tests {
             Some(&toml::Value::Array(vec!["hf://datasets/o/d/train".into()]))
         );
         assert!(m.table.get("lora").is_none());
+    }
+
+    #[test]
+    fn wpo_and_ld_dpo_map_to_their_loss_keys() {
+        let base = ["--model_name_or_path", "o/m", "--dataset_name", "o/d"];
+        let m = mapped(
+            &[
+                &base[..],
+                &["--use_weighting", "true", "--ld_alpha", "0.25"],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            get(&m, "loss.use_weighting"),
+            Some(&toml::Value::Boolean(true))
+        );
+        assert_eq!(get(&m, "loss.ld_alpha"), Some(&toml::Value::Float(0.25)));
+        // TRL's defaults (false, null) leave ganpo's.
+        let m = mapped(&base);
+        assert_eq!(
+            get(&m, "loss.use_weighting"),
+            Some(&toml::Value::Boolean(false))
+        );
+        assert!(get(&m, "loss.ld_alpha").is_none());
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub struct PreferenceInputs<B: Backend> {
     pub lengths: PairLengths,
     /// Per-sequence sums of mean logits `(chosen, rejected)` for the `logits/*` metrics.
     pub logit_sums: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// WPO's log-weights `(chosen, rejected)`, detached: the mean over each completion's scored
+    /// tokens of [`TokenStatistics::aligned_logps`](crate::TokenStatistics); needed with
+    /// `use_weighting`.
+    pub wpo_log_weights: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
 }
 
 impl<B: Backend> PreferenceInputs<B> {
@@ -94,6 +98,10 @@ impl<B: Backend> PreferenceInputs<B> {
         if let Some((c, r)) = &self.logit_sums {
             sizes.push(("chosen logit sums", c.dims()[0]));
             sizes.push(("rejected logit sums", r.dims()[0]));
+        }
+        if let Some((c, r)) = &self.wpo_log_weights {
+            sizes.push(("chosen WPO log-weights", c.dims()[0]));
+            sizes.push(("rejected WPO log-weights", r.dims()[0]));
         }
         for (what, found) in sizes {
             if found != n {

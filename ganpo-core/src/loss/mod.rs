@@ -58,6 +58,19 @@ pub enum LossError {
         /// The loss it cannot apply to.
         loss: &'static str,
     },
+    /// `use_weighting` without the WPO log-weights of the batch.
+    #[error("use_weighting needs the WPO log-weights of the batch, but none were given")]
+    MissingWpoWeights,
+    /// An option beside a loss it does not apply to.
+    #[error("`{option}` does not apply to loss `{loss}`: {why}")]
+    OptionWithLoss {
+        /// The option's key.
+        option: &'static str,
+        /// The loss.
+        loss: &'static str,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
     /// A hyperparameter is outside its valid range.
     #[error("invalid loss setting `{key}` = {value}: {expected}")]
     InvalidSetting {

@@ -40,6 +40,7 @@ fn one() -> f64 {
 ///     reference: Some((t([-10.5, -12.0]), t([-10.5, -9.5]))),
 ///     lengths: PairLengths::new(vec![5, 6], vec![4, 3]).unwrap(),
 ///     logit_sums: None,
+///     wpo_log_weights: None,
 /// };
 /// let out = PreferenceLoss::default().compute(&inputs).unwrap();
 /// // z = 0.1 * ((0.5 - -0.5), (0 - 0.5)) = (0.1, -0.05); loss = mean(-log sigmoid(z))
@@ -66,6 +67,14 @@ pub struct PreferenceLoss {
     pub f_divergence_type: super::FDivergence,
     /// The alpha of `alpha_divergence` (TRL's `f_alpha_divergence_coef`).
     pub f_alpha_divergence_coef: f64,
+    /// WPO (TRL's `use_weighting`): each pair's loss is weighted by
+    /// `exp(mean aligned log-prob of the chosen + of the rejected completion)` under the policy,
+    /// detached ([`PreferenceInputs::wpo_log_weights`]).
+    pub use_weighting: bool,
+    /// LD-DPO (TRL's `ld_alpha`, in `[0, 1]`): the weight of the tokens past the shorter
+    /// completion's length in both sides' summed log-probs. It acts where the log-probs are summed
+    /// ([`crate::ScoredRows::length_desensitized`]); the loss only checks it.
+    pub ld_alpha: Option<f64>,
 }
 
 impl Default for PreferenceLoss {
@@ -81,6 +90,8 @@ impl Default for PreferenceLoss {
             discopop_tau: 0.05,
             f_divergence_type: super::FDivergence::ReverseKl,
             f_alpha_divergence_coef: 0.5,
+            use_weighting: false,
+            ld_alpha: None,
         }
     }
 }
@@ -167,6 +178,63 @@ impl PreferenceLoss {
         if let Some(l) = self.losses.iter().find(|l| !l.weight.is_finite()) {
             return invalid("weight", l.weight, "a finite number");
         }
+        if let Some(alpha) = self.ld_alpha
+            && !(0.0..=1.0).contains(&alpha)
+        {
+            return invalid("ld_alpha", alpha, "a value in [0, 1]");
+        }
+        self.check_options()
+    }
+
+    /// Refuses `use_weighting` and `ld_alpha` beside the losses they have no form for.
+    fn check_options(&self) -> Result<(), LossError> {
+        let refuse = |option, kind: LossKind, why| {
+            Err(LossError::OptionWithLoss {
+                option,
+                loss: kind.name(),
+                why,
+            })
+        };
+        for kind in self.losses.iter().map(|l| l.kind) {
+            match kind {
+                LossKind::Aot | LossKind::AotUnpaired if self.use_weighting => {
+                    return refuse(
+                        "use_weighting",
+                        kind,
+                        "it sorts the pairs, which would misalign the per-pair weights (TRL refuses it too)",
+                    );
+                }
+                LossKind::Simpo if self.use_weighting || self.ld_alpha.is_some() => {
+                    let option = if self.use_weighting {
+                        "use_weighting"
+                    } else {
+                        "ld_alpha"
+                    };
+                    return refuse(
+                        option,
+                        kind,
+                        "WPO and LD-DPO are DPOTrainer options; SimPO is CPOTrainer's loss",
+                    );
+                }
+                LossKind::Sft if self.use_weighting => {
+                    return refuse(
+                        "use_weighting",
+                        kind,
+                        "TRL 1.16 fails on this combination (it weights the SFT term in place), so \
+                         there is no reference to match; weight the preference losses only",
+                    );
+                }
+                LossKind::Sft if self.ld_alpha.is_some() => {
+                    return refuse(
+                        "ld_alpha",
+                        kind,
+                        "TRL's SFT term reads the unweighted token log-probs, which ganpo does not \
+                         keep beside the LD-weighted sums; drop sft or ld_alpha",
+                    );
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -200,10 +268,22 @@ impl PreferenceLoss {
             divergence: self.f_divergence_type,
             alpha: self.f_alpha_divergence_coef,
         };
+        let weights = match (&inputs.wpo_log_weights, self.use_weighting) {
+            (_, false) => None,
+            (Some((c, r)), true) => Some((c.clone() + r.clone()).detach().exp()),
+            (None, true) => return Err(LossError::MissingWpoWeights),
+        };
         let loss = self
             .losses
             .iter()
-            .map(|l| l.kind.per_pair(&terms).mean() * l.weight)
+            .map(|l| {
+                let per_pair = l.kind.per_pair(&terms);
+                let per_pair = match &weights {
+                    Some(w) => per_pair * w.clone(),
+                    None => per_pair,
+                };
+                per_pair.mean() * l.weight
+            })
             .reduce(|a, b| a + b)
             .expect("validate() guarantees at least one loss");
         let sft = self.losses.iter().any(|l| l.kind == LossKind::Sft);

@@ -72,6 +72,7 @@ pub mod losses {
                 tensor(&case.chosen_logit_sums, device),
                 tensor(&case.rejected_logit_sums, device),
             )),
+            wpo_log_weights: None,
         }
     }
 
@@ -90,35 +91,163 @@ pub mod losses {
                 discopop_tau: case.discopop_tau,
                 f_divergence_type: case.f_divergence_type,
                 f_alpha_divergence_coef: case.f_alpha_divergence_coef,
+                ..PreferenceLoss::default()
             };
             let out = loss
                 .compute(&inputs::<B>(case, &device))
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            let got: f64 = out.loss.into_scalar().elem();
-            let close = |got: f64, want: f64| (got - want).abs() <= atol + rtol * want.abs();
-            assert!(
-                close(got, case.expected_loss),
-                "{} ({}): loss {got} != {}",
-                case.name,
-                case.source,
-                case.expected_loss
-            );
-            let metrics = out.metrics.to_vec();
-            for (name, got) in metrics {
-                if let Some(&want) = case.expected_metrics.get(name) {
-                    // TRL computes accuracies as float32 (`.float().mean()`).
-                    let close = |g: f64, w: f64| {
-                        close(g, w) || (name.ends_with("accuracies") && (g - w).abs() < 1e-7)
-                    };
-                    assert!(close(got, want), "{}: {name} {got} != {want}", case.name);
-                    compared_metrics += 1;
-                }
-            }
+            let expected = (case.expected_loss, &case.expected_metrics);
+            compared_metrics += super::compare(&case.name, &case.source, out, expected, rtol, atol);
         }
         assert!(
             compared_metrics > 300,
             "only {compared_metrics} metrics compared"
         );
+    }
+}
+
+/// Compares a loss output with TRL's loss and metrics within `rtol` (plus `atol`); returns the
+/// number of metrics compared.
+pub fn compare<B: burn::prelude::Backend>(
+    name: &str,
+    source: &str,
+    out: ganpo_core::loss::PreferenceOutput<B>,
+    (expected_loss, expected_metrics): (f64, &std::collections::BTreeMap<String, f64>),
+    rtol: f64,
+    atol: f64,
+) -> usize {
+    use burn::prelude::ElementConversion;
+    let got: f64 = out.loss.into_scalar().elem();
+    let close = |got: f64, want: f64| (got - want).abs() <= atol + rtol * want.abs();
+    assert!(
+        close(got, expected_loss),
+        "{name} ({source}): loss {got} != {expected_loss}"
+    );
+    let mut compared = 0;
+    for (metric, got) in out.metrics.to_vec() {
+        if let Some(&want) = expected_metrics.get(metric) {
+            // TRL computes accuracies as float32 (`.float().mean()`).
+            let close = |g: f64, w: f64| {
+                close(g, w) || (metric.ends_with("accuracies") && (g - w).abs() < 1e-7)
+            };
+            assert!(close(got, want), "{name}: {metric} {got} != {want}");
+            compared += 1;
+        }
+    }
+    compared
+}
+
+/// LD-DPO and WPO cases: TRL's loss of per-token log-probs, ganpo's from the logits through
+/// [`ganpo_core::ScoredRows`].
+pub mod token_losses {
+    use burn::prelude::*;
+    use ganpo_core::ScoredRows;
+    use ganpo_core::loss::{PairLengths, PreferenceInputs, PreferenceLoss, WeightedLoss};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Fixture {
+        pub batches: Vec<Batch>,
+        pub cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Batch {
+        pub shape: [usize; 3],
+        pub logits: Vec<f64>,
+        pub labels: Vec<i64>,
+        pub mask: Vec<bool>,
+        pub chosen_lengths: Vec<usize>,
+        pub rejected_lengths: Vec<usize>,
+        pub reference_chosen: Vec<f64>,
+        pub reference_rejected: Vec<f64>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Case {
+        pub name: String,
+        pub source: String,
+        pub batch: usize,
+        pub losses: Vec<WeightedLoss>,
+        pub beta: f64,
+        pub label_smoothing: f64,
+        pub ld_alpha: Option<f64>,
+        pub use_weighting: bool,
+        pub expected_loss: f64,
+        pub expected_metrics: std::collections::BTreeMap<String, f64>,
+    }
+
+    pub fn fixture() -> Fixture {
+        serde_json::from_str(include_str!("../fixtures/token_losses.json")).expect("valid fixture")
+    }
+
+    fn tensor<B: Backend>(v: &[f64], device: &B::Device) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+    }
+
+    /// Checks every case on backend `B` within relative tolerance `rtol` (plus `atol`).
+    pub fn check_all<B: Backend>(rtol: f64, atol: f64) {
+        let device = Default::default();
+        let fixture = fixture();
+        assert!(fixture.cases.len() >= 14, "fixture lost cases");
+        let mut compared = 0;
+        for case in &fixture.cases {
+            let b = &fixture.batches[case.batch];
+            let [rows, seq, vocab] = b.shape;
+            let n = rows / 2;
+            let logits = Tensor::<B, 3>::from_data(
+                TensorData::new(b.logits.clone(), [rows, seq, vocab]),
+                &device,
+            );
+            let labels = Tensor::<B, 2, Int>::from_data(
+                TensorData::new(b.labels.clone(), [rows, seq]),
+                &device,
+            );
+            let mask = Tensor::<B, 2, Bool>::from_data(
+                TensorData::new(b.mask.clone(), [rows, seq]),
+                &device,
+            );
+            let mut scored = ScoredRows::new(labels, mask);
+            if let Some(alpha) = case.ld_alpha {
+                scored = scored.length_desensitized(alpha);
+            }
+            if case.use_weighting {
+                scored = scored.with_wpo_terms();
+            }
+            let (s, stats) = scored.logps_and_statistics(scored.gather(logits), true);
+            let stats = stats.expect("asked for statistics");
+            let halves = |x: Tensor<B, 1>| (x.clone().slice(s![0..n]), x.slice(s![n..2 * n]));
+            let wpo = stats
+                .aligned_logps
+                .map(|a| halves(a / s.token_counts.clone().clamp_min(1.0)));
+            let loss = PreferenceLoss {
+                losses: case.losses.clone(),
+                beta: case.beta,
+                label_smoothing: case.label_smoothing,
+                ld_alpha: case.ld_alpha,
+                use_weighting: case.use_weighting,
+                ..PreferenceLoss::default()
+            };
+            let (pc, pr) = halves(s.logps);
+            let inputs = PreferenceInputs {
+                policy_chosen: pc,
+                policy_rejected: pr,
+                reference: Some((
+                    tensor(&b.reference_chosen, &device),
+                    tensor(&b.reference_rejected, &device),
+                )),
+                lengths: PairLengths::new(b.chosen_lengths.clone(), b.rejected_lengths.clone())
+                    .unwrap(),
+                logit_sums: Some(halves(s.logit_sums)),
+                wpo_log_weights: wpo,
+            };
+            let out = loss
+                .compute(&inputs)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let expected = (case.expected_loss, &case.expected_metrics);
+            compared += super::compare(&case.name, &case.source, out, expected, rtol, atol);
+        }
+        assert!(compared > 50, "only {compared} metrics compared");
     }
 }
 

@@ -15,7 +15,7 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::ScoredRows;
+use ganpo_core::{ScoredRows, TokenStatistics};
 use ganpo_models::LayerStack;
 
 use super::objective::ModelPass;
@@ -58,7 +58,7 @@ pub fn chunked_head_pass<B: AutodiffBackend>(
         logps: leaf.clone(),
         scored: Tensor::from_inner(s.token_counts),
         logit_sums: Tensor::from_inner(s.logit_sums),
-        stats: stats.map(|(e, t)| (Tensor::from_inner(e), Tensor::from_inner(t))),
+        stats: stats.map(TokenStatistics::from_inner),
         hidden: to_float(hidden),
         trunk: None,
         head: None,

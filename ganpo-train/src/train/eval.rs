@@ -5,7 +5,7 @@ use ganpo_core::{Ganpo, LossError, Pooling, PreferenceLoss};
 use ganpo_models::CausalLm;
 
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{base_objective, latent_batch, model_pass};
+use super::objective::{Scoring, base_objective, latent_batch, model_pass};
 use super::reference::{RefCache, RefNeeds, reference_outputs};
 use crate::data::{PreferenceDataset, Truncation, collate};
 
@@ -47,6 +47,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
     let mut means = MetricMeans::default();
     let pairs: Vec<_> = data.pairs.iter().collect();
     let size = settings.batch_size.max(1);
+    let scoring = Scoring::new(&settings.loss, settings.logprob_chunk_rows);
     for (b, chunk) in pairs.chunks(size).enumerate() {
         let host = collate(
             chunk,
@@ -56,7 +57,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
         );
         let batch = host.to_device::<B>(device)?;
         let n = batch.pairs;
-        let pass = model_pass(policy, &batch, true, settings.logprob_chunk_rows);
+        let pass = model_pass(policy, &batch, true, scoring);
         let indices: Vec<usize> = (b * size..b * size + n).collect();
         let needs = RefNeeds {
             logps: settings.loss.needs_reference(),
@@ -69,7 +70,7 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
             &batch,
             needs,
             policy.hidden_size(),
-            settings.logprob_chunk_rows,
+            scoring,
         )?;
         let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, refs.logps, &batch)?;
         if let (Some(g), Some(r)) = (ganpo, refs.hidden) {

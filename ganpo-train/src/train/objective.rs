@@ -5,7 +5,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{
-    LossError, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, next_token_targets,
+    LossError, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, TokenStatistics,
+    next_token_targets,
 };
 use ganpo_models::{CausalLm, LayerStack, RowsOutput};
 
@@ -24,8 +25,9 @@ pub struct ModelPass<B: Backend> {
     pub scored: Tensor<B, 1>,
     /// Sums of mean logits over scored positions, `[2n]`, detached.
     pub logit_sums: Tensor<B, 1>,
-    /// Entropy sums and top-1 hits over scored positions, `[2n]` each, detached (policy only).
-    pub stats: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// Entropy sums, top-1 hits and (with WPO) aligned log-prob sums over scored positions,
+    /// `[2n]` each, detached (policy only).
+    pub stats: Option<TokenStatistics<B>>,
     /// Last-layer hidden states, `[2n, seq, d]`.
     pub hidden: Tensor<B, 3>,
     /// With activation checkpointing: what the backward pass recomputes the layers from
@@ -36,20 +38,44 @@ pub struct ModelPass<B: Backend> {
     pub head: Option<HeadLeaf<B>>,
 }
 
+/// How a pass scores a batch's completion tokens, from the run's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Scoring {
+    /// LD-DPO's weight of the longer completion's tail (`loss.ld_alpha`), in the policy's and
+    /// the reference's summed log-probs alike.
+    pub ld_alpha: Option<f64>,
+    /// Whether the statistics include WPO's terms (`loss.use_weighting`).
+    pub wpo: bool,
+    /// Score the LM head this many rows at a time (`train.logprob_chunk_rows`); `None` = all.
+    pub chunk_rows: Option<usize>,
+}
+
+impl Scoring {
+    /// The scoring `loss` asks for, with the LM head chunked by `chunk_rows`.
+    pub fn new(loss: &PreferenceLoss, chunk_rows: Option<usize>) -> Self {
+        Self {
+            ld_alpha: loss.ld_alpha,
+            wpo: loss.use_weighting,
+            chunk_rows,
+        }
+    }
+}
+
 /// Runs `model` on `batch`, with the LM head on the scored (completion) positions only; with
-/// `chunk_rows`, on that many rows at a time ([`ScoredRows::chunked_logps_and_statistics`]) when
-/// the model is a [`LayerStack`] (else all at once). A model computing in another dtype (mixed
-/// precision) has its logits and hidden states cast to the backend's default float dtype (f32)
-/// before they are scored. On an autodiff backend this pass is tracked only without
-/// `chunk_rows` (the trainer's tracked chunked pass is [`policy_pass`]).
+/// `scoring.chunk_rows`, on that many rows at a time
+/// ([`ScoredRows::chunked_logps_and_statistics`]) when the model is a [`LayerStack`] (else all at
+/// once). A model computing in another dtype (mixed precision) has its logits and hidden states
+/// cast to the backend's default float dtype (f32) before they are scored. On an autodiff
+/// backend this pass is tracked only without chunking (the trainer's tracked chunked pass is
+/// [`policy_pass`]).
 pub fn model_pass<B: Backend, M: CausalLm<B>>(
     model: &M,
     batch: &PairBatch<B>,
     with_stats: bool,
-    chunk_rows: Option<usize>,
+    scoring: Scoring,
 ) -> ModelPass<B> {
-    let rows = scored_rows(batch);
-    if let (Some(chunk), Some(stack)) = (chunk_rows, model.layer_stack()) {
+    let rows = scored_rows(batch, scoring);
+    if let (Some(chunk), Some(stack)) = (scoring.chunk_rows, model.layer_stack()) {
         let hidden = model.hidden_states(batch.ids.clone(), batch.attention.clone());
         let head = |h| to_float(stack.head_rows(h));
         let (s, stats) = rows.chunked_logps_and_statistics(
@@ -72,24 +98,34 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
     scored_pass(out, &rows, with_stats, None)
 }
 
-/// The completion positions a loss scores, with their next-token labels.
-fn scored_rows<B: Backend>(batch: &PairBatch<B>) -> ScoredRows<B> {
+/// The completion positions a loss scores, with their next-token labels, weighted and with the
+/// statistics `scoring` asks for.
+fn scored_rows<B: Backend>(batch: &PairBatch<B>, scoring: Scoring) -> ScoredRows<B> {
     let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
-    ScoredRows::new(labels, mask)
+    let rows = ScoredRows::new(labels, mask);
+    let rows = match scoring.ld_alpha {
+        Some(alpha) => rows.length_desensitized(alpha),
+        None => rows,
+    };
+    if scoring.wpo {
+        rows.with_wpo_terms()
+    } else {
+        rows
+    }
 }
 
 /// The policy's tracked pass as a [`LayerStack`] (`stack`; `inner` is the same without
 /// autodiff): with `checkpointing` ([`super::checkpointing`]) its layers run without autodiff
-/// and everything after the last hidden state is tracked from a leaf of it; with `chunk_rows`
-/// ([`super::chunked_logps`]) the LM head runs untracked, that many rows at a time, and the
-/// loss is computed from a leaf of the summed log-probs.
+/// and everything after the last hidden state is tracked from a leaf of it; with
+/// `scoring.chunk_rows` ([`super::chunked_logps`]) the LM head runs untracked, that many rows at
+/// a time, and the loss is computed from a leaf of the summed log-probs.
 pub fn policy_pass<B: AutodiffBackend>(
     stack: &dyn LayerStack<B>,
     inner: &dyn LayerStack<B::InnerBackend>,
     batch: &PairBatch<B>,
     with_stats: bool,
     checkpointing: bool,
-    chunk_rows: Option<usize>,
+    scoring: Scoring,
 ) -> ModelPass<B> {
     let (hidden, trunk) = if checkpointing {
         let trunk = checkpointed_pass(inner, batch.ids.clone(), batch.attention.clone());
@@ -98,8 +134,8 @@ pub fn policy_pass<B: AutodiffBackend>(
         let hidden = stack.full_hidden(batch.ids.clone(), batch.attention.clone());
         (hidden, None)
     };
-    let rows = scored_rows(batch);
-    let Some(chunk) = chunk_rows else {
+    let rows = scored_rows(batch, scoring);
+    let Some(chunk) = scoring.chunk_rows else {
         let out = RowsOutput {
             logits: stack.head_rows(rows.gather(hidden.clone())),
             hidden,
@@ -185,12 +221,18 @@ pub fn base_objective<B: Backend>(
 ) -> Result<(Tensor<B, 1>, NamedValues<B>), LossError> {
     let n = batch.pairs;
     let (pc, pr) = halves(policy.logps.clone(), n);
+    // WPO's log-weight of a completion: the mean of its aligned log-probs.
+    let wpo_log_weights = policy.stats.as_ref().and_then(|s| {
+        let aligned = s.aligned_logps.clone()?;
+        Some(halves(aligned / policy.scored.clone().clamp_min(1.0), n))
+    });
     let out = loss.compute(&PreferenceInputs {
         policy_chosen: pc,
         policy_rejected: pr,
         reference,
         lengths: batch.lengths.clone(),
         logit_sums: None,
+        wpo_log_weights,
     })?;
     let values = out.metrics.values();
     let mut metrics: Vec<(&'static str, Tensor<B, 1>)> = out
@@ -205,9 +247,12 @@ pub fn base_objective<B: Backend>(
     let ratio = |a: Tensor<B, 1>, b: Tensor<B, 1>| a.sum() / b.sum().clamp_min(1.0);
     metrics.push(("logits/chosen", ratio(lc, sc.clone())));
     metrics.push(("logits/rejected", ratio(lr, sr)));
-    if let Some((entropy, top1)) = &policy.stats {
-        metrics.push(("entropy", ratio(entropy.clone(), policy.scored.clone())));
-        let (hits, _) = halves(top1.clone(), n);
+    if let Some(stats) = &policy.stats {
+        metrics.push((
+            "entropy",
+            ratio(stats.entropy.clone(), policy.scored.clone()),
+        ));
+        let (hits, _) = halves(stats.top1.clone(), n);
         metrics.push(("mean_token_accuracy", ratio(hits, sc)));
     }
     Ok((out.loss, metrics))

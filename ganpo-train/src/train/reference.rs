@@ -6,7 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::LossError;
 use ganpo_models::CausalLm;
 
-use super::objective::{halves, model_pass};
+use super::objective::{Scoring, halves, model_pass};
 use crate::data::{PairBatch, PreferenceDataset, Truncation, collate};
 
 /// The reference's outputs for one pair, computed before training.
@@ -53,8 +53,8 @@ pub struct RefNeeds {
 /// The reference's outputs on `batch` (the pairs `indices` of its dataset), as the training step
 /// and the evaluation both resolve them: what `needs` asks for, from `cache` where it has it, else
 /// from a live pass of `model`. An output that is needed but neither cached nor computable (no
-/// model) is an error naming what needed it. `chunk_rows` chunks the live pass's LM head
-/// (`train.logprob_chunk_rows`).
+/// model) is an error naming what needed it. A live pass scores as `scoring` says (LD-DPO's
+/// weights, the LM head's chunks); cached log-probs were scored so when they were computed.
 pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
     model: Option<&R>,
     cache: Option<&[RefCache]>,
@@ -62,14 +62,14 @@ pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
     batch: &PairBatch<B>,
     needs: RefNeeds,
     d_model: usize,
-    chunk_rows: Option<usize>,
+    scoring: Scoring,
 ) -> Result<RefOutputs<B>, LossError> {
     let device = batch.ids.device();
     let cached = cache.map(|c| from_cache(c, indices, batch, d_model, &device));
     let (mut logps, mut hidden) = cached.map_or((None, None), |c| (c.logps, c.hidden));
     let missing = (needs.logps && logps.is_none()) || (needs.hidden && hidden.is_none());
     if let Some(model) = model.filter(|_| missing) {
-        let out = live(model, batch, chunk_rows);
+        let out = live(model, batch, scoring);
         logps = logps.or(out.logps);
         hidden = hidden.or(out.hidden);
     }
@@ -86,8 +86,7 @@ pub fn reference_outputs<B: Backend, R: CausalLm<B>>(
 }
 
 /// Runs `reference` over `data` (in order, `batch_size` pairs at a time) and keeps each pair's
-/// log-probs, and its latents when `with_latents`; `chunk_rows` chunks its LM head
-/// (`train.logprob_chunk_rows`).
+/// log-probs, and its latents when `with_latents`, scored as `scoring` says.
 #[allow(clippy::too_many_arguments)]
 pub fn precompute<B: Backend, R: CausalLm<B>>(
     reference: &R,
@@ -96,7 +95,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
     pad_id: u32,
     batch_size: usize,
     with_latents: bool,
-    chunk_rows: Option<usize>,
+    scoring: Scoring,
     device: &B::Device,
 ) -> Result<Vec<RefCache>, ganpo_core::LossError> {
     let mut out = Vec::with_capacity(data.len());
@@ -104,7 +103,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
     for chunk in pairs.chunks(batch_size.max(1)) {
         let host = collate(chunk, truncation, pad_id, None);
         let batch: PairBatch<B> = host.to_device(device)?;
-        let pass = model_pass(reference, &batch, false, chunk_rows);
+        let pass = model_pass(reference, &batch, false, scoring);
         let n = chunk.len();
         let logps = pass
             .logps
@@ -178,9 +177,9 @@ fn from_cache<B: Backend>(
 fn live<B: Backend, R: CausalLm<B>>(
     reference: &R,
     batch: &PairBatch<B>,
-    chunk_rows: Option<usize>,
+    scoring: Scoring,
 ) -> RefOutputs<B> {
-    let pass = model_pass(reference, batch, false, chunk_rows);
+    let pass = model_pass(reference, batch, false, scoring);
     RefOutputs {
         logps: Some(halves(pass.logps, batch.pairs)),
         hidden: Some(pass.hidden),

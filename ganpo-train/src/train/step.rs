@@ -136,7 +136,7 @@ where
                     &inner_batch(&m.batch),
                     needs,
                     d_model,
-                    self.config.train.logprob_chunk_rows,
+                    self.scoring(),
                 )?;
                 Ok(outputs.lift())
             })
@@ -321,7 +321,7 @@ where
     fn tracked_pass(&self, policy: &M, batch: &PairBatch<B>) -> ModelPass<B> {
         let t = &self.config.train;
         if !t.gradient_checkpointing && t.logprob_chunk_rows.is_none() {
-            return model_pass(policy, batch, true, None);
+            return model_pass(policy, batch, true, self.scoring());
         }
         let inner = policy.valid();
         let stack = policy.layer_stack().expect("checked by Trainer::new");
@@ -332,7 +332,7 @@ where
             batch,
             true,
             t.gradient_checkpointing,
-            t.logprob_chunk_rows,
+            self.scoring(),
         )
     }
 

@@ -16,6 +16,7 @@ use ganpo_models::CausalLm;
 use super::checkpoint::{self, CheckpointError, CheckpointMeta, ConfigChange};
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::MetricMeans;
+use super::objective::Scoring;
 use super::precision::{cast_frozen, cast_module};
 use super::profile::PhaseTimes;
 use super::reference::{RefCache, precompute};
@@ -289,7 +290,7 @@ where
                     pad_id,
                     t.eval_batch_size,
                     cache_latents,
-                    t.logprob_chunk_rows,
+                    trainer.scoring(),
                     &trainer.device,
                 )
             };
@@ -350,6 +351,12 @@ where
     fn steps_per_epoch(&self) -> usize {
         self.micro_batches_per_epoch()
             .div_ceil(self.config.train.grad_accum)
+    }
+
+    /// How the policy's and the reference's passes score completions: LD-DPO's weights and
+    /// WPO's terms (`loss`), the LM head's chunks (`train.logprob_chunk_rows`).
+    pub(super) fn scoring(&self) -> Scoring {
+        Scoring::new(&self.config.loss, self.config.train.logprob_chunk_rows)
     }
 
     /// Optimizer steps of the whole run.
