@@ -173,24 +173,17 @@ fn precomputed_reference_logps_match_and_free_the_reference() {
     }
 }
 
-#[test]
-fn resumed_run_equals_uninterrupted_run() {
-    let _turn = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let make = |out: &Path| {
-        let mut c = config(out, Some(ganpo_config()));
-        c.train.grad_accum = 2;
-        c.train.warmup_steps = Some(2);
-        // A checkpoint between two log lines: the resumed run's first line must still average
-        // steps 1 to 4, from the metrics the checkpoint carries.
-        c.train.save_steps = Some(3);
-        c.train.logging_steps = 4;
-        c
-    };
-    let mut full = trainer(make(&dir.path().join("full")));
+/// Runs `make`'s configuration (checkpoints every 3 steps) whole, and again killed at step 4
+/// and resumed from its checkpoint-3: the resumed run must log the same metrics from step 4 on
+/// and end at the same weights. Returns the split run's output folder and that checkpoint.
+fn assert_resumes_exactly(
+    dir: &Path,
+    make: impl Fn(&Path) -> RunConfig,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut full = trainer(make(&dir.join("full")));
     let full_logs = run(&mut full);
 
-    let out = dir.path().join("split");
+    let out = dir.join("split");
     killed_at(trainer(make(&out)), 4);
     let ckpt = out.join("checkpoint-3");
     let mut resumed = trainer(make(&out));
@@ -214,6 +207,24 @@ fn resumed_run_equals_uninterrupted_run() {
         fingerprint(&resumed) == fingerprint(&full),
         "weights differ"
     );
+    (out, ckpt)
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.train.grad_accum = 2;
+        c.train.warmup_steps = Some(2);
+        // A checkpoint between two log lines: the resumed run's first line must still average
+        // steps 1 to 4, from the metrics the checkpoint carries.
+        c.train.save_steps = Some(3);
+        c.train.logging_steps = 4;
+        c
+    };
+    let (out, ckpt) = assert_resumes_exactly(dir.path(), make);
 
     // A checkpoint of another configuration or missing a file is refused, saying why.
     let mut other = make(&out);
@@ -227,6 +238,109 @@ fn resumed_run_equals_uninterrupted_run() {
     let e = trainer(make(&out)).resume(&ckpt).unwrap_err().to_string();
     assert!(
         e.contains("not a usable checkpoint") && e.contains("ganpo"),
+        "{e}"
+    );
+}
+
+/// The metric `name` of the last evaluation in `logs`.
+fn last_eval(logs: &[LogEntry], name: &str) -> f64 {
+    let eval = logs
+        .iter()
+        .rev()
+        .find(|l| l.split == "eval")
+        .expect("an evaluation");
+    eval.metrics
+        .iter()
+        .find(|(n, _)| n == name)
+        .expect("the metric")
+        .1
+}
+
+#[test]
+fn tr_dpo_moves_the_reference_to_the_policy() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path, sync: bool| {
+        let mut c = config(out, None);
+        c.train.max_steps = Some(3);
+        if sync {
+            // alpha 1 every step: after each step the reference is the policy.
+            c.train.sync_ref_model = true;
+            c.train.ref_model_mixup_alpha = Some(1.0);
+            c.train.ref_model_sync_steps = Some(1);
+        }
+        c
+    };
+    let synced = run(&mut trainer(make(&dir.path().join("synced"), true)));
+    let frozen = run(&mut trainer(make(&dir.path().join("frozen"), false)));
+    // The final evaluation compares the policy with itself: no reward, DPO's loss at ln 2.
+    let margin = last_eval(&synced, "eval_rewards/margins");
+    let loss = last_eval(&synced, "eval_loss");
+    assert!(margin.abs() < 1e-6, "{margin}");
+    assert!((loss - std::f64::consts::LN_2).abs() < 1e-6, "{loss}");
+    // With a frozen reference the policy has moved away from it.
+    let margin = last_eval(&frozen, "eval_rewards/margins");
+    assert!(margin.abs() > 1e-3, "{margin}");
+    // The first step is the same either way (the reference is synced after it).
+    assert_eq!(synced[0].metrics, frozen[0].metrics);
+}
+
+#[test]
+fn a_tr_dpo_run_with_bco_pair_resumes_exactly_with_its_synced_reference() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let make = |out: &Path| {
+        let mut c = config(out, Some(ganpo_config()));
+        c.loss = PreferenceLoss {
+            beta: 0.5,
+            ..PreferenceLoss::single(LossKind::BcoPair)
+        };
+        c.train.sync_ref_model = true;
+        c.train.ref_model_mixup_alpha = Some(0.5);
+        c.train.ref_model_sync_steps = Some(2);
+        // Synced at step 2, saved at 3: the resumed run needs the synced reference.
+        c.train.save_steps = Some(3);
+        c
+    };
+    let (out, ckpt) = assert_resumes_exactly(dir.path(), make);
+    assert!(ckpt.join("reference.mpk").is_file());
+
+    // Without its reference the checkpoint is refused, naming the file.
+    std::fs::remove_file(ckpt.join("reference.mpk")).unwrap();
+    let e = trainer(make(&out)).resume(&ckpt).unwrap_err().to_string();
+    assert!(e.contains("reference"), "{e}");
+}
+
+#[test]
+fn tr_dpo_settings_are_checked_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), None);
+    c.train.ref_model_mixup_alpha = Some(0.6);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.ref_model_mixup_alpha") && e.contains("sync_ref_model"),
+        "{e}"
+    );
+    c.train.sync_ref_model = true;
+    c.validate().unwrap();
+    c.train.ref_model_mixup_alpha = Some(1.5);
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.ref_model_mixup_alpha") && e.contains("[0, 1]"),
+        "{e}"
+    );
+    c.train.ref_model_mixup_alpha = None;
+    c.train.precompute_ref_logps = true;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.sync_ref_model") && e.contains("precompute_ref_logps"),
+        "{e}"
+    );
+    c.train.precompute_ref_logps = false;
+    c.lora = Some(Default::default());
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("train.sync_ref_model") && e.contains("LoRA"),
         "{e}"
     );
 }

@@ -388,6 +388,13 @@ fn train(c: &mut Ctx) {
     if let Some(p) = c.boolean("precompute_ref_log_probs") {
         c.set("train.precompute_ref_logps", p);
     }
+    // TR-DPO: its alpha and tau (TRL's defaults included) only beside sync_ref_model, where
+    // ganpo's keys accept them.
+    if c.boolean("sync_ref_model") == Some(true) {
+        c.set("train.sync_ref_model", true);
+        c.copy_number("ref_model_mixup_alpha", "train.ref_model_mixup_alpha");
+        c.copy_count("ref_model_sync_steps", "train.ref_model_sync_steps");
+    }
     match c.text("save_strategy").as_deref() {
         Some("steps") | None => {
             c.copy_count("save_steps", "train.save_steps");
@@ -458,10 +465,6 @@ fn checks(c: &mut Ctx) {
     );
     for (key, why) in [
         ("padding_free", "padding-free batches are not implemented"),
-        (
-            "sync_ref_model",
-            "TR-DPO's synced reference is not implemented",
-        ),
         (
             "activation_offloading",
             "activation offloading is not implemented",
@@ -567,7 +570,7 @@ mod tests {
     }
 
     #[test]
-    fn wpo_and_ld_dpo_map_to_their_loss_keys() {
+    fn wpo_ld_dpo_and_tr_dpo_map_to_their_keys() {
         let base = ["--model_name_or_path", "o/m", "--dataset_name", "o/d"];
         let m = mapped(
             &[
@@ -588,6 +591,21 @@ mod tests {
             Some(&toml::Value::Boolean(false))
         );
         assert!(get(&m, "loss.ld_alpha").is_none());
+        assert!(get(&m, "train.ref_model_mixup_alpha").is_none());
+        // TR-DPO brings TRL's alpha and tau along.
+        let m = mapped(&[&base[..], &["--sync_ref_model", "true"]].concat());
+        assert_eq!(
+            get(&m, "train.sync_ref_model"),
+            Some(&toml::Value::Boolean(true))
+        );
+        assert_eq!(
+            get(&m, "train.ref_model_mixup_alpha"),
+            Some(&toml::Value::Float(0.6))
+        );
+        assert_eq!(
+            get(&m, "train.ref_model_sync_steps"),
+            Some(&toml::Value::Integer(512))
+        );
     }
 
     #[test]

@@ -164,6 +164,15 @@ pub struct TrainSection {
     /// pass (host memory: pairs x 2 x length x hidden_size floats), so the reference model is freed
     /// and never runs again. Needs `ganpo.pooling` = `sequence` or `completion`.
     pub cache_ref_latents: bool,
+    /// TR-DPO (TRL's `sync_ref_model`): every `ref_model_sync_steps` optimizer steps the
+    /// reference becomes `ref_model_mixup_alpha * policy + (1 - alpha) * reference`. Needs a
+    /// reference of its own (no LoRA) computed live (no precomputed log-probs or cached latents).
+    pub sync_ref_model: bool,
+    /// TR-DPO's alpha, in `[0, 1]`; `None` = TRL's 0.6. Only with `sync_ref_model`.
+    pub ref_model_mixup_alpha: Option<f64>,
+    /// TR-DPO's tau, the optimizer steps between syncs; `None` = TRL's 512. Only with
+    /// `sync_ref_model`.
+    pub ref_model_sync_steps: Option<usize>,
     /// Log training metrics every this many optimizer steps.
     pub logging_steps: usize,
     /// Also write the logged metrics as TensorBoard events (`OUTPUT/tensorboard/`, with
@@ -219,6 +228,9 @@ impl Default for TrainSection {
             disc_max_grad_norm: None,
             precompute_ref_logps: false,
             cache_ref_latents: false,
+            sync_ref_model: false,
+            ref_model_mixup_alpha: None,
+            ref_model_sync_steps: None,
             logging_steps: 10,
             tensorboard: true,
             eval_steps: None,
@@ -448,6 +460,14 @@ impl RunConfig {
                 value: value.to_string(),
                 expected: expected.into(),
             },
+            e @ ganpo_core::LossError::OptionWithLoss { option, .. } => ConfigError::Value {
+                key: format!("loss.{option}"),
+                value: match option {
+                    "ld_alpha" => self.loss.ld_alpha.unwrap_or_default().to_string(),
+                    _ => self.loss.use_weighting.to_string(),
+                },
+                expected: e.to_string(),
+            },
             e @ ganpo_core::LossError::DivergenceWithLoss { divergence, .. } => {
                 ConfigError::Value {
                     key: "loss.f_divergence_type".into(),
@@ -481,6 +501,7 @@ impl RunConfig {
                 Some(_) => {}
             }
         }
+        self.validate_ref_sync()?;
         if let Some(g) = &self.ganpo {
             g.validate().map_err(|e| ConfigError::Value {
                 key: format!("ganpo.{}", e.key),
@@ -489,6 +510,61 @@ impl RunConfig {
             })?;
         }
         self.validate_lora()
+    }
+
+    /// TR-DPO's settings and what they exclude.
+    fn validate_ref_sync(&self) -> Result<(), ConfigError> {
+        let t = &self.train;
+        let bad = |key: &str, value: String, expected: &str| {
+            Err(ConfigError::Value {
+                key: key.into(),
+                value,
+                expected: expected.into(),
+            })
+        };
+        if !t.sync_ref_model {
+            if let Some(a) = t.ref_model_mixup_alpha {
+                let why = "train.sync_ref_model = true beside it (without it the reference never changes)";
+                return bad("train.ref_model_mixup_alpha", a.to_string(), why);
+            }
+            if let Some(n) = t.ref_model_sync_steps {
+                let why = "train.sync_ref_model = true beside it (without it the reference never changes)";
+                return bad("train.ref_model_sync_steps", n.to_string(), why);
+            }
+            return Ok(());
+        }
+        if let Some(a) = t.ref_model_mixup_alpha.filter(|a| !(0.0..=1.0).contains(a)) {
+            return bad(
+                "train.ref_model_mixup_alpha",
+                a.to_string(),
+                "a value in [0, 1]",
+            );
+        }
+        if t.ref_model_sync_steps == Some(0) {
+            return bad(
+                "train.ref_model_sync_steps",
+                "0".into(),
+                "a positive integer",
+            );
+        }
+        let refusals = [
+            (
+                self.uses_lora(),
+                "no LoRA: a LoRA policy's reference is itself with the adapters off, so there is                  no reference of its own to sync (TRL refuses it too)",
+            ),
+            (
+                t.precompute_ref_logps,
+                "train.precompute_ref_logps = false: a synced reference's log-probs change",
+            ),
+            (
+                t.cache_ref_latents,
+                "train.cache_ref_latents = false: a synced reference's latents change",
+            ),
+        ];
+        match refusals.into_iter().find(|(refused, _)| *refused) {
+            Some((_, why)) => bad("train.sync_ref_model", "true".into(), why),
+            None => Ok(()),
+        }
     }
 
     /// Whether the policy trains LoRA adapters (a `[lora]` table or `model.adapter`).

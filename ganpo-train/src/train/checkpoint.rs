@@ -74,6 +74,8 @@ pub const POLICY: &str = "policy";
 pub const ADAPTERS: &str = "adapters.safetensors";
 /// Policy optimizer state.
 pub const POLICY_OPTIM: &str = "policy_optimizer";
+/// The synced reference of a TR-DPO run (`train.sync_ref_model`).
+pub const REFERENCE: &str = "reference";
 /// Discriminators, spectral-norm vectors and running means.
 pub const GANPO: &str = "ganpo";
 /// Discriminator optimizer state.

@@ -5,7 +5,8 @@
 //! - [`objective`]: model passes, the base loss with TRL's metrics, the latents;
 //! - [`checkpointing`], [`chunked_logps`]: activation checkpointing and chunked log-probs, each
 //!   a pass that keeps a leaf and a backward pass that recomputes from it;
-//! - [`reference`]: the frozen reference's outputs, live or cached before training;
+//! - [`reference`]: the reference's outputs, live or cached before training;
+//! - [`ref_sync`]: TR-DPO's synced reference (`train.sync_ref_model`);
 //! - [`eval`]: held-out metrics as TRL's `evaluate()` reports them;
 //! - [`precision`]: mixed precision (compute dtype, f32 master weights);
 //! - [`profile`]: per-phase wall time of steps, for benchmarks;
@@ -24,6 +25,7 @@ pub mod objective;
 mod params;
 pub mod precision;
 pub mod profile;
+pub mod ref_sync;
 pub mod reference;
 pub mod schedule;
 pub mod sft;

@@ -71,6 +71,7 @@ where
         let policy_grads = self.policy_phase(&policy, &micro, &refs, first_pass, &mut metrics)?;
         let nonfinite = disc_nonfinite || policy_grads.nonfinite;
         self.optimizer_step(policy_grads.grads, nonfinite, lr)?;
+        self.sync_reference();
         Ok(self.step_metrics(metrics, policy_grads.norm, lr))
     }
 
@@ -367,6 +368,21 @@ where
             });
         }
         Ok(())
+    }
+
+    /// TR-DPO (`train.sync_ref_model`): every `ref_model_sync_steps` steps (counted as TRL's
+    /// `global_step`, skipped steps included) the reference moves towards the policy.
+    fn sync_reference(&mut self) {
+        let t = &self.config.train;
+        let every = t.ref_model_sync_steps.unwrap_or(512);
+        if !t.sync_ref_model || !self.state.step.is_multiple_of(every) {
+            return;
+        }
+        let alpha = t.ref_model_mixup_alpha.unwrap_or(0.6);
+        if let Some(reference) = self.reference.take() {
+            self.reference = Some(super::ref_sync::mix(reference, &self.policy.valid(), alpha));
+        }
+        self.lap("optimizer");
     }
 
     /// The step's metrics (the phases' means, then the policy's gradient norm, learning rate,

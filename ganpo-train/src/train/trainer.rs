@@ -19,6 +19,7 @@ use super::metrics::MetricMeans;
 use super::objective::Scoring;
 use super::precision::{cast_frozen, cast_module};
 use super::profile::PhaseTimes;
+use super::ref_sync;
 use super::reference::{RefCache, precompute};
 use super::state::TrainState;
 use crate::config::RunConfig;
@@ -84,6 +85,12 @@ pub enum TrainError {
         /// How to run without it.
         fix: &'static str,
     },
+    /// TR-DPO asked for with a reference whose parameters do not match the policy's.
+    #[error(
+        "train.sync_ref_model mixes the policy into the reference parameter by parameter, but \
+         {0}: give a reference of the policy's architecture and size (or none)"
+    )]
+    SyncShapes(String),
     /// Adapter weights could not be saved or loaded.
     #[error(transparent)]
     Model(#[from] ganpo_models::ModelError),
@@ -250,6 +257,11 @@ where
             Some(dtype) => cast_module(reference, dtype),
             None => reference,
         };
+        if config.train.sync_ref_model
+            && let Some(why) = ref_sync::shape_mismatch(&reference, &policy.valid())
+        {
+            return Err(TrainError::SyncShapes(why));
+        }
         let ganpo = config
             .ganpo
             .as_ref()
@@ -537,6 +549,11 @@ where
                         dir.join(checkpoint::POLICY_OPTIM),
                     )
                     .map_err(|e| fail(checkpoint::POLICY_OPTIM, rec(&e)))?;
+                if let Some(r) = self.reference.as_ref().filter(|_| t.sync_ref_model) {
+                    r.clone()
+                        .save_file(dir.join(checkpoint::REFERENCE), &Recs::new())
+                        .map_err(|e| fail(checkpoint::REFERENCE, rec(&e)))?;
+                }
                 if let Some(g) = &self.ganpo {
                     g.clone()
                         .save_file(dir.join(checkpoint::GANPO), &Recs::new())
@@ -654,6 +671,14 @@ where
             .load(dir.join(checkpoint::POLICY_OPTIM), &self.device)
             .map_err(|e| corrupt(checkpoint::POLICY_OPTIM, &rec(&e)))?;
         self.policy_optim = adamw(&self.config).init().load_record(record);
+        if let Some(r) = self.reference.take() {
+            self.reference = Some(match self.config.train.sync_ref_model {
+                true => r
+                    .load_file(dir.join(checkpoint::REFERENCE), &Recs::new(), &self.device)
+                    .map_err(|e| corrupt(checkpoint::REFERENCE, &rec(&e)))?,
+                false => r,
+            });
+        }
         if let Some(g) = self.ganpo.take() {
             self.ganpo = Some(
                 g.load_file(dir.join(checkpoint::GANPO), &Recs::new(), &self.device)
