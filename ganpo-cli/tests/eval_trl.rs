@@ -99,5 +99,5 @@ fn compare(name: &str, args: &[String], case: &Value) {
         assert!((g - w).abs() <= 1e-4, "{name}: {key} = {g}, TRL {w}");
         compared += 1;
     }
-    assert!(compared >= 11, "{name}: only {compared} metrics compared");
+    assert!(compared >= 10, "{name}: only {compared} metrics compared");
 }

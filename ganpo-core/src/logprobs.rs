@@ -13,6 +13,9 @@ pub struct SequenceLogps<B: Backend> {
     /// Sum over masked positions of the mean logit over the vocabulary, `[batch]`, detached.
     /// Divided by the total token count it gives TRL's `logits/chosen` and `logits/rejected`.
     pub logit_sums: Tensor<B, 1>,
+    /// With [`ScoredRows::with_sequence_rows`]: the sums of the log-probs of every sequence row
+    /// (completion and context), `[batch]`, carrying the gradient, and their counts.
+    pub sequence: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
 }
 
 /// Per-sequence sums over the scored tokens, `[batch]` each, detached
@@ -93,8 +96,13 @@ pub struct ScoredRows<B: Backend> {
     /// The weights of the log-prob sums, `[batch, rows]`, when they are not `membership`
     /// ([`Self::length_desensitized`]).
     logp_weights: Option<Tensor<B, 2>>,
-    /// Scored rows per sequence, on the host.
+    /// `[batch, rows]`, 1 where a row is one of the sequence's rows
+    /// ([`Self::with_sequence_rows`]), completion or context.
+    sequence: Option<Tensor<B, 2>>,
+    /// Scored (completion) rows per sequence, on the host.
     counts: Vec<usize>,
+    /// Each row's sequence and whether it is a completion row, on the host.
+    row_of: Vec<(usize, bool)>,
     /// Whether statistics include the WPO terms ([`Self::with_wpo_terms`]).
     wpo: bool,
     batch: usize,
@@ -105,36 +113,93 @@ impl<B: Backend> ScoredRows<B> {
     /// The positions where `mask` (`[batch, seq]`) is true, with their `labels` (`[batch, seq]`;
     /// values elsewhere are ignored). Reads the mask back to the host once.
     pub fn new(labels: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Self {
+        Self::build(labels, mask, None)
+    }
+
+    /// [`Self::new`] over the rows where `mask` or `sequence` is true: the log-prob sums,
+    /// counts and statistics stay those of `mask`'s (completion) rows, and
+    /// [`SequenceLogps::sequence`] sums every row of `sequence` besides: ORPO's NLL term, which
+    /// TRL takes over the chosen prompt and completion alike.
+    ///
+    /// # Example
+    /// ```
+    /// use burn::backend::NdArray;
+    /// use burn::prelude::*;
+    /// use ganpo_core::ScoredRows;
+    ///
+    /// let device = Default::default();
+    /// let labels = Tensor::<NdArray, 2, Int>::zeros([1, 4], &device);
+    /// let completion = Tensor::<NdArray, 2, Bool>::from_data([[false, false, true, true]], &device);
+    /// let sequence = Tensor::<NdArray, 2, Bool>::from_data([[true, true, true, true]], &device);
+    /// let rows = ScoredRows::with_sequence_rows(labels, completion, sequence);
+    /// // Uniform logits over 4 tokens for the 4 rows the head now runs on.
+    /// let out = rows.logps(Tensor::zeros([4, 4], &device));
+    /// let l = 0.25f32.ln();
+    /// assert!((out.logps.into_scalar() - 2.0 * l).abs() < 1e-6);
+    /// let (sums, counts) = out.sequence.unwrap();
+    /// assert!((sums.into_scalar() - 4.0 * l).abs() < 1e-6 && counts.into_scalar() == 4.0);
+    /// ```
+    pub fn with_sequence_rows(
+        labels: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Bool>,
+        sequence: Tensor<B, 2, Bool>,
+    ) -> Self {
+        Self::build(labels, mask, Some(sequence))
+    }
+
+    fn build(
+        labels: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2, Bool>,
+        sequence: Option<Tensor<B, 2, Bool>>,
+    ) -> Self {
         let [batch, seq] = mask.dims();
         assert_eq!(labels.dims(), [batch, seq], "labels must be [batch, seq]");
         let device = mask.device();
-        let flags: Vec<bool> = mask
-            .into_data()
-            .convert::<bool>()
-            .into_vec()
-            .expect("a bool mask reads back as bools");
+        let read = |m: Tensor<B, 2, Bool>| -> Vec<bool> {
+            m.into_data()
+                .convert::<bool>()
+                .into_vec()
+                .expect("a bool mask reads back as bools")
+        };
+        let flags = read(mask);
+        let extra = sequence.map(|m| {
+            assert_eq!(
+                m.dims(),
+                [batch, seq],
+                "the sequence mask must be [batch, seq]"
+            );
+            read(m)
+        });
+        let in_sequence = |i: usize| extra.as_ref().is_some_and(|e| e[i]);
         let index: Vec<i64> = (0..batch * seq)
-            .filter(|&i| flags[i])
+            .filter(|&i| flags[i] || in_sequence(i))
             .map(|i| i as i64)
             .collect();
         let rows = index.len();
         let mut membership = vec![false; batch * rows];
+        let mut sequence_membership = vec![false; batch * rows];
         let mut counts = vec![0; batch];
+        let mut row_of = Vec::with_capacity(rows);
         for (r, &i) in index.iter().enumerate() {
-            membership[(i as usize / seq) * rows + r] = true;
-            counts[i as usize / seq] += 1;
+            let (i, b) = (i as usize, i as usize / seq);
+            membership[b * rows + r] = flags[i];
+            sequence_membership[b * rows + r] = in_sequence(i);
+            counts[b] += flags[i] as usize;
+            row_of.push((b, flags[i]));
         }
         let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [rows]), &device);
         let labels = labels.reshape([batch * seq]).select(0, index.clone());
-        let membership =
-            Tensor::<B, 2, Bool>::from_data(TensorData::new(membership, [batch, rows]), &device)
-                .float();
+        let matrix = |m: Vec<bool>| {
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(m, [batch, rows]), &device).float()
+        };
         Self {
             index,
             labels,
-            membership,
+            membership: matrix(membership),
             logp_weights: None,
+            sequence: extra.is_some().then(|| matrix(sequence_membership)),
             counts,
+            row_of,
             wpo: false,
             batch,
             rows,
@@ -170,15 +235,15 @@ impl<B: Backend> ScoredRows<B> {
             "LD-DPO needs n chosen then n rejected sequences"
         );
         let mut weights = vec![0f64; self.batch * self.rows];
-        let mut first = 0;
-        for (b, &count) in self.counts.iter().enumerate() {
-            let partner = if b < n { b + n } else { b - n };
-            let shared = count.min(self.counts[partner]);
-            for k in 0..count {
-                let w = if k < shared { 1.0 } else { alpha };
-                weights[b * self.rows + first + k] = w;
+        let mut seen = vec![0; self.batch];
+        for (r, &(b, scored)) in self.row_of.iter().enumerate() {
+            if !scored {
+                continue;
             }
-            first += count;
+            let partner = if b < n { b + n } else { b - n };
+            let shared = self.counts[b].min(self.counts[partner]);
+            weights[b * self.rows + r] = if seen[b] < shared { 1.0 } else { alpha };
+            seen[b] += 1;
         }
         let device = self.membership.device();
         let data = TensorData::new(weights, [self.batch, self.rows]);
@@ -312,16 +377,30 @@ impl<B: Backend> ScoredRows<B> {
         row_logps(logits, self.labels.clone().slice(s![range]))
     }
 
-    /// Each row's share of per-sequence values (`[batch]`, e.g. the gradient of a loss with
-    /// respect to the summed log-probs), `[rows]`: the transpose of the log-prob sums (of
-    /// [`Self::per_sequence`], or of its weighted form under [`Self::length_desensitized`]).
+    /// Each row's share of per-sequence values (e.g. the gradient of a loss with respect to
+    /// the summed log-probs), `[rows]`: the transpose of the log-prob sums (weighted under
+    /// [`Self::length_desensitized`]). `values` is `[batch]`, or with
+    /// [`Self::with_sequence_rows`] `[2 * batch]`: the log-prob sums' values, then the sequence
+    /// sums'.
     pub fn per_row(&self, values: Tensor<B, 1>) -> Tensor<B, 1> {
-        self.logp_weights
-            .clone()
-            .unwrap_or_else(|| self.membership.clone())
-            .transpose()
-            .matmul(values.reshape([self.batch, 1]))
+        let sums = self.sums();
+        let k = sums.dims()[0];
+        sums.transpose()
+            .matmul(values.reshape([k, 1]))
             .reshape([self.rows])
+    }
+
+    /// The matrix of the tracked sums, `[batch, rows]` (the log-prob sums) or `[2 * batch, rows]`
+    /// (and the sequence sums).
+    fn sums(&self) -> Tensor<B, 2> {
+        let logps = self
+            .logp_weights
+            .clone()
+            .unwrap_or_else(|| self.membership.clone());
+        match &self.sequence {
+            Some(s) => Tensor::cat(vec![logps, s.clone()], 0),
+            None => logps,
+        }
     }
 
     /// The zeros of a batch without scored positions.
@@ -333,10 +412,15 @@ impl<B: Backend> ScoredRows<B> {
             top1: zeros.clone(),
             aligned_logps: self.wpo.then(|| zeros.clone()),
         });
+        let sequence = self
+            .sequence
+            .as_ref()
+            .map(|_| (zeros.clone(), zeros.clone()));
         let out = SequenceLogps {
             logps: zeros.clone(),
             token_counts,
             logit_sums: zeros,
+            sequence,
         };
         (out, stats)
     }
@@ -360,17 +444,19 @@ impl<B: Backend> ScoredRows<B> {
         let stats = terms
             .stats
             .map(|s| s.map(|x| self.per_sequence(x).detach()));
-        let logps = match &self.logp_weights {
-            Some(w) => w.clone().matmul(terms.picked.reshape([self.rows, 1])),
-            None => self
-                .membership
-                .clone()
-                .matmul(terms.picked.reshape([self.rows, 1])),
-        };
+        let b = self.batch;
+        let sums = self.sums().matmul(terms.picked.reshape([self.rows, 1]));
+        let k = sums.dims()[0];
+        let sums = sums.reshape([k]);
+        let sequence = self.sequence.as_ref().map(|s| {
+            let counts = s.clone().sum_dim(1).reshape([b]);
+            (sums.clone().slice(s![b..2 * b]), counts)
+        });
         let out = SequenceLogps {
-            logps: logps.reshape([self.batch]),
+            logps: sums.slice(s![0..b]),
             token_counts: self.token_counts(),
             logit_sums: self.per_sequence(terms.mean_logits).detach(),
+            sequence,
         };
         (out, stats)
     }
@@ -390,7 +476,9 @@ impl<B: burn::tensor::backend::AutodiffBackend> ScoredRows<B> {
             labels: self.labels.clone().inner(),
             membership: self.membership.clone().inner(),
             logp_weights: self.logp_weights.clone().map(|w| w.inner()),
+            sequence: self.sequence.clone().map(|s| s.inner()),
             counts: self.counts.clone(),
+            row_of: self.row_of.clone(),
             wpo: self.wpo,
             batch: self.batch,
             rows: self.rows,

@@ -41,7 +41,7 @@ fn losses_and_metrics_match_trl_to_1e10() {
 }
 
 #[test]
-fn ld_dpo_and_wpo_from_logits_match_trl_to_1e10() {
+fn ld_dpo_wpo_and_orpo_from_logits_match_trl_to_1e10() {
     device();
     common::token_losses::check_all::<Inner>(1e-10, 1e-14);
 }

@@ -203,7 +203,7 @@ fn running_means_and_spectral_state_survive_a_save_and_load() {
     });
 }
 
-/// GANPO composes with every base loss (SimPO and SFT without reference log-probs): the policy's
+/// GANPO composes with every base loss (SimPO, SFT and ORPO without reference log-probs): the policy's
 /// log-probs get a gradient and the latents' gradient is exactly the regulariser's.
 #[test]
 fn plugs_into_every_base_loss() {
@@ -236,6 +236,11 @@ fn plugs_into_every_base_loss() {
                 lengths: PairLengths::new(vec![4, 5, 3], vec![6, 5, 4]).unwrap(),
                 logit_sums: None,
                 wpo_log_weights: None,
+                // ORPO's NLL term: the chosen sequences with three prompt tokens of -1 each.
+                chosen_sequence: Some((
+                    logps.clone().slice(s![0..3]).sub_scalar(3.0),
+                    Tensor::from_floats([7.0, 8.0, 6.0], &device),
+                )),
             };
             let loss = PreferenceLoss {
                 label_smoothing: 0.1,

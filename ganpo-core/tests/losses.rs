@@ -14,7 +14,7 @@ fn losses_and_metrics_match_trl_in_f32() {
 }
 
 #[test]
-fn ld_dpo_and_wpo_from_logits_match_trl_in_f32() {
+fn ld_dpo_wpo_and_orpo_from_logits_match_trl_in_f32() {
     on_test_backend!(inner, |B, device| common::token_losses::check_all::<B>(
         2e-5, 1e-7
     ));
@@ -23,12 +23,13 @@ fn ld_dpo_and_wpo_from_logits_match_trl_in_f32() {
 #[test]
 fn every_loss_kind_is_covered_by_the_fixture() {
     let fixture = fixture();
+    let from_logits = common::token_losses::fixture();
     for kind in ganpo_core::LossKind::ALL {
+        let covered =
+            |losses: &[ganpo_core::loss::WeightedLoss]| losses.iter().any(|l| l.kind == kind);
         assert!(
-            fixture
-                .cases
-                .iter()
-                .any(|c| c.losses.iter().any(|l| l.kind == kind)),
+            fixture.cases.iter().any(|c| covered(&c.losses))
+                || from_logits.cases.iter().any(|c| covered(&c.losses)),
             "no fixture case for {}",
             kind.name()
         );
@@ -109,6 +110,7 @@ fn bad_settings_and_inputs_are_refused() {
             true,
         ),
         (ganpo_core::LossKind::Simpo, "ld_alpha", Some(0.5), false),
+        (ganpo_core::LossKind::Orpo, "use_weighting", None, true),
         (ganpo_core::LossKind::Sft, "use_weighting", None, true),
         (ganpo_core::LossKind::Sft, "ld_alpha", Some(0.5), false),
     ] {
@@ -126,6 +128,13 @@ fn bad_settings_and_inputs_are_refused() {
             other => panic!("{}: {other}", kind.name()),
         }
     }
+    // ORPO reads the chosen sequences' log-probs for its NLL term.
+    assert_eq!(
+        PreferenceLoss::single(ganpo_core::LossKind::Orpo)
+            .compute(&good)
+            .unwrap_err(),
+        LossError::MissingSequenceLogps
+    );
     let ld = PreferenceLoss {
         ld_alpha: Some(1.5),
         ..PreferenceLoss::default()

@@ -222,6 +222,19 @@ fn ld_dpo_and_wpo_runs_equal_with_chunked_logprobs_and_a_precomputed_reference()
 }
 
 #[test]
+fn orpo_runs_equal_with_chunked_logprobs_and_checkpointing() {
+    // ORPO's NLL term reads the chosen prompts' rows too: a second tracked sum on the chunked
+    // head's leaf, whose gradient reaches the prompt rows.
+    let orpo = |c: &mut RunConfig| {
+        c.loss = ganpo_core::PreferenceLoss::single(ganpo_core::LossKind::Orpo);
+    };
+    assert_same_runs("ORPO", orpo, |c| {
+        c.train.logprob_chunk_rows = Some(3);
+        c.train.gradient_checkpointing = true;
+    });
+}
+
+#[test]
 fn runs_in_another_compute_dtype_equal_f32_runs() {
     // f64 rounds differently from f32, and AdamW divides by the root of tiny second moments:
     // the full fine-tuning run's weights drift apart by ~1e-4 over 3 steps at lr 1e-2, and the

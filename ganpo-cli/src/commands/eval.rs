@@ -27,7 +27,8 @@ pub struct Args {
     #[arg(long, required = true, num_args = 1..)]
     pub data: Vec<PathBuf>,
     /// Loss types (TRL's `loss_type`): sigmoid, robust, hinge, ipo, sigmoid_norm, simpo, sft,
-    /// exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop.
+    /// exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop,
+    /// orpo.
     #[arg(long = "loss-type", default_value = "sigmoid", value_delimiter = ',')]
     pub loss_type: Vec<String>,
     /// Weights of the loss types (TRL's `loss_weights`); default 1 each.

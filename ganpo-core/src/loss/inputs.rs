@@ -82,6 +82,10 @@ pub struct PreferenceInputs<B: Backend> {
     /// tokens of [`TokenStatistics::aligned_logps`](crate::TokenStatistics); needed with
     /// `use_weighting`.
     pub wpo_log_weights: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    /// ORPO's NLL inputs: the summed log-probs of every token of each chosen sequence after its
+    /// first (prompt and completion, carrying the gradient) and their counts, `[n]` each
+    /// ([`SequenceLogps::sequence`](crate::SequenceLogps) of the chosen rows).
+    pub chosen_sequence: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
 }
 
 impl<B: Backend> PreferenceInputs<B> {
@@ -98,6 +102,10 @@ impl<B: Backend> PreferenceInputs<B> {
         if let Some((c, r)) = &self.logit_sums {
             sizes.push(("chosen logit sums", c.dims()[0]));
             sizes.push(("rejected logit sums", r.dims()[0]));
+        }
+        if let Some((s, c)) = &self.chosen_sequence {
+            sizes.push(("chosen sequence log-probs", s.dims()[0]));
+            sizes.push(("chosen sequence counts", c.dims()[0]));
         }
         if let Some((c, r)) = &self.wpo_log_weights {
             sizes.push(("chosen WPO log-weights", c.dims()[0]));

@@ -50,11 +50,16 @@ pub enum LossKind {
     ApoDown,
     /// DiscoPOP: `-log sigmoid(z) (1 - m) + exp(-z) m` with `m = sigmoid(z / tau)`.
     Discopop,
+    /// ORPO (no reference; `trl.experimental.orpo`): `nll - beta * log sigmoid(o)` with the log
+    /// odds ratio `o = (a_w - a_l) - (log(1 - exp(a_w)) - log(1 - exp(a_l)))` of the length-averaged
+    /// log-probs `a = pi / |y|`, and `nll` the mean NLL of the chosen sequences' tokens, prompt
+    /// included, as TRL computes it.
+    Orpo,
 }
 
 impl LossKind {
     /// Every loss kind.
-    pub const ALL: [LossKind; 16] = [
+    pub const ALL: [LossKind; 17] = [
         LossKind::Sigmoid,
         LossKind::Robust,
         LossKind::Hinge,
@@ -71,6 +76,7 @@ impl LossKind {
         LossKind::ApoZero,
         LossKind::ApoDown,
         LossKind::Discopop,
+        LossKind::Orpo,
     ];
 
     /// TRL's name for the loss.
@@ -92,6 +98,7 @@ impl LossKind {
             LossKind::ApoZero => "apo_zero",
             LossKind::ApoDown => "apo_down",
             LossKind::Discopop => "discopop",
+            LossKind::Orpo => "orpo",
         }
     }
 
@@ -113,7 +120,7 @@ impl LossKind {
 
     /// Whether the loss compares the policy against reference log-probabilities.
     pub fn needs_reference(self) -> bool {
-        !matches!(self, LossKind::Simpo | LossKind::Sft)
+        !matches!(self, LossKind::Simpo | LossKind::Sft | LossKind::Orpo)
     }
 }
 
@@ -133,6 +140,8 @@ pub(crate) struct PairTerms<B: Backend> {
     /// How log-ratios become scores, and the alpha of the alpha-divergence.
     pub divergence: super::FDivergence,
     pub alpha: f64,
+    /// ORPO's NLL term, `[1]`, when the batch has the chosen sequences' log-probs.
+    pub sequence_nll: Option<Tensor<B, 1>>,
 }
 
 impl<B: Backend> PairTerms<B> {
@@ -151,11 +160,28 @@ impl<B: Backend> PairTerms<B> {
         (f(w), f(l))
     }
 
+    /// ORPO's log odds ratio of the length-averaged log-probs, `[n]`.
+    pub fn log_odds(&self) -> Tensor<B, 1> {
+        let a_w = self.pi_w.clone() / self.len_w.clone();
+        let a_l = self.pi_l.clone() / self.len_l.clone();
+        (a_w.clone() - a_l.clone()) - (log1mexp(a_w) - log1mexp(a_l))
+    }
+
     /// Margin of length-averaged scores (IPO, `sigmoid_norm`).
     fn averaged_margin(&self) -> Tensor<B, 1> {
         let (w, l) = self.scores();
         w / self.len_w.clone() - l / self.len_l.clone()
     }
+}
+
+/// `log(1 - exp(x))` for `x <= 0`, branching at `-ln 2` as TRL's `log1mexp` does: `log1p(-exp(x))`
+/// below, `log(-expm1(x))` above, with `expm1(x) = 2 t / (1 - t)`, `t = tanh(x / 2)` (exact, and
+/// accurate near 0 where `exp(x) - 1` cancels).
+fn log1mexp<B: Backend>(x: Tensor<B, 1>) -> Tensor<B, 1> {
+    let far = x.clone().exp().neg().log1p();
+    let t = (x.clone() / 2.0).tanh();
+    let near = (t.clone() * -2.0 / t.neg().add_scalar(1.0)).log();
+    near.mask_where(x.lower_elem(-std::f64::consts::LN_2), far)
 }
 
 /// `-(1 - eps) log sigmoid(x) - eps log sigmoid(-x)`, the label-smoothed logistic loss.
@@ -251,6 +277,14 @@ impl LossKind {
                 let logistic = log_sigmoid(z.clone()).neg();
                 let exponential = z.neg().exp();
                 logistic * m.clone().neg().add_scalar(1.0) + exponential * m
+            }
+            LossKind::Orpo => {
+                let n = t.pi_w.dims()[0];
+                let nll = t
+                    .sequence_nll
+                    .clone()
+                    .expect("sequence log-probs are checked before computing a loss");
+                nll.expand([n]) - log_sigmoid(t.log_odds()) * t.beta
             }
         }
     }

@@ -58,6 +58,12 @@ pub enum LossError {
         /// The loss it cannot apply to.
         loss: &'static str,
     },
+    /// ORPO without the chosen sequences' log-probs its NLL term reads.
+    #[error(
+        "loss `orpo` needs the log-probs of the chosen sequences' prompt and completion tokens \
+         (PreferenceInputs::chosen_sequence), but none were given"
+    )]
+    MissingSequenceLogps,
     /// `use_weighting` without the WPO log-weights of the batch.
     #[error("use_weighting needs the WPO log-weights of the batch, but none were given")]
     MissingWpoWeights,

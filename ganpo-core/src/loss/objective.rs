@@ -4,7 +4,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::kind::PairTerms;
-use super::metrics::preference_metrics;
+use super::metrics::{orpo_metrics, preference_metrics};
 use super::{LossError, LossKind, PreferenceInputs, PreferenceMetrics};
 
 /// One loss of a combination and its weight.
@@ -41,6 +41,7 @@ fn one() -> f64 {
 ///     lengths: PairLengths::new(vec![5, 6], vec![4, 3]).unwrap(),
 ///     logit_sums: None,
 ///     wpo_log_weights: None,
+///     chosen_sequence: None,
 /// };
 /// let out = PreferenceLoss::default().compute(&inputs).unwrap();
 /// // z = 0.1 * ((0.5 - -0.5), (0 - 0.5)) = (0.1, -0.05); loss = mean(-log sigmoid(z))
@@ -204,7 +205,9 @@ impl PreferenceLoss {
                         "it sorts the pairs, which would misalign the per-pair weights (TRL refuses it too)",
                     );
                 }
-                LossKind::Simpo if self.use_weighting || self.ld_alpha.is_some() => {
+                LossKind::Simpo | LossKind::Orpo
+                    if self.use_weighting || self.ld_alpha.is_some() =>
+                {
                     let option = if self.use_weighting {
                         "use_weighting"
                     } else {
@@ -213,7 +216,8 @@ impl PreferenceLoss {
                     return refuse(
                         option,
                         kind,
-                        "WPO and LD-DPO are DPOTrainer options; SimPO is CPOTrainer's loss",
+                        "WPO and LD-DPO are DPOTrainer options; SimPO and ORPO are losses of \
+                         CPOTrainer and ORPOTrainer, which have neither",
                     );
                 }
                 LossKind::Sft if self.use_weighting => {
@@ -253,6 +257,12 @@ impl PreferenceLoss {
         {
             return Err(LossError::MissingReference(l.kind.name()));
         }
+        let orpo = self.losses.iter().any(|l| l.kind == LossKind::Orpo);
+        let sequence_nll = match (&inputs.chosen_sequence, orpo) {
+            (_, false) => None,
+            (Some((sums, counts)), true) => Some(sums.clone().sum().neg() / counts.clone().sum()),
+            (None, true) => return Err(LossError::MissingSequenceLogps),
+        };
         let device = inputs.policy_chosen.device();
         let (len_w, len_l) = inputs.lengths.tensors::<B>(&device);
         let terms = PairTerms {
@@ -267,6 +277,7 @@ impl PreferenceLoss {
             tau: self.discopop_tau,
             divergence: self.f_divergence_type,
             alpha: self.f_alpha_divergence_coef,
+            sequence_nll,
         };
         let weights = match (&inputs.wpo_log_weights, self.use_weighting) {
             (_, false) => None,
@@ -286,8 +297,13 @@ impl PreferenceLoss {
             })
             .reduce(|a, b| a + b)
             .expect("validate() guarantees at least one loss");
-        let sft = self.losses.iter().any(|l| l.kind == LossKind::Sft);
-        let metrics = preference_metrics(&terms, inputs.logit_sums.clone(), sft);
+        let metrics = match self.losses.as_slice() {
+            [l] if l.kind == LossKind::Orpo => orpo_metrics(&terms, inputs.logit_sums.clone()),
+            _ => {
+                let sft = self.losses.iter().any(|l| l.kind == LossKind::Sft);
+                preference_metrics(&terms, inputs.logit_sums.clone(), sft)
+            }
+        };
         Ok(PreferenceOutput { loss, metrics })
     }
 }

@@ -73,6 +73,7 @@ pub mod losses {
                 tensor(&case.rejected_logit_sums, device),
             )),
             wpo_log_weights: None,
+            chosen_sequence: None,
         }
     }
 
@@ -137,12 +138,12 @@ pub fn compare<B: burn::prelude::Backend>(
     compared
 }
 
-/// LD-DPO and WPO cases: TRL's loss of per-token log-probs, ganpo's from the logits through
-/// [`ganpo_core::ScoredRows`].
+/// LD-DPO, WPO and ORPO cases: TRL's loss of per-token log-probs, ganpo's from the logits
+/// through [`ganpo_core::ScoredRows`].
 pub mod token_losses {
     use burn::prelude::*;
-    use ganpo_core::ScoredRows;
     use ganpo_core::loss::{PairLengths, PreferenceInputs, PreferenceLoss, WeightedLoss};
+    use ganpo_core::{LossKind, ScoredRows};
     use serde::Deserialize;
 
     #[derive(Deserialize)]
@@ -161,6 +162,7 @@ pub mod token_losses {
         pub rejected_lengths: Vec<usize>,
         pub reference_chosen: Vec<f64>,
         pub reference_rejected: Vec<f64>,
+        pub sequence_mask: Vec<bool>,
     }
 
     #[derive(Deserialize)]
@@ -189,7 +191,7 @@ pub mod token_losses {
     pub fn check_all<B: Backend>(rtol: f64, atol: f64) {
         let device = Default::default();
         let fixture = fixture();
-        assert!(fixture.cases.len() >= 14, "fixture lost cases");
+        assert!(fixture.cases.len() >= 18, "fixture lost cases");
         let mut compared = 0;
         for case in &fixture.cases {
             let b = &fixture.batches[case.batch];
@@ -207,7 +209,14 @@ pub mod token_losses {
                 TensorData::new(b.mask.clone(), [rows, seq]),
                 &device,
             );
-            let mut scored = ScoredRows::new(labels, mask);
+            let bool_mask = |v: &[bool]| {
+                Tensor::<B, 2, Bool>::from_data(TensorData::new(v.to_vec(), [rows, seq]), &device)
+            };
+            let orpo = case.losses.iter().any(|l| l.kind == LossKind::Orpo);
+            let mut scored = match orpo {
+                true => ScoredRows::with_sequence_rows(labels, mask, bool_mask(&b.sequence_mask)),
+                false => ScoredRows::new(labels, mask),
+            };
             if let Some(alpha) = case.ld_alpha {
                 scored = scored.length_desensitized(alpha);
             }
@@ -229,17 +238,24 @@ pub mod token_losses {
                 ..PreferenceLoss::default()
             };
             let (pc, pr) = halves(s.logps);
+            let chosen_sequence = s
+                .sequence
+                .map(|(sums, counts)| (halves(sums).0, halves(counts).0));
             let inputs = PreferenceInputs {
                 policy_chosen: pc,
                 policy_rejected: pr,
-                reference: Some((
-                    tensor(&b.reference_chosen, &device),
-                    tensor(&b.reference_rejected, &device),
-                )),
+                // ORPO has no reference model.
+                reference: (!orpo).then(|| {
+                    (
+                        tensor(&b.reference_chosen, &device),
+                        tensor(&b.reference_rejected, &device),
+                    )
+                }),
                 lengths: PairLengths::new(b.chosen_lengths.clone(), b.rejected_lengths.clone())
                     .unwrap(),
                 logit_sums: Some(halves(s.logit_sums)),
                 wpo_log_weights: wpo,
+                chosen_sequence,
             };
             let out = loss
                 .compute(&inputs)

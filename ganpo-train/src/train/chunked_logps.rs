@@ -27,7 +27,8 @@ pub struct HeadLeaf<B: Backend> {
     /// The scored rows' last hidden states, `[rows, d]`, tracked: their graph reaches the
     /// model's layers (or the checkpointed trunk's leaf).
     pub hidden_rows: Tensor<B, 2>,
-    /// The summed log-probs, `[2n]`, as a tracked leaf: what the loss was computed from.
+    /// The summed log-probs, `[2n]` (with ORPO `[4n]`: then the sequence sums), as a tracked
+    /// leaf: what the loss was computed from.
     pub leaf: Tensor<B, 1>,
     /// The scored rows and their labels.
     pub rows: ScoredRows<B>,
@@ -53,19 +54,26 @@ pub fn chunked_head_pass<B: AutodiffBackend>(
         chunk_rows,
         with_stats,
     );
-    let leaf = Tensor::from_inner(s.logps).require_grad();
+    // One leaf for every tracked sum: the log-probs, then (ORPO) the sequence sums.
+    let b = s.logps.dims()[0];
+    let (leaf, counts) = match s.sequence {
+        Some((sums, counts)) => (Tensor::cat(vec![s.logps, sums], 0), Some(counts)),
+        None => (s.logps, None),
+    };
+    let leaf = Tensor::from_inner(leaf).require_grad();
     let pass = ModelPass {
-        logps: leaf.clone(),
+        logps: leaf.clone().slice(s![0..b]),
         scored: Tensor::from_inner(s.token_counts),
         logit_sums: Tensor::from_inner(s.logit_sums),
         stats: stats.map(TokenStatistics::from_inner),
+        sequence: counts.map(|c| (leaf.clone().slice(s![b..2 * b]), Tensor::from_inner(c))),
         hidden: to_float(hidden),
         trunk: None,
         head: None,
     };
     let head = HeadLeaf {
         hidden_rows,
-        leaf: pass.logps.clone(),
+        leaf,
         rows,
         chunk_rows,
     };
@@ -73,7 +81,8 @@ pub fn chunked_head_pass<B: AutodiffBackend>(
 }
 
 /// The gradients of the LM head's parameters of `policy` (whose layers `stack` is), given the
-/// loss's gradient with respect to the leaf of `head` (`logps_grad`, `[2n]`), recomputing one
+/// loss's gradient with respect to the leaf of `head` (`logps_grad`, `[2n]`, or `[4n]` with
+/// ORPO's sequence sums), recomputing one
 /// chunk at a time; and the tracked surrogate `sum(hidden_rows * d loss / d hidden_rows)`, whose
 /// backward pass carries the same gradient into the layers below.
 pub fn backward_through_head<B: AutodiffBackend, M: AutodiffModule<B>>(

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{
-    LossError, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, TokenStatistics,
+    LossError, LossKind, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, TokenStatistics,
     next_token_targets,
 };
 use ganpo_models::{CausalLm, LayerStack, RowsOutput};
@@ -28,6 +28,9 @@ pub struct ModelPass<B: Backend> {
     /// Entropy sums, top-1 hits and (with WPO) aligned log-prob sums over scored positions,
     /// `[2n]` each, detached (policy only).
     pub stats: Option<TokenStatistics<B>>,
+    /// With ORPO: the summed log-probs of every token of each sequence after its first (chosen
+    /// rows only; tracked) and their counts, `[2n]` each.
+    pub sequence: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     /// Last-layer hidden states, `[2n, seq, d]`.
     pub hidden: Tensor<B, 3>,
     /// With activation checkpointing: what the backward pass recomputes the layers from
@@ -46,6 +49,8 @@ pub struct Scoring {
     pub ld_alpha: Option<f64>,
     /// Whether the statistics include WPO's terms (`loss.use_weighting`).
     pub wpo: bool,
+    /// Whether the chosen sequences' prompt tokens are scored too, for ORPO's NLL term.
+    pub sequence_nll: bool,
     /// Score the LM head this many rows at a time (`train.logprob_chunk_rows`); `None` = all.
     pub chunk_rows: Option<usize>,
 }
@@ -56,7 +61,18 @@ impl Scoring {
         Self {
             ld_alpha: loss.ld_alpha,
             wpo: loss.use_weighting,
+            sequence_nll: loss.losses.iter().any(|l| l.kind == LossKind::Orpo),
             chunk_rows,
+        }
+    }
+
+    /// What a reference pass needs of this scoring: its log-prob sums only (LD-DPO's weights
+    /// and the LM head's chunks), not the policy's WPO terms or ORPO's NLL rows.
+    pub fn for_reference(self) -> Self {
+        Self {
+            wpo: false,
+            sequence_nll: false,
+            ..self
         }
     }
 }
@@ -89,6 +105,7 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
             scored: s.token_counts,
             logit_sums: s.logit_sums,
             stats,
+            sequence: s.sequence,
             hidden: to_float(hidden),
             trunk: None,
             head: None,
@@ -102,7 +119,20 @@ pub fn model_pass<B: Backend, M: CausalLm<B>>(
 /// statistics `scoring` asks for.
 fn scored_rows<B: Backend>(batch: &PairBatch<B>, scoring: Scoring) -> ScoredRows<B> {
     let (labels, mask) = next_token_targets(batch.ids.clone(), batch.completion.clone());
-    let rows = ScoredRows::new(labels, mask);
+    let rows = match scoring.sequence_nll {
+        true => {
+            // Every token of a chosen sequence after its first (TRL's ORPO NLL), none of the
+            // rejected ones.
+            let [rows, seq] = batch.attention.dims();
+            let n = batch.pairs;
+            let device = batch.attention.device();
+            let none = Tensor::<B, 2, Int>::zeros([rows - n, seq], &device).bool();
+            let chosen = batch.attention.clone().slice_assign(s![n..rows, ..], none);
+            let (_, sequence) = next_token_targets(batch.ids.clone(), chosen);
+            ScoredRows::with_sequence_rows(labels, mask, sequence)
+        }
+        false => ScoredRows::new(labels, mask),
+    };
     let rows = match scoring.ld_alpha {
         Some(alpha) => rows.length_desensitized(alpha),
         None => rows,
@@ -163,6 +193,7 @@ fn scored_pass<B: Backend>(
         scored: s.token_counts,
         logit_sums: s.logit_sums,
         stats,
+        sequence: s.sequence,
         hidden: to_float(out.hidden),
         trunk,
         head: None,
@@ -233,6 +264,10 @@ pub fn base_objective<B: Backend>(
         lengths: batch.lengths.clone(),
         logit_sums: None,
         wpo_log_weights,
+        chosen_sequence: policy
+            .sequence
+            .clone()
+            .map(|(sums, counts)| (halves(sums, n).0, halves(counts, n).0)),
     })?;
     let values = out.metrics.values();
     let mut metrics: Vec<(&'static str, Tensor<B, 1>)> = out

@@ -103,7 +103,7 @@ pub fn precompute<B: Backend, R: CausalLm<B>>(
     for chunk in pairs.chunks(batch_size.max(1)) {
         let host = collate(chunk, truncation, pad_id, None);
         let batch: PairBatch<B> = host.to_device(device)?;
-        let pass = model_pass(reference, &batch, false, scoring);
+        let pass = model_pass(reference, &batch, false, scoring.for_reference());
         let n = chunk.len();
         let logps = pass
             .logps
@@ -179,7 +179,7 @@ fn live<B: Backend, R: CausalLm<B>>(
     batch: &PairBatch<B>,
     scoring: Scoring,
 ) -> RefOutputs<B> {
-    let pass = model_pass(reference, batch, false, scoring);
+    let pass = model_pass(reference, batch, false, scoring.for_reference());
     RefOutputs {
         logps: Some(halves(pass.logps, batch.pairs)),
         hidden: Some(pass.hidden),
