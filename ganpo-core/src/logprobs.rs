@@ -33,15 +33,6 @@ pub struct TokenStatistics<B: Backend> {
 }
 
 impl<B: Backend> TokenStatistics<B> {
-    /// The same sums for the sequences `range`.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
-        Self {
-            entropy: self.entropy.clone().slice(s![range.clone()]),
-            top1: self.top1.clone().slice(s![range.clone()]),
-            aligned_logps: self.aligned_logps.clone().map(|a| a.slice(s![range])),
-        }
-    }
-
     fn map<C: Backend>(self, f: impl Fn(Tensor<B, 1>) -> Tensor<C, 1>) -> TokenStatistics<C> {
         TokenStatistics {
             entropy: f(self.entropy),
