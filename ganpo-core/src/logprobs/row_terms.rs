@@ -102,10 +102,7 @@ pub(super) fn row_terms<B: Backend>(
     // Read before the log-softmax, which NdArray writes in place of uniquely owned logits.
     let mean_logits = logits.clone().detach().mean_dim(1).reshape([rows]);
     let log_probs = log_softmax(logits, 1);
-    let picked = log_probs
-        .clone()
-        .gather(1, labels.clone().unsqueeze_dim(1))
-        .reshape([rows]);
+    let picked = pick(log_probs.clone(), labels.clone());
     let stats = (asked != Asked::Nothing).then(|| {
         let log_probs = log_probs.detach();
         let top1 = log_probs
@@ -142,8 +139,11 @@ pub(super) fn row_logps<B: Backend>(
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
-    let rows = logits.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.unsqueeze_dim(1))
-        .reshape([rows])
+    pick(log_softmax(logits, 1), labels)
+}
+
+/// The entries of `log_probs` (`[rows, vocab]`) at `labels` (`[rows]`), `[rows]`.
+fn pick<B: Backend>(log_probs: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let rows = labels.dims()[0];
+    log_probs.gather(1, labels.unsqueeze_dim(1)).reshape([rows])
 }

@@ -95,21 +95,26 @@ impl<B: Backend> PreferenceInputs<B> {
             ("policy_chosen", self.policy_chosen.dims()[0]),
             ("policy_rejected", self.policy_rejected.dims()[0]),
         ];
-        if let Some((c, r)) = &self.reference {
-            sizes.push(("reference chosen", c.dims()[0]));
-            sizes.push(("reference rejected", r.dims()[0]));
-        }
-        if let Some((c, r)) = &self.logit_sums {
-            sizes.push(("chosen logit sums", c.dims()[0]));
-            sizes.push(("rejected logit sums", r.dims()[0]));
-        }
-        if let Some((s, c)) = &self.chosen_sequence {
-            sizes.push(("chosen sequence log-probs", s.dims()[0]));
-            sizes.push(("chosen sequence counts", c.dims()[0]));
-        }
-        if let Some((c, r)) = &self.wpo_log_weights {
-            sizes.push(("chosen WPO log-weights", c.dims()[0]));
-            sizes.push(("rejected WPO log-weights", r.dims()[0]));
+        let optional = [
+            (("reference chosen", "reference rejected"), &self.reference),
+            (
+                ("chosen logit sums", "rejected logit sums"),
+                &self.logit_sums,
+            ),
+            (
+                ("chosen sequence log-probs", "chosen sequence counts"),
+                &self.chosen_sequence,
+            ),
+            (
+                ("chosen WPO log-weights", "rejected WPO log-weights"),
+                &self.wpo_log_weights,
+            ),
+        ];
+        for ((first, second), pair) in optional {
+            if let Some((a, b)) = pair {
+                sizes.push((first, a.dims()[0]));
+                sizes.push((second, b.dims()[0]));
+            }
         }
         for (what, found) in sizes {
             if found != n {
