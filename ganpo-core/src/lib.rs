@@ -39,5 +39,7 @@ pub use ganpo::{Ganpo, GanpoConfig, MeanMode, Pooling};
 pub use logprobs::{
     ScoredRows, SequenceLogps, TokenStatistics, next_token_targets, sequence_logps, token_logps,
 };
-pub use loss::{LossError, LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
+pub use loss::{
+    LossError, LossKind, PairLengths, PreferenceInputs, PreferenceLoss, UnpairedInputs,
+};
 pub use mode::Mode;

@@ -47,6 +47,12 @@ fn ld_dpo_wpo_and_orpo_from_logits_match_trl_to_1e10() {
 }
 
 #[test]
+fn kto_matches_trl_to_1e10() {
+    device();
+    common::kto_losses::check_all::<Inner>(1e-10, 1e-14);
+}
+
+#[test]
 fn sequence_logps_match_trl_to_1e12() {
     device();
     common::logprobs::check::<Inner>(1e-12);

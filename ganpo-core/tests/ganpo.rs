@@ -15,7 +15,7 @@ use ganpo_core::discriminator::{
     DiscriminatorConfig, MlpDiscriminatorConfig, TransformerDiscriminatorConfig,
 };
 use ganpo_core::ganpo::{GanpoConfig, LatentBatch, MeanMode, Pooling};
-use ganpo_core::loss::{LossKind, PairLengths, PreferenceInputs, PreferenceLoss};
+use ganpo_core::loss::{LossKind, PairLengths, PreferenceInputs, PreferenceLoss, UnpairedInputs};
 use ganpo_core::mode::Mode;
 
 fn mlp() -> DiscriminatorConfig {
@@ -226,6 +226,7 @@ fn plugs_into_every_base_loss() {
                     .require_grad();
             let reference =
                 Tensor::<A, 1>::from_floats([-8.5, -9.0, -7.5, -11.0, -6.5, -9.0], &device);
+            let rows_reference = reference.clone();
             let inputs = PreferenceInputs {
                 policy_chosen: logps.clone().slice(s![0..3]),
                 policy_rejected: logps.clone().slice(s![3..6]),
@@ -242,11 +243,28 @@ fn plugs_into_every_base_loss() {
                     Tensor::from_floats([7.0, 8.0, 6.0], &device),
                 )),
             };
-            let loss = PreferenceLoss {
-                label_smoothing: 0.1,
-                ..PreferenceLoss::single(kind)
+            let base = if kind.is_unpaired() {
+                // KTO: the six sequences as unpaired examples, the first three desirable, their
+                // KL rows the reference's log-probs shifted.
+                let unpaired = UnpairedInputs {
+                    policy: logps.clone(),
+                    kl: (
+                        rows_reference.clone().add_scalar(0.5),
+                        rows_reference.clone(),
+                    ),
+                    reference: rows_reference,
+                    desirable: vec![true, true, true, false, false, false],
+                    logit_sums: None,
+                };
+                let loss = PreferenceLoss::single(kind);
+                loss.compute_unpaired(&unpaired).unwrap()
+            } else {
+                let loss = PreferenceLoss {
+                    label_smoothing: 0.1,
+                    ..PreferenceLoss::single(kind)
+                };
+                loss.compute(&inputs).unwrap()
             };
-            let base = loss.compute(&inputs).unwrap();
             let grads = (base.loss + ganpo.generator_loss(&b).term).backward();
             assert!(logps.grad(&grads).is_some(), "{}", kind.name());
             // The base loss sees no latents: the latents' gradient is the regulariser's alone.

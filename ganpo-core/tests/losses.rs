@@ -14,6 +14,13 @@ fn losses_and_metrics_match_trl_in_f32() {
 }
 
 #[test]
+fn kto_matches_trl_in_f32() {
+    on_test_backend!(inner, |B, device| common::kto_losses::check_all::<B>(
+        2e-5, 1e-7
+    ));
+}
+
+#[test]
 fn ld_dpo_wpo_and_orpo_from_logits_match_trl_in_f32() {
     on_test_backend!(inner, |B, device| common::token_losses::check_all::<B>(
         2e-5, 1e-7
@@ -29,11 +36,93 @@ fn every_loss_kind_is_covered_by_the_fixture() {
             |losses: &[ganpo_core::loss::WeightedLoss]| losses.iter().any(|l| l.kind == kind);
         assert!(
             fixture.cases.iter().any(|c| covered(&c.losses))
-                || from_logits.cases.iter().any(|c| covered(&c.losses)),
+                || from_logits.cases.iter().any(|c| covered(&c.losses))
+                // kto_losses.json holds KTO's cases (kto_matches_trl_in_f32).
+                || kind == ganpo_core::LossKind::Kto,
             "no fixture case for {}",
             kind.name()
         );
     }
+}
+
+#[test]
+fn kto_is_refused_beside_what_it_has_no_form_for() {
+    use ganpo_core::LossKind::{Kto, Sigmoid};
+    use ganpo_core::loss::WeightedLoss;
+    let kto = PreferenceLoss::single(Kto);
+    let refused = |loss: PreferenceLoss| match loss.validate().unwrap_err() {
+        LossError::OptionWithLoss { option, loss, .. } => (option, loss),
+        other => panic!("{other}"),
+    };
+    let with_sigmoid = PreferenceLoss {
+        losses: vec![
+            WeightedLoss {
+                kind: Kto,
+                weight: 1.0,
+            },
+            WeightedLoss {
+                kind: Sigmoid,
+                weight: 1.0,
+            },
+        ],
+        ..kto.clone()
+    };
+    assert_eq!(refused(with_sigmoid), ("losses", "kto"));
+    let smoothed = PreferenceLoss {
+        label_smoothing: 0.1,
+        ..kto.clone()
+    };
+    assert_eq!(refused(smoothed), ("label_smoothing", "kto"));
+    let wpo = PreferenceLoss {
+        use_weighting: true,
+        ..kto.clone()
+    };
+    assert_eq!(refused(wpo), ("use_weighting", "kto"));
+    let ld = PreferenceLoss {
+        ld_alpha: Some(0.5),
+        ..kto.clone()
+    };
+    assert_eq!(refused(ld), ("ld_alpha", "kto"));
+    // KTO's weights mean nothing to a paired loss.
+    let weighted_dpo = PreferenceLoss {
+        undesirable_weight: Some(1.2),
+        ..PreferenceLoss::default()
+    };
+    assert_eq!(refused(weighted_dpo), ("undesirable_weight", "sigmoid"));
+    let negative = PreferenceLoss {
+        desirable_weight: Some(-1.0),
+        ..kto.clone()
+    };
+    assert!(matches!(
+        negative.validate().unwrap_err(),
+        LossError::InvalidSetting {
+            key: "desirable_weight",
+            ..
+        }
+    ));
+    // Each kind of input goes to its own call, and the error says which.
+    let device = Default::default();
+    let t = |v: [f32; 2]| Tensor::<burn::backend::NdArray, 1>::from_floats(v, &device);
+    let unpaired = ganpo_core::UnpairedInputs {
+        policy: t([-3.0, -4.0]),
+        reference: t([-3.5, -3.0]),
+        kl: (t([-5.0, -6.0]), t([-5.5, -6.0])),
+        desirable: vec![true, false],
+        logit_sums: None,
+    };
+    let err = PreferenceLoss::default()
+        .compute_unpaired(&unpaired)
+        .unwrap_err();
+    assert!(err.to_string().contains("PreferenceLoss::compute"), "{err}");
+    assert!(kto.compute_unpaired(&unpaired).is_ok());
+    let short = ganpo_core::UnpairedInputs {
+        desirable: vec![true],
+        ..unpaired
+    };
+    assert!(matches!(
+        kto.compute_unpaired(&short).unwrap_err(),
+        LossError::BatchMismatch { .. }
+    ));
 }
 
 #[test]

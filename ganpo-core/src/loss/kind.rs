@@ -55,11 +55,16 @@ pub enum LossKind {
     /// log-probs `a = pi / |y|`, and `nll` the mean NLL of the chosen sequences' tokens, prompt
     /// included, as TRL computes it.
     Orpo,
+    /// KTO (TRL's `KTOTrainer`, unpaired data): `w_d (1 - sigmoid(beta (r - z)))` for a desirable
+    /// completion, `w_u (1 - sigmoid(beta (z - r)))` for an undesirable one, `r = pi - ref` and
+    /// `z` the clamped KL estimate of mismatched pairs
+    /// ([`PreferenceLoss::compute_unpaired`](crate::PreferenceLoss::compute_unpaired)).
+    Kto,
 }
 
 impl LossKind {
     /// Every loss kind.
-    pub const ALL: [LossKind; 17] = [
+    pub const ALL: [LossKind; 18] = [
         LossKind::Sigmoid,
         LossKind::Robust,
         LossKind::Hinge,
@@ -77,6 +82,7 @@ impl LossKind {
         LossKind::ApoDown,
         LossKind::Discopop,
         LossKind::Orpo,
+        LossKind::Kto,
     ];
 
     /// TRL's name for the loss.
@@ -99,6 +105,7 @@ impl LossKind {
             LossKind::ApoDown => "apo_down",
             LossKind::Discopop => "discopop",
             LossKind::Orpo => "orpo",
+            LossKind::Kto => "kto",
         }
     }
 
@@ -116,6 +123,11 @@ impl LossKind {
                 | LossKind::Discopop
                 | LossKind::Sft
         )
+    }
+
+    /// Whether the loss reads unpaired examples (prompt, completion, label) rather than pairs.
+    pub fn is_unpaired(self) -> bool {
+        self == LossKind::Kto
     }
 
     /// Whether the loss compares the policy against reference log-probabilities.
@@ -286,6 +298,7 @@ impl LossKind {
                     .expect("sequence log-probs are checked before computing a loss");
                 nll.expand([n]) - log_sigmoid(t.log_odds()) * t.beta
             }
+            LossKind::Kto => unreachable!("PreferenceLoss::compute refuses unpaired losses"),
         }
     }
 }

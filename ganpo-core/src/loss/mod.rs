@@ -8,12 +8,14 @@
 mod divergence;
 mod inputs;
 mod kind;
+mod kto;
 mod metrics;
 mod objective;
 
 pub use divergence::FDivergence;
 pub use inputs::{PairLengths, PreferenceInputs};
 pub use kind::LossKind;
+pub use kto::{KtoWeights, UnpairedInputs};
 pub use metrics::PreferenceMetrics;
 pub use objective::{PreferenceLoss, PreferenceOutput, WeightedLoss};
 
@@ -64,6 +66,19 @@ pub enum LossError {
          (PreferenceInputs::chosen_sequence), but none were given"
     )]
     MissingSequenceLogps,
+    /// Paired inputs given to an unpaired loss (KTO), or unpaired inputs to a paired one.
+    #[error(
+        "loss `{loss}` reads {expected} inputs ({call}); unpaired losses (kto) take unpaired \
+         examples and stand alone in the list"
+    )]
+    WrongInputs {
+        /// The loss.
+        loss: &'static str,
+        /// `paired` or `unpaired`.
+        expected: &'static str,
+        /// The call that takes them.
+        call: &'static str,
+    },
     /// `use_weighting` without the WPO log-weights of the batch.
     #[error("use_weighting needs the WPO log-weights of the batch, but none were given")]
     MissingWpoWeights,

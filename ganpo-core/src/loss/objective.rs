@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kind::PairTerms;
 use super::metrics::{orpo_metrics, preference_metrics};
-use super::{LossError, LossKind, PreferenceInputs, PreferenceMetrics};
+use super::{KtoWeights, LossError, LossKind, PreferenceInputs, PreferenceMetrics, UnpairedInputs};
 
 /// One loss of a combination and its weight.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -76,6 +76,10 @@ pub struct PreferenceLoss {
     /// completion's length in both sides' summed log-probs. It acts where the log-probs are summed
     /// ([`crate::ScoredRows::length_desensitized`]); the loss only checks it.
     pub ld_alpha: Option<f64>,
+    /// KTO's weight of the desirable examples' losses (TRL's `desirable_weight`; default 1).
+    pub desirable_weight: Option<f64>,
+    /// KTO's weight of the undesirable examples' losses (TRL's `undesirable_weight`; default 1).
+    pub undesirable_weight: Option<f64>,
 }
 
 impl Default for PreferenceLoss {
@@ -93,6 +97,8 @@ impl Default for PreferenceLoss {
             f_alpha_divergence_coef: 0.5,
             use_weighting: false,
             ld_alpha: None,
+            desirable_weight: None,
+            undesirable_weight: None,
         }
     }
 }
@@ -112,6 +118,19 @@ impl PreferenceLoss {
         Self {
             losses: vec![WeightedLoss { kind, weight: 1.0 }],
             ..Self::default()
+        }
+    }
+
+    /// Whether the losses read unpaired examples (KTO) rather than pairs.
+    pub fn is_unpaired(&self) -> bool {
+        self.losses.iter().any(|l| l.kind.is_unpaired())
+    }
+
+    /// KTO's side weights (1 where unset).
+    pub fn kto_weights(&self) -> KtoWeights {
+        KtoWeights {
+            desirable: self.desirable_weight.unwrap_or(1.0),
+            undesirable: self.undesirable_weight.unwrap_or(1.0),
         }
     }
 
@@ -184,7 +203,18 @@ impl PreferenceLoss {
         {
             return invalid("ld_alpha", alpha, "a value in [0, 1]");
         }
-        self.check_options()
+        for (key, w) in [
+            ("desirable_weight", self.desirable_weight),
+            ("undesirable_weight", self.undesirable_weight),
+        ] {
+            if let Some(w) = w
+                && !(w.is_finite() && w >= 0.0)
+            {
+                return invalid(key, w, "a finite number >= 0");
+            }
+        }
+        self.check_options()?;
+        self.check_unpaired()
     }
 
     /// Refuses `use_weighting` and `ld_alpha` beside the losses they have no form for.
@@ -242,6 +272,70 @@ impl PreferenceLoss {
         Ok(())
     }
 
+    /// Refuses KTO beside other losses and beside the options it has no form for, and KTO's
+    /// weights beside paired losses.
+    fn check_unpaired(&self) -> Result<(), LossError> {
+        let refuse = |option, loss: LossKind, why| {
+            Err(LossError::OptionWithLoss {
+                option,
+                loss: loss.name(),
+                why,
+            })
+        };
+        let Some(kto) = self.losses.iter().map(|l| l.kind).find(|k| k.is_unpaired()) else {
+            let kto_option = match (self.desirable_weight, self.undesirable_weight) {
+                (Some(_), _) => Some("desirable_weight"),
+                (None, Some(_)) => Some("undesirable_weight"),
+                (None, None) => None,
+            };
+            return match kto_option {
+                Some(option) => refuse(
+                    option,
+                    self.losses[0].kind,
+                    "only KTO weighs desirable and undesirable examples",
+                ),
+                None => Ok(()),
+            };
+        };
+        if self.losses.len() > 1 {
+            return refuse(
+                "losses",
+                kto,
+                "KTO reads unpaired examples and stands alone (TRL's KTOTrainer has one loss_type)",
+            );
+        }
+        let why = "KTOTrainer has no such option";
+        if self.use_weighting {
+            return refuse("use_weighting", kto, why);
+        }
+        if self.ld_alpha.is_some() {
+            return refuse("ld_alpha", kto, why);
+        }
+        if self.label_smoothing != 0.0 {
+            return refuse("label_smoothing", kto, why);
+        }
+        Ok(())
+    }
+
+    /// KTO's loss and TRL's `KTOTrainer` metrics on unpaired examples
+    /// ([`LossKind::Kto`] has the formula).
+    pub fn compute_unpaired<B: Backend>(
+        &self,
+        inputs: &UnpairedInputs<B>,
+    ) -> Result<PreferenceOutput<B>, LossError> {
+        self.validate()?;
+        let l = self.losses[0];
+        if !l.kind.is_unpaired() {
+            return Err(LossError::WrongInputs {
+                loss: l.kind.name(),
+                expected: "paired",
+                call: "PreferenceLoss::compute",
+            });
+        }
+        let (loss, metrics) = super::kto::kto(inputs, self.beta, self.kto_weights(), l.weight)?;
+        Ok(PreferenceOutput { loss, metrics })
+    }
+
     /// Computes the loss and the metrics.
     ///
     /// Rewards follow the trainer TRL would use: `beta * (pi - ref)` (DPOTrainer) when reference
@@ -251,6 +345,13 @@ impl PreferenceLoss {
         inputs: &PreferenceInputs<B>,
     ) -> Result<PreferenceOutput<B>, LossError> {
         self.validate()?;
+        if let Some(l) = self.losses.iter().find(|l| l.kind.is_unpaired()) {
+            return Err(LossError::WrongInputs {
+                loss: l.kind.name(),
+                expected: "unpaired",
+                call: "PreferenceLoss::compute_unpaired",
+            });
+        }
         inputs.check()?;
         if inputs.reference.is_none()
             && let Some(l) = self.losses.iter().find(|l| l.kind.needs_reference())

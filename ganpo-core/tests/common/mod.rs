@@ -267,6 +267,89 @@ pub mod token_losses {
     }
 }
 
+/// KTO cases: TRL's `KTOTrainer._compute_loss` on the summed log-probs of unpaired rows and of
+/// their KL rows.
+pub mod kto_losses {
+    use burn::prelude::*;
+    use ganpo_core::loss::{PreferenceLoss, UnpairedInputs};
+    use ganpo_core::{LossKind, LossKind::Kto};
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    struct Fixture {
+        batch: Batch,
+        cases: Vec<Case>,
+    }
+
+    #[derive(Deserialize)]
+    struct Batch {
+        policy: Vec<f64>,
+        reference: Vec<f64>,
+        policy_kl: Vec<f64>,
+        logit_sums: Vec<f64>,
+        scored: Vec<f64>,
+    }
+
+    #[derive(Deserialize)]
+    struct Case {
+        name: String,
+        source: String,
+        labels: Vec<bool>,
+        beta: f64,
+        desirable_weight: f64,
+        undesirable_weight: f64,
+        reference_kl: Vec<f64>,
+        expected_loss: f64,
+        expected_metrics: BTreeMap<String, f64>,
+    }
+
+    fn tensor<B: Backend>(v: &[f64], device: &B::Device) -> Tensor<B, 1> {
+        Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+    }
+
+    /// Checks every case on backend `B` within relative tolerance `rtol` (plus `atol`); every
+    /// metric TRL logged (but `entropy` and `num_tokens`, the trainer's) must be there, and no
+    /// other.
+    pub fn check_all<B: Backend>(rtol: f64, atol: f64) {
+        let device: B::Device = Default::default();
+        let fixture: Fixture =
+            serde_json::from_str(include_str!("../fixtures/kto_losses.json")).unwrap();
+        assert!(fixture.cases.len() >= 5, "fixture lost cases");
+        let b = &fixture.batch;
+        for case in &fixture.cases {
+            let loss = PreferenceLoss {
+                beta: case.beta,
+                desirable_weight: Some(case.desirable_weight),
+                undesirable_weight: Some(case.undesirable_weight),
+                ..PreferenceLoss::single(Kto)
+            };
+            let inputs = UnpairedInputs::<B> {
+                policy: tensor(&b.policy, &device),
+                reference: tensor(&b.reference, &device),
+                kl: (
+                    tensor(&b.policy_kl, &device),
+                    tensor(&case.reference_kl, &device),
+                ),
+                desirable: case.labels.clone(),
+                logit_sums: Some((tensor(&b.logit_sums, &device), tensor(&b.scored, &device))),
+            };
+            let out = loss
+                .compute_unpaired(&inputs)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let names: Vec<&str> = out.metrics.names().to_vec();
+            let expected: Vec<&str> = case.expected_metrics.keys().map(|k| k.as_str()).collect();
+            let mut sorted = names.clone();
+            sorted.sort();
+            assert_eq!(sorted, expected, "{}: metric names", case.name);
+            let expected = (case.expected_loss, &case.expected_metrics);
+            let compared = super::compare(&case.name, &case.source, out, expected, rtol, atol);
+            assert_eq!(compared, names.len());
+        }
+        assert!(LossKind::ALL.contains(&Kto));
+    }
+}
+
 pub mod logprobs {
     use burn::prelude::*;
     use ganpo_core::sequence_logps;
