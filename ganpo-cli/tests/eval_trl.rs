@@ -1,6 +1,6 @@
-//! `ganpo eval` against TRL 1.16's `DPOTrainer.evaluate()` on the same tiny models and data
-//! (fixtures: tools/fixtures/train_fixtures.py), with the log-probs scored whole and in chunks of
-//! 3 rows (`--logprob-chunk-rows`).
+//! `ganpo eval` against TRL 1.16's `DPOTrainer.evaluate()` (and `KTOTrainer.evaluate()` for KTO)
+//! on the same tiny models and data (fixtures: tools/fixtures/train_fixtures.py), with the
+//! log-probs scored whole and in chunks of 3 rows (`--logprob-chunk-rows`).
 
 mod common;
 use common::{fixtures, ganpo};
@@ -35,6 +35,15 @@ fn eval_metrics_match_trl_evaluate() {
         if let Some(types) = s["loss_type"].as_array() {
             let t: Vec<&str> = types.iter().map(|t| t.as_str().unwrap()).collect();
             args.extend(["--loss-type".into(), t.join(",")]);
+        }
+        // KTOConfig's loss_type is one name, and it has side weights.
+        if let Some(t) = s["loss_type"].as_str() {
+            args.extend(["--loss-type".into(), t.into()]);
+        }
+        for key in ["desirable_weight", "undesirable_weight"] {
+            if let Some(w) = s[key].as_f64() {
+                args.extend([format!("--{}", key.replace('_', "-")), w.to_string()]);
+            }
         }
         if let Some(w) = s["loss_weights"].as_array() {
             let w: Vec<String> = w.iter().map(|w| w.to_string()).collect();

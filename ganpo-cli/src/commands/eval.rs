@@ -58,6 +58,12 @@ pub struct Args {
     /// LD-DPO's weight of the tokens past the shorter completion (TRL's `ld_alpha`, in [0, 1]).
     #[arg(long)]
     pub ld_alpha: Option<f64>,
+    /// KTO: the weight of the desirable examples' losses (TRL's `desirable_weight`).
+    #[arg(long)]
+    pub desirable_weight: Option<f64>,
+    /// KTO: the weight of the undesirable examples' losses (TRL's `undesirable_weight`).
+    #[arg(long)]
+    pub undesirable_weight: Option<f64>,
     /// Longest prompt + completion in tokens; 0 = no limit.
     #[arg(long, default_value_t = 1024)]
     pub max_length: usize,
@@ -125,6 +131,8 @@ fn loss(args: &Args) -> Result<PreferenceLoss> {
         f_alpha_divergence_coef: args.f_alpha_divergence_coef,
         use_weighting: args.use_weighting,
         ld_alpha: args.ld_alpha,
+        desirable_weight: args.desirable_weight,
+        undesirable_weight: args.undesirable_weight,
     };
     loss.validate()?;
     Ok(loss)
@@ -154,8 +162,16 @@ impl BackendJob for Job {
                 super::load_reference::<I<B>>(p, loaded.config.vocab_size(), "--ref-model", &device)
             })
             .transpose()?;
-        let data =
-            super::data::load_dataset(&args.data, &tokenizer, &truncation, args.skip_invalid)?;
+        // KTO's KL completions are cycled within blocks of the batch size (TRL cycles them in
+        // blocks of per_device_train_batch_size).
+        let data = super::data::load_dataset(
+            &args.data,
+            &tokenizer,
+            &truncation,
+            args.skip_invalid,
+            &loss,
+            args.batch_size,
+        )?;
         let settings = EvalSettings {
             loss,
             pooling: Default::default(),

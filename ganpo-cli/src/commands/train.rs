@@ -184,9 +184,20 @@ pub fn train_run<B: AutodiffBackend>(
         .transpose()?;
     let d = &config.data;
     let truncation = d.truncation();
-    let all = super::data::load_dataset(&d.train, &tokenizer, &truncation, d.skip_invalid)?;
+    let (loss, kl_block) = (&config.loss, config.train.batch_size);
+    let load = |files| {
+        super::data::load_dataset(
+            files,
+            &tokenizer,
+            &truncation,
+            d.skip_invalid,
+            loss,
+            kl_block,
+        )
+    };
+    let all = load(&d.train)?;
     let (train, eval) = if !d.eval.is_empty() {
-        let eval = super::data::load_dataset(&d.eval, &tokenizer, &truncation, d.skip_invalid)?;
+        let eval = load(&d.eval)?;
         (all, eval)
     } else {
         let (t, e) = split_indices(all.len(), d.eval_fraction, config.train.seed);

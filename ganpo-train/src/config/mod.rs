@@ -383,6 +383,15 @@ impl RunConfig {
                 return bad(key, &v, "a positive integer");
             }
         }
+        if self.loss.is_unpaired() && t.batch_size < 2 {
+            return bad(
+                "train.batch_size",
+                &t.batch_size,
+                "at least 2 with loss kto: its KL rows pair each prompt with another example's \
+                 completion within a batch (with one example the KL term equals the reward; TRL \
+                 refuses it too)",
+            );
+        }
         if t.max_steps == Some(0) {
             return bad(
                 "train.max_steps",

@@ -100,6 +100,9 @@ pub struct HostBatch {
     pub rejected_lengths: Vec<usize>,
     /// Real (non-padding) tokens in the batch.
     pub tokens: usize,
+    /// Unpaired (KTO) batches: whether each example is desirable; rows `0..n` are then the
+    /// examples and rows `n..2n` their KL rows.
+    pub labels: Option<Vec<bool>>,
 }
 
 /// Truncates and pads `pairs` into one batch (padding with `pad_id`, length rounded up to a
@@ -133,6 +136,7 @@ pub fn collate(
         chosen_lengths: Vec::with_capacity(n),
         rejected_lengths: Vec::with_capacity(n),
         tokens: 0,
+        labels: None,
     };
     for (r, (ids, mask)) in rows.iter().enumerate() {
         let pad = seq - ids.len();
@@ -166,9 +170,17 @@ pub struct PairBatch<B: Backend> {
     pub lengths: PairLengths,
     /// Number of pairs.
     pub pairs: usize,
+    /// Unpaired (KTO) batches: whether each example is desirable (rows `0..n` are the examples,
+    /// rows `n..2n` their KL rows).
+    pub labels: Option<Vec<bool>>,
 }
 
 impl HostBatch {
+    /// The batch with `labels` (`Some` for unpaired data: see [`HostBatch::labels`]).
+    pub fn with_labels(self, labels: Option<Vec<bool>>) -> Self {
+        Self { labels, ..self }
+    }
+
     /// Moves the batch to `device`. Fails when a completion was truncated away entirely.
     pub fn to_device<B: Backend>(
         &self,
@@ -181,6 +193,7 @@ impl HostBatch {
             completion: Tensor::from_data(TensorData::new(self.completion.clone(), shape), device),
             lengths: PairLengths::new(self.chosen_lengths.clone(), self.rejected_lengths.clone())?,
             pairs: self.pairs,
+            labels: self.labels.clone(),
         })
     }
 }

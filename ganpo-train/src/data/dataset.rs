@@ -4,18 +4,36 @@ use std::path::PathBuf;
 
 use super::DataError;
 use super::batch::Truncation;
-use super::source::{RecordError, SourcedRecord};
+use super::source::{RecordError, Records, SourcedRecord, SourcedUnpaired};
 use super::tokenize::{PairTokenizer, TokenizedPair};
 
 /// Tokenized pairs with the file and line each came from.
+///
+/// An unpaired (KTO) dataset holds one example per entry, in the same shape: `chosen` is the
+/// example's completion and `rejected` its KL completion (another example's completion, which
+/// the example's prompt is scored with to estimate the KL term), and [`Self::unpaired`] holds the
+/// labels.
 #[derive(Clone, Debug, Default)]
 pub struct PreferenceDataset {
-    /// The pairs.
+    /// The pairs (or unpaired examples with their KL completions).
     pub pairs: Vec<TokenizedPair>,
     /// `(file, line)` of each pair.
     pub sources: Vec<(PathBuf, usize)>,
     /// Pairs dropped because their prompt alone fills `max_length` (TRL drops them too).
     pub dropped_too_long: usize,
+    /// For unpaired data: the labels and how the KL completions were chosen.
+    pub unpaired: Option<Unpaired>,
+}
+
+/// The labels of an unpaired (KTO) dataset and how its KL completions were assigned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unpaired {
+    /// Whether each example's completion is desirable.
+    pub labels: Vec<bool>,
+    /// Each example's KL completion is the completion of the example before it within
+    /// consecutive blocks of this many examples (the first takes the block's last), as TRL
+    /// builds them with its per-device train batch size.
+    pub kl_block: usize,
 }
 
 impl PreferenceDataset {
@@ -55,6 +73,121 @@ impl PreferenceDataset {
         Ok(out)
     }
 
+    /// Tokenizes `records` for `loss`: pairs for a paired loss; for an unpaired one (KTO)
+    /// unpaired examples, or pairs split into them as TRL's `KTOTrainer` does
+    /// ([`Records::as_unpaired`]), with KL completions cycled in blocks of `kl_block` (the
+    /// per-device batch size). Unpaired examples for a paired loss are refused, naming the first.
+    /// Rows that fail to tokenize go to `records.skipped` with `skip_invalid`.
+    pub fn from_records(
+        records: &mut Records,
+        tokenizer: &PairTokenizer<'_>,
+        truncation: &Truncation,
+        loss: &ganpo_core::PreferenceLoss,
+        kl_block: usize,
+        skip_invalid: bool,
+    ) -> Result<Self, DataError> {
+        if loss.is_unpaired() {
+            let examples = records.as_unpaired();
+            let skipped = &mut records.skipped;
+            return Self::build_unpaired(
+                &examples,
+                tokenizer,
+                truncation,
+                kl_block,
+                skip_invalid,
+                skipped,
+            );
+        }
+        if let Some(first) = records.unpaired.first() {
+            return Err(DataError::UnpairedForPairedLoss {
+                at: (first.file.clone(), first.line),
+                loss: loss.losses[0].kind.name(),
+            });
+        }
+        Self::build(
+            &records.records,
+            tokenizer,
+            truncation,
+            skip_invalid,
+            &mut records.skipped,
+        )
+    }
+
+    /// Tokenizes unpaired examples and gives each its KL completion (see [`Unpaired`]) after
+    /// dropping those whose prompt alone fills `max_length`, as TRL does; errors as [`Self::build`].
+    pub fn build_unpaired(
+        records: &[SourcedUnpaired],
+        tokenizer: &PairTokenizer<'_>,
+        truncation: &Truncation,
+        kl_block: usize,
+        skip_invalid: bool,
+        skipped: &mut Vec<RecordError>,
+    ) -> Result<Self, DataError> {
+        let mut out = Self::default();
+        let mut labels = Vec::new();
+        let mut errors = Vec::new();
+        for r in records {
+            let example = match tokenizer.tokenize_unpaired(&r.record) {
+                Ok(e) => e,
+                Err(e) => {
+                    errors.push(RecordError {
+                        file: r.file.clone(),
+                        line: r.line,
+                        field: String::new(),
+                        problem: format!("cannot tokenize: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let pair = TokenizedPair {
+                prompt: example.prompt,
+                rejected: example.completion.clone(),
+                chosen: example.completion,
+            };
+            if truncation.drops(&pair) {
+                out.dropped_too_long += 1;
+                continue;
+            }
+            out.pairs.push(pair);
+            out.sources.push((r.file.clone(), r.line));
+            labels.push(r.record.label);
+        }
+        if !errors.is_empty() && !skip_invalid {
+            return Err(DataError::Invalid {
+                errors,
+                total: records.len(),
+            });
+        }
+        skipped.extend(errors);
+        out.unpaired = Some(Unpaired {
+            labels,
+            kl_block: kl_block.max(1),
+        });
+        out.assign_kl_completions();
+        Ok(out)
+    }
+
+    /// Sets each unpaired example's KL completion: within each block of `kl_block` examples,
+    /// the completion of the one before it (TRL's `[y_n, y_1, ..., y_{n-1}]`).
+    fn assign_kl_completions(&mut self) {
+        let Some(u) = &self.unpaired else {
+            return;
+        };
+        for block in self.pairs.chunks_mut(u.kl_block) {
+            let completions: Vec<Vec<u32>> = block.iter().map(|p| p.chosen.clone()).collect();
+            let n = block.len();
+            for (j, pair) in block.iter_mut().enumerate() {
+                pair.rejected = completions[(j + n - 1) % n].clone();
+            }
+        }
+    }
+
+    /// The labels of the examples at `indices` (unpaired data only).
+    pub fn labels_of(&self, indices: &[usize]) -> Option<Vec<bool>> {
+        let u = self.unpaired.as_ref()?;
+        Some(indices.iter().map(|&i| u.labels[i]).collect())
+    }
+
     /// Number of pairs.
     pub fn len(&self) -> usize {
         self.pairs.len()
@@ -73,12 +206,19 @@ impl PreferenceDataset {
             .collect()
     }
 
-    /// The pairs at `indices`, in that order.
+    /// The pairs at `indices`, in that order. Unpaired examples get their KL completions anew
+    /// from the subset's own blocks, so a held-out split never scores another split's completions.
     pub fn subset(&self, indices: &[usize]) -> Self {
-        Self {
+        let mut out = Self {
             pairs: indices.iter().map(|&i| self.pairs[i].clone()).collect(),
             sources: indices.iter().map(|&i| self.sources[i].clone()).collect(),
             dropped_too_long: 0,
-        }
+            unpaired: self.unpaired.as_ref().map(|u| Unpaired {
+                labels: indices.iter().map(|&i| u.labels[i]).collect(),
+                kl_block: u.kl_block,
+            }),
+        };
+        out.assign_kl_completions();
+        out
     }
 }

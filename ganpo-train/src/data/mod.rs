@@ -25,9 +25,12 @@ pub use batch::{
     split_indices,
 };
 pub use chat::ChatTemplate;
-pub use dataset::PreferenceDataset;
-pub use record::{Message, PreferenceRecord, Turns, extract_prompt, parse_record};
-pub use source::{RecordError, Records, SourcedRecord, load_records, read_rows};
+pub use dataset::{PreferenceDataset, Unpaired};
+pub use record::{
+    Message, PreferenceRecord, Record, Turns, UnpairedRecord, extract_prompt, parse_record,
+    parse_row, parse_unpaired,
+};
+pub use source::{RecordError, Records, SourcedRecord, SourcedUnpaired, load_records, read_rows};
 pub use template_guard::TemplateGuard;
 pub use tokenize::{PairTokenizer, TokenizeError, TokenizedPair, tokenize_prompt_completion};
 
@@ -87,6 +90,30 @@ pub enum DataError {
     Empty {
         /// The file.
         path: PathBuf,
+    },
+    /// Pairs and unpaired examples in the same dataset.
+    #[error(
+        "the dataset mixes pairs ({}:{}: prompt, chosen, rejected) and unpaired examples ({}:{}: \
+         prompt, completion, label); give one kind",
+        paired.0.display(), paired.1, unpaired.0.display(), unpaired.1
+    )]
+    MixedRows {
+        /// The first pair's file and line.
+        paired: (PathBuf, usize),
+        /// The first unpaired example's file and line.
+        unpaired: (PathBuf, usize),
+    },
+    /// Unpaired examples for a loss that reads pairs.
+    #[error(
+        "{}:{}: an unpaired example (prompt, completion, label), but loss `{loss}` reads pairs \
+         (prompt, chosen, rejected); unpaired data trains with loss `kto`",
+        at.0.display(), at.1
+    )]
+    UnpairedForPairedLoss {
+        /// The first unpaired example's file and line.
+        at: (PathBuf, usize),
+        /// The loss.
+        loss: &'static str,
     },
     /// Malformed records, all listed.
     #[error("{}", invalid_summary(errors, *total))]

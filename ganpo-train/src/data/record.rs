@@ -34,6 +34,27 @@ pub struct PreferenceRecord {
     pub rejected: Turns,
 }
 
+/// A checked unpaired example, TRL's `KTOTrainer` format: a prompt, one completion, and whether
+/// the completion is desirable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpairedRecord {
+    /// The prompt.
+    pub prompt: Turns,
+    /// The completion.
+    pub completion: Turns,
+    /// `true` = desirable (TRL's `label`).
+    pub label: bool,
+}
+
+/// A checked dataset row: a preference pair, or an unpaired example.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// `prompt` (or an implicit prompt), `chosen`, `rejected`.
+    Paired(PreferenceRecord),
+    /// `prompt`, `completion`, `label`.
+    Unpaired(UnpairedRecord),
+}
+
 /// Why a record is malformed: the field (dotted, `chosen[1].content`; empty for the whole record)
 /// and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +125,71 @@ fn parse_turns(v: Option<&Value>, field: &str) -> Result<Turns, FieldError> {
             format!("expected {expected}, got {}", type_name(other)),
         )),
     }
+}
+
+/// Checks one dataset row: an unpaired example when it has `completion` or `label`
+/// ([`parse_unpaired`]), else a pair ([`parse_record`]).
+pub fn parse_row(row: &Value) -> Result<Record, FieldError> {
+    let unpaired = row
+        .as_object()
+        .is_some_and(|o| o.contains_key("completion") || o.contains_key("label"));
+    match unpaired {
+        true => parse_unpaired(row).map(Record::Unpaired),
+        false => parse_record(row).map(Record::Paired),
+    }
+}
+
+/// Checks one unpaired row (a JSON object with `prompt`, `completion` and a boolean `label`), as
+/// TRL's `KTOTrainer` reads it. A row that also has `chosen` or `rejected` is refused: it would
+/// be both a pair and an unpaired example.
+pub fn parse_unpaired(row: &Value) -> Result<UnpairedRecord, FieldError> {
+    let obj = row.as_object().ok_or_else(|| {
+        bad(
+            "",
+            format!("expected a JSON object, got {}", type_name(row)),
+        )
+    })?;
+    if let Some(key) = ["chosen", "rejected"]
+        .into_iter()
+        .find(|k| obj.contains_key(*k))
+    {
+        return Err(bad(
+            key,
+            "a row is either a pair (prompt, chosen, rejected) or an unpaired example (prompt, \
+             completion, label), not both",
+        ));
+    }
+    let prompt = parse_turns(obj.get("prompt"), "prompt")?;
+    let completion = parse_turns(obj.get("completion"), "completion")?;
+    if matches!(prompt, Turns::Text(_)) != matches!(completion, Turns::Text(_)) {
+        return Err(bad(
+            "completion",
+            "must have the same format as `prompt` (both strings or both message lists)",
+        ));
+    }
+    let label = match obj.get("label") {
+        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Null) => {
+            return Err(bad(
+                "label",
+                "missing: expected a boolean (true = desirable)",
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                "label",
+                format!(
+                    "expected a boolean (true = desirable), got {}",
+                    type_name(other)
+                ),
+            ));
+        }
+    };
+    Ok(UnpairedRecord {
+        prompt,
+        completion,
+        label,
+    })
 }
 
 /// Checks one dataset row (a JSON object with `chosen`, `rejected` and optionally `prompt`) and

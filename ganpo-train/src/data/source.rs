@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::DataError;
 use super::hub::HubDataset;
-use super::record::{PreferenceRecord, parse_record};
+use super::record::{PreferenceRecord, Record, UnpairedRecord, parse_row};
 
 /// A malformed row: where it is and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,11 +44,25 @@ pub struct SourcedRecord {
     pub record: PreferenceRecord,
 }
 
-/// The records of one or more files, and the malformed rows that were dropped.
+/// A checked unpaired example and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourcedUnpaired {
+    /// The dataset file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// The example.
+    pub record: UnpairedRecord,
+}
+
+/// The records of one or more files, and the malformed rows that were dropped. The files hold
+/// pairs or unpaired examples, never both ([`load_records`] refuses a mix).
 #[derive(Clone, Debug, Default)]
 pub struct Records {
-    /// Valid records in file order.
+    /// Valid pairs in file order.
     pub records: Vec<SourcedRecord>,
+    /// Valid unpaired examples in file order.
+    pub unpaired: Vec<SourcedUnpaired>,
     /// Rows dropped with `skip_invalid` (empty otherwise).
     pub skipped: Vec<RecordError>,
 }
@@ -204,7 +218,7 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
     let mut total = 0;
     for path in paths {
         let rows = read_file(path)?;
-        let before = out.records.len();
+        let before = out.records.len() + out.unpaired.len();
         total += rows.len();
         for (line, row) in rows {
             let err = |field: String, problem: String| RecordError {
@@ -215,8 +229,13 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
             };
             match row {
                 Err(problem) => out.skipped.push(err(String::new(), problem)),
-                Ok(value) => match parse_record(&value) {
-                    Ok(record) => out.records.push(SourcedRecord {
+                Ok(value) => match parse_row(&value) {
+                    Ok(Record::Paired(record)) => out.records.push(SourcedRecord {
+                        file: path.clone(),
+                        line,
+                        record,
+                    }),
+                    Ok(Record::Unpaired(record)) => out.unpaired.push(SourcedUnpaired {
                         file: path.clone(),
                         line,
                         record,
@@ -225,9 +244,16 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
                 },
             }
         }
-        if out.records.len() == before && (skip_invalid || out.skipped.is_empty()) {
+        let after = out.records.len() + out.unpaired.len();
+        if after == before && (skip_invalid || out.skipped.is_empty()) {
             return Err(DataError::Empty { path: path.clone() });
         }
+    }
+    if let (Some(pair), Some(example)) = (out.records.first(), out.unpaired.first()) {
+        return Err(DataError::MixedRows {
+            paired: (pair.file.clone(), pair.line),
+            unpaired: (example.file.clone(), example.line),
+        });
     }
     if !skip_invalid && !out.skipped.is_empty() {
         return Err(DataError::Invalid {
@@ -236,4 +262,34 @@ pub fn load_records(paths: &[PathBuf], skip_invalid: bool) -> Result<Records, Da
         });
     }
     Ok(out)
+}
+
+impl Records {
+    /// The examples as unpaired rows: the unpaired ones as read, or each pair split into its
+    /// chosen (desirable) and rejected (undesirable) completion as TRL's
+    /// `unpair_preference_dataset` orders them (per block of 1,000 pairs, the chosen rows, then
+    /// the rejected rows).
+    pub fn as_unpaired(&self) -> Vec<SourcedUnpaired> {
+        if !self.unpaired.is_empty() {
+            return self.unpaired.clone();
+        }
+        let mut out = Vec::with_capacity(2 * self.records.len());
+        for block in self.records.chunks(1000) {
+            for label in [true, false] {
+                out.extend(block.iter().map(|r| SourcedUnpaired {
+                    file: r.file.clone(),
+                    line: r.line,
+                    record: UnpairedRecord {
+                        prompt: r.record.prompt.clone(),
+                        completion: match label {
+                            true => r.record.chosen.clone(),
+                            false => r.record.rejected.clone(),
+                        },
+                        label,
+                    },
+                }));
+            }
+        }
+        out
+    }
 }

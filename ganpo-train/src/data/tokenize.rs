@@ -12,7 +12,7 @@
 use ganpo_models::{ModelError, Tokenizer};
 
 use super::chat::ChatTemplate;
-use super::record::{PreferenceRecord, Turns};
+use super::record::{PreferenceRecord, Turns, UnpairedRecord};
 
 /// Token ids of one preference pair, split the way TRL splits them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +149,37 @@ impl<'a> PairTokenizer<'a> {
             prompt: prompt[..split].to_vec(),
             chosen: chosen[split..].to_vec(),
             rejected: rejected[split..].to_vec(),
+        })
+    }
+
+    /// Tokenizes one unpaired example as TRL's `KTOTrainer` does: the prompt, and prompt +
+    /// completion as one sequence (EOS text appended to a plain-text completion; conversations
+    /// through the chat template), split where the prompt's ids stop matching.
+    pub fn tokenize_unpaired(
+        &self,
+        record: &UnpairedRecord,
+    ) -> Result<PromptCompletion, TokenizeError> {
+        let tok = self.tokenizer;
+        let (prompt, full) = match (&record.prompt, &record.completion) {
+            (Turns::Text(p), Turns::Text(c)) => (
+                tok.encode(p, true)?,
+                tok.encode(&format!("{p}{}", with_eos(tok, c)), true)?,
+            ),
+            (Turns::Messages(p), Turns::Messages(c)) => {
+                let t = self.template.as_ref().ok_or(TokenizeError::NoTemplate)?;
+                let (bos, eos) = (self.bos.as_deref(), tok.eos_token.as_deref());
+                let msgs: Vec<_> = p.iter().chain(c).cloned().collect();
+                (
+                    tok.encode(&t.render(p, true, bos, eos)?, false)?,
+                    tok.encode(&t.render(&msgs, false, bos, eos)?, false)?,
+                )
+            }
+            _ => unreachable!("parse_unpaired checks that both fields have one format"),
+        };
+        let split = common_prefix_length(&prompt, &full);
+        Ok(PromptCompletion {
+            prompt: full[..split].to_vec(),
+            completion: full[split..].to_vec(),
         })
     }
 }

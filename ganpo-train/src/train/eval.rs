@@ -55,10 +55,12 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
             settings.pad_id,
             settings.pad_to_multiple_of,
         );
-        let batch = host.to_device::<B>(device)?;
+        let indices: Vec<usize> = (b * size..b * size + chunk.len()).collect();
+        let batch = host
+            .with_labels(data.labels_of(&indices))
+            .to_device::<B>(device)?;
         let n = batch.pairs;
         let pass = model_pass(policy, &batch, true, scoring);
-        let indices: Vec<usize> = (b * size..b * size + n).collect();
         let needs = RefNeeds {
             logps: settings.loss.needs_reference(),
             hidden: ganpo.is_some(),
@@ -73,8 +75,10 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
             scoring,
         )?;
         let (mut loss, mut metrics) = base_objective(&settings.loss, &pass, refs.logps, &batch)?;
-        if let (Some(g), Some(r)) = (ganpo, refs.hidden) {
-            let latents = latent_batch(pass.hidden.clone(), r, &batch, settings.pooling);
+        let latents = refs
+            .hidden
+            .and_then(|r| latent_batch(pass.hidden.clone(), r, &batch, settings.pooling));
+        if let (Some(g), Some(latents)) = (ganpo, latents) {
             let d = g.evaluate(&latents);
             let generator = g.generator_loss(&latents);
             loss = loss + generator.term;

@@ -6,7 +6,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{
     LossError, LossKind, Pooling, PreferenceInputs, PreferenceLoss, ScoredRows, TokenStatistics,
-    next_token_targets,
+    UnpairedInputs, next_token_targets,
 };
 use ganpo_models::{CausalLm, LayerStack, RowsOutput};
 
@@ -205,36 +205,46 @@ pub fn halves<B: Backend>(x: Tensor<B, 1>, n: usize) -> (Tensor<B, 1>, Tensor<B,
     (x.clone().slice(s![0..n]), x.slice(s![n..2 * n]))
 }
 
-/// The latents of a batch for the discriminators, with the masks `pooling` selects.
+/// The latents of a batch for the discriminators, with the masks `pooling` selects: chosen
+/// against rejected rows, or for unpaired (KTO) data the desirable examples as `D_c`'s set and
+/// the undesirable ones as `D_r`'s (their KL rows are not compared). `None` for an unpaired batch
+/// without both kinds: the relativistic losses compare the two sets' means, so such a batch
+/// contributes no GANPO term.
 pub fn latent_batch<B: Backend>(
     policy: Tensor<B, 3>,
     reference: Tensor<B, 3>,
     batch: &PairBatch<B>,
     pooling: Pooling,
-) -> LatentBatch<B> {
+) -> Option<LatentBatch<B>> {
     let n = batch.pairs;
-    let rows = |x: Tensor<B, 3>| {
-        (
-            x.clone().slice(s![0..n, .., ..]),
-            x.slice(s![n..2 * n, .., ..]),
-        )
+    let (chosen, rejected): (Vec<usize>, Vec<usize>) = match &batch.labels {
+        None => ((0..n).collect(), (n..2 * n).collect()),
+        Some(labels) => (0..n).partition(|&i| labels[i]),
     };
-    let mask = |r: std::ops::Range<usize>| {
-        pooling.select(
-            batch.attention.clone().slice(s![r.clone(), ..]),
-            batch.completion.clone().slice(s![r, ..]),
-        )
-    };
-    let (pc, pr) = rows(policy);
-    let (rc, rr) = rows(reference);
-    LatentBatch {
-        policy_chosen: pc,
-        policy_rejected: pr,
-        reference_chosen: rc,
-        reference_rejected: rr,
-        chosen_mask: mask(0..n),
-        rejected_mask: mask(n..2 * n),
+    if chosen.is_empty() || rejected.is_empty() {
+        return None;
     }
+    let device = policy.device();
+    let index = |rows: &[usize]| {
+        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device)
+    };
+    let (chosen, rejected) = (index(&chosen), index(&rejected));
+    let rows = |x: &Tensor<B, 3>, at: &Tensor<B, 1, Int>| x.clone().select(0, at.clone());
+    let mask = |at: &Tensor<B, 1, Int>| {
+        pooling.select(
+            batch.attention.clone().select(0, at.clone()),
+            batch.completion.clone().select(0, at.clone()),
+        )
+    };
+    Some(LatentBatch {
+        policy_chosen: rows(&policy, &chosen),
+        policy_rejected: rows(&policy, &rejected),
+        reference_chosen: rows(&reference, &chosen),
+        reference_rejected: rows(&reference, &rejected),
+        chosen_mask: mask(&chosen),
+        rejected_mask: mask(&rejected),
+    })
 }
 
 /// Named `[1]` metric tensors, read together later.
@@ -251,6 +261,9 @@ pub fn base_objective<B: Backend>(
     batch: &PairBatch<B>,
 ) -> Result<(Tensor<B, 1>, NamedValues<B>), LossError> {
     let n = batch.pairs;
+    if let Some(labels) = &batch.labels {
+        return unpaired_objective(loss, policy, reference, labels.clone());
+    }
     let (pc, pr) = halves(policy.logps.clone(), n);
     // WPO's log-weight of a completion: the mean of its aligned log-probs.
     let wpo_log_weights = policy.stats.as_ref().and_then(|s| {
@@ -269,14 +282,7 @@ pub fn base_objective<B: Backend>(
             .clone()
             .map(|(sums, counts)| (halves(sums, n).0, halves(counts, n).0)),
     })?;
-    let values = out.metrics.values();
-    let mut metrics: Vec<(&'static str, Tensor<B, 1>)> = out
-        .metrics
-        .names()
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| (name, values.clone().slice(s![i..i + 1])))
-        .collect();
+    let mut metrics = named(&out.metrics);
     let (sc, sr) = halves(policy.scored.clone(), n);
     let (lc, lr) = halves(policy.logit_sums.clone(), n);
     let ratio = |a: Tensor<B, 1>, b: Tensor<B, 1>| a.sum() / b.sum().clamp_min(1.0);
@@ -291,4 +297,45 @@ pub fn base_objective<B: Backend>(
         metrics.push(("mean_token_accuracy", ratio(hits, sc)));
     }
     Ok((out.loss, metrics))
+}
+
+/// KTO's loss of an unpaired batch (rows `0..n` the examples, `n..2n` their KL rows) and its
+/// metrics with TRL's `KTOTrainer` names: [`PreferenceLoss::compute_unpaired`]'s, plus
+/// `entropy` over the examples' scored completion tokens.
+fn unpaired_objective<B: Backend>(
+    loss: &PreferenceLoss,
+    policy: &ModelPass<B>,
+    reference: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
+    desirable: Vec<bool>,
+) -> Result<(Tensor<B, 1>, NamedValues<B>), LossError> {
+    let n = desirable.len();
+    let kind = loss.losses[0].kind.name();
+    let (reference, reference_kl) = reference.ok_or(LossError::MissingReference(kind))?;
+    let (logps, logps_kl) = halves(policy.logps.clone(), n);
+    let (scored, _) = halves(policy.scored.clone(), n);
+    let (logit_sums, _) = halves(policy.logit_sums.clone(), n);
+    let out = loss.compute_unpaired(&UnpairedInputs {
+        policy: logps,
+        reference,
+        kl: (logps_kl, reference_kl),
+        desirable,
+        logit_sums: Some((logit_sums, scored.clone())),
+    })?;
+    let mut metrics = named(&out.metrics);
+    if let Some(stats) = &policy.stats {
+        let (entropy, _) = halves(stats.entropy.clone(), n);
+        metrics.push(("entropy", entropy.sum() / scored.sum().clamp_min(1.0)));
+    }
+    Ok((out.loss, metrics))
+}
+
+/// A [`Metrics`](ganpo_core::metrics::Metrics)' entries as named `[1]` tensors.
+fn named<B: Backend>(metrics: &ganpo_core::metrics::Metrics<B>) -> NamedValues<B> {
+    let values = metrics.values();
+    metrics
+        .names()
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| (name, values.clone().slice(s![i..i + 1])))
+        .collect()
 }

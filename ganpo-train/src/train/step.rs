@@ -90,11 +90,18 @@ where
         let mut out = Vec::new();
         for indices in self.next_micro_batches() {
             let pairs: Vec<_> = indices.iter().map(|&i| &self.train.pairs[i]).collect();
+            let labels = self.train.labels_of(&indices);
+            // An unpaired example's KL row is scored, not trained on (TRL counts the rows alone).
+            let kl_rows = labels.is_none() as usize;
             self.state.tokens += pairs
                 .iter()
-                .map(|p| (2 * p.prompt.len() + p.chosen.len() + p.rejected.len()) as u64)
+                .map(|p| {
+                    ((1 + kl_rows) * p.prompt.len() + p.chosen.len() + kl_rows * p.rejected.len())
+                        as u64
+                })
                 .sum::<u64>();
-            let host = crate::data::collate(&pairs, &truncation, self.pad_id, pad_to);
+            let host =
+                crate::data::collate(&pairs, &truncation, self.pad_id, pad_to).with_labels(labels);
             let batch = host.to_device::<B>(&self.device)?;
             out.push(MicroBatch { indices, batch });
         }
@@ -165,7 +172,10 @@ where
         let t = &self.config.train;
         let k = micro.len() as f64;
         let mut nonfinite = false;
-        for _ in 0..t.disc_steps {
+        // Unpaired micro-batches with examples of one label only have no latent sets to compare.
+        let latents: Vec<LatentBatch<B>> = latents.into_iter().flatten().collect();
+        let steps = if latents.is_empty() { 0 } else { t.disc_steps };
+        for _ in 0..steps {
             let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
             let mut d_metrics = Vec::new();
             for l in &latents {
@@ -196,13 +206,14 @@ where
     }
 
     /// The discriminators' inputs: detached policy latents against the reference's, one
-    /// [`LatentBatch`] per micro-batch, and the tracked pass when there is one micro-batch.
+    /// [`LatentBatch`] per micro-batch (none for an unpaired one without both labels), and the
+    /// tracked pass when there is one micro-batch.
     fn detached_latents(
         &self,
         policy: &M,
         micro: &[MicroBatch<B>],
         refs: &[RefOutputs<B>],
-    ) -> (Vec<LatentBatch<B>>, Option<ModelPass<B>>) {
+    ) -> (Vec<Option<LatentBatch<B>>>, Option<ModelPass<B>>) {
         let pooling = self.pooling();
         let latents = |policy_hidden, i: usize| {
             let reference = refs[i]
@@ -269,12 +280,14 @@ where
                     }
                 }
             }
-            if let Some(g) = &self.ganpo {
+            let latents = self.ganpo.as_ref().and_then(|_| {
                 let reference = refs
                     .hidden
                     .clone()
                     .expect("reference_phase resolves latents");
-                let latents = latent_batch(pass.hidden, reference, &m.batch, self.pooling());
+                latent_batch(pass.hidden, reference, &m.batch, self.pooling())
+            });
+            if let (Some(g), Some(latents)) = (&self.ganpo, latents) {
                 let generator = g.generator_loss(&latents);
                 loss = loss + generator.term.clone().detach();
                 let term = generator.term / k;
@@ -411,5 +424,6 @@ pub(super) fn inner_batch<B: AutodiffBackend>(b: &PairBatch<B>) -> PairBatch<B::
         completion: b.completion.clone().inner(),
         lengths: b.lengths.clone(),
         pairs: b.pairs,
+        labels: b.labels.clone(),
     }
 }

@@ -58,6 +58,22 @@ pub enum TrainError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A dataset of one kind (pairs, unpaired examples) for a loss that reads the other.
+    #[error(
+        "loss `{loss}` reads {expected}, but the {split} set holds {found} \
+         (PreferenceDataset::build_unpaired builds unpaired data; Records::as_unpaired splits \
+         pairs into desirable and undesirable examples, as TRL's KTOTrainer does)"
+    )]
+    DataKind {
+        /// The loss.
+        loss: &'static str,
+        /// `train` or `eval`.
+        split: &'static str,
+        /// What the loss reads.
+        expected: &'static str,
+        /// What the dataset holds.
+        found: &'static str,
+    },
     /// No training pairs.
     #[error("the training set is empty (after dropping pairs whose prompt fills data.max_length)")]
     NoData,
@@ -178,6 +194,29 @@ fn adamw(config: &RunConfig) -> AdamWConfig {
 }
 
 /// An FNV-1a fingerprint of the tokenized pairs, to refuse resuming on other data.
+/// Refuses pairs for an unpaired loss (KTO) and unpaired examples for a paired one.
+fn check_data_kind(
+    config: &RunConfig,
+    data: &PreferenceDataset,
+    split: &'static str,
+) -> Result<(), TrainError> {
+    let kinds = |unpaired: bool| match unpaired {
+        true => "unpaired examples (prompt, completion, label)",
+        false => "pairs (prompt, chosen, rejected)",
+    };
+    let wants = config.loss.is_unpaired();
+    let has = data.unpaired.is_some();
+    if wants == has {
+        return Ok(());
+    }
+    Err(TrainError::DataKind {
+        loss: config.loss.losses[0].kind.name(),
+        split,
+        expected: kinds(wants),
+        found: kinds(has),
+    })
+}
+
 fn fingerprint(data: &PreferenceDataset) -> String {
     checkpoint::fingerprint(
         data.pairs
@@ -185,7 +224,12 @@ fn fingerprint(data: &PreferenceDataset) -> String {
             .flat_map(|p| [&p.prompt, &p.chosen, &p.rejected])
             .flat_map(|side| {
                 std::iter::once(side.len() as u64).chain(side.iter().map(|&t| t as u64))
-            }),
+            })
+            .chain(
+                data.unpaired
+                    .iter()
+                    .flat_map(|u| u.labels.iter().map(|&l| 2 + l as u64)),
+            ),
     )
 }
 
@@ -209,6 +253,10 @@ where
     ) -> Result<Self, TrainError> {
         if train.is_empty() {
             return Err(TrainError::NoData);
+        }
+        check_data_kind(&config, &train, "train")?;
+        if !eval.is_empty() {
+            check_data_kind(&config, &eval, "eval")?;
         }
         B::seed(&device, config.train.seed);
         // What a checkpoint does not restore, before anything casts or trains it: the start
