@@ -222,3 +222,39 @@ impl PreferenceDataset {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(completion: u32) -> TokenizedPair {
+        TokenizedPair {
+            prompt: vec![1, completion],
+            chosen: vec![completion],
+            rejected: vec![completion],
+        }
+    }
+
+    #[test]
+    fn kl_completions_cycle_within_blocks_and_anew_in_a_subset() {
+        let mut data = PreferenceDataset {
+            pairs: (10..15).map(example).collect(),
+            sources: (1..6).map(|l| (PathBuf::from("d.jsonl"), l)).collect(),
+            dropped_too_long: 0,
+            unpaired: Some(Unpaired {
+                labels: vec![true, false, true, true, false],
+                kl_block: 2,
+            }),
+        };
+        data.assign_kl_completions();
+        let kl =
+            |d: &PreferenceDataset| -> Vec<u32> { d.pairs.iter().map(|p| p.rejected[0]).collect() };
+        // Blocks [10, 11], [12, 13], [14]: each takes the completion before it in its block.
+        assert_eq!(kl(&data), vec![11, 10, 13, 12, 14]);
+        let sub = data.subset(&[4, 0, 2]);
+        assert_eq!(kl(&sub), vec![10, 14, 12]);
+        assert_eq!(sub.labels_of(&[0, 1, 2]), Some(vec![false, true, true]));
+        // Prompts stay with their examples.
+        assert_eq!(sub.pairs[0].prompt, vec![1, 14]);
+    }
+}
