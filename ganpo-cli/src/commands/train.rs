@@ -295,16 +295,20 @@ pub fn train_run<B: AutodiffBackend>(
                 write_error.get_or_insert((w.path().to_path_buf(), e));
             }
         }
-        let get = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+        let get = |k: &str| {
+            let find = |k: &str| entry.metrics.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+            find(k).or_else(|| find(&format!("eval_{k}")))
+        };
+        let shown = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        // KTO has no pairwise accuracy; its KL estimate says more.
+        let second = match get("kl") {
+            Some(kl) => format!("kl {kl:.4}"),
+            None => format!("acc {}", shown(get("rewards/accuracies"))),
+        };
         let summary = format!(
-            "loss {:.4}  acc {:.3}  margin {:.4}",
-            get("loss").or(get("eval_loss")).unwrap_or(f64::NAN),
-            get("rewards/accuracies")
-                .or(get("eval_rewards/accuracies"))
-                .unwrap_or(f64::NAN),
-            get("rewards/margins")
-                .or(get("eval_rewards/margins"))
-                .unwrap_or(f64::NAN),
+            "loss {}  {second}  margin {}",
+            shown(get("loss")),
+            shown(get("rewards/margins")),
         );
         match &bar {
             Some(bar) => {
