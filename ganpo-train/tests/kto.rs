@@ -1,22 +1,19 @@
 //! KTO in the trainer: unpaired examples with their KL rows, TRL's metrics, GANPO on desirable
 //! against undesirable latents, a precomputed reference, data of the wrong kind refused.
 
+mod common;
+
 use std::path::Path;
 
-use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_core::ganpo::GanpoConfig;
 use ganpo_core::{LossKind, PreferenceLoss};
-use ganpo_models::{CausalLm, Lm, load_model};
+use ganpo_models::{Lm, load_model};
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
 use ganpo_train::train::{LogEntry, TrainError, Trainer};
 
-type B = Autodiff<NdArray>;
-
-fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use common::{B, fingerprint, fixtures, run, serial};
 
 /// KTO on `data` (a fixture file), 4 examples a batch in file order, 3 steps.
 fn config(out: &Path, data: &str, ganpo: Option<GanpoConfig>) -> RunConfig {
@@ -62,34 +59,12 @@ fn dataset(config: &RunConfig) -> Result<(PreferenceDataset, u32), ganpo_train::
     Ok((d, tok.pad_token_id.unwrap()))
 }
 
-/// The NdArray backend's random generator is process-wide: tests that train take turns.
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn trainer(config: RunConfig) -> Trainer<B, Lm<B>> {
     let device = Default::default();
     let policy = load_model::<B>(&config.model.path, &device).unwrap().model;
     let (train, pad) = dataset(&config).unwrap();
     let eval = train.subset(&[0, 1, 2, 3]);
     Trainer::new(config, policy, None, train, eval, pad, device).unwrap()
-}
-
-fn run(t: &mut Trainer<B, Lm<B>>) -> Vec<LogEntry> {
-    let mut logs = Vec::new();
-    t.fit(|e| logs.push(e.clone())).unwrap();
-    logs
-}
-
-/// The policy's logits on a fixed input.
-fn fingerprint(t: &Trainer<B, Lm<B>>) -> Vec<f32> {
-    let device = Default::default();
-    let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
-    let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
-    let logits = t.policy().forward(ids, mask).logits;
-    logits.into_data().to_vec().unwrap()
 }
 
 fn metric(log: &LogEntry, name: &str) -> Option<f64> {

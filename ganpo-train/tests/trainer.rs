@@ -1,9 +1,10 @@
 //! The trainer as a library: GANPO with adv_weight 0 is plain DPO, SimPO + GANPO runs, an
 //! interrupted and resumed run equals an uninterrupted one, mismatched checkpoints are refused.
 
+mod common;
+
 use std::path::Path;
 
-use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_core::ganpo::GanpoConfig;
 use ganpo_core::{LossKind, PreferenceLoss};
@@ -13,12 +14,7 @@ use ganpo_train::config::RunConfig;
 use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
 use ganpo_train::train::{LogEntry, Trainer};
 
-/// `ganpo-train/tests/fixtures` (tools/fixtures/train_fixtures.py).
-fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-type B = Autodiff<NdArray>;
+use common::{B, fingerprint, fixtures, run, serial};
 
 fn config(out: &Path, ganpo: Option<GanpoConfig>) -> RunConfig {
     let mut c = RunConfig::default();
@@ -58,39 +54,12 @@ fn data(config: &RunConfig) -> (PreferenceDataset, u32) {
     (d, tok.pad_token_id.unwrap())
 }
 
-/// The NdArray backend's random generator (dropout, initialization) is process-wide: tests that
-/// train take turns so that each run's draws are its own.
-static BACKEND_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn trainer(config: RunConfig) -> Trainer<B, Lm<B>> {
     let device = Default::default();
     let policy = load_model::<B>(&config.model.path, &device).unwrap().model;
     let (train, pad) = data(&config);
     let eval = train.subset(&[0, 1, 2]);
     Trainer::new(config, policy, None, train, eval, pad, device).unwrap()
-}
-
-/// The policy's logits on a fixed input, bit for bit.
-fn fingerprint(t: &Trainer<B, Lm<B>>) -> Vec<f32> {
-    let device = Default::default();
-    let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
-    let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
-    t.policy()
-        .forward(ids, mask)
-        .logits
-        .into_data()
-        .to_vec()
-        .unwrap()
-}
-
-fn run(t: &mut Trainer<B, Lm<B>>) -> Vec<LogEntry> {
-    let mut logs = Vec::new();
-    t.fit(|e| logs.push(e.clone())).unwrap();
-    logs
 }
 
 /// Runs `t` as `ganpo train` would until its log line of step `killed_at`, where the process

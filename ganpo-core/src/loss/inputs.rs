@@ -116,15 +116,21 @@ impl<B: Backend> PreferenceInputs<B> {
                 sizes.push((second, b.dims()[0]));
             }
         }
-        for (what, found) in sizes {
-            if found != n {
-                return Err(LossError::BatchMismatch {
-                    what,
-                    found,
-                    expected: n,
-                });
-            }
-        }
-        Ok(())
+        check_sizes(sizes, n)
+    }
+}
+
+/// Fails with the first input whose size is not `expected`, naming it.
+pub(crate) fn check_sizes(
+    sizes: impl IntoIterator<Item = (&'static str, usize)>,
+    expected: usize,
+) -> Result<(), LossError> {
+    match sizes.into_iter().find(|&(_, found)| found != expected) {
+        Some((what, found)) => Err(LossError::BatchMismatch {
+            what,
+            found,
+            expected,
+        }),
+        None => Ok(()),
     }
 }

@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
 use super::LossError;
+use super::inputs::check_sizes;
 use crate::metrics::Metrics;
 
 /// Summed completion log-probabilities of a batch of unpaired examples and of their KL rows.
@@ -43,17 +44,7 @@ impl<B: Backend> UnpairedInputs<B> {
         if let Some((sums, counts)) = &self.logit_sums {
             sizes.extend([("logit sums", sums), ("scored counts", counts)]);
         }
-        for (what, x) in sizes {
-            let found = x.dims()[0];
-            if found != n {
-                return Err(LossError::BatchMismatch {
-                    what,
-                    found,
-                    expected: n,
-                });
-            }
-        }
-        Ok(())
+        check_sizes(sizes.into_iter().map(|(what, x)| (what, x.dims()[0])), n)
     }
 }
 
