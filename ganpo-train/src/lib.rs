@@ -22,6 +22,7 @@ pub mod config;
 pub mod data;
 pub mod hub;
 pub mod io;
+pub mod official;
 pub mod reward;
 pub mod rollout;
 pub mod task;

@@ -108,6 +108,7 @@ fn fixtures(root: &Path) -> Result<()> {
         "gguf_fixtures.py",
         "onnx_fixtures.py",
         "train_fixtures.py",
+        "official_ganpo_fixtures.py",
     ] {
         let path = root.join("tools/fixtures").join(script);
         run(Command::new(&python).arg(path).current_dir(root))?;

@@ -51,7 +51,8 @@ pub struct GeneratorOutput<B: Backend> {
     pub loss: Tensor<B, 1>,
     /// `adv_weight * L_gen`, `[1]`: add this to the base preference loss.
     pub term: Tensor<B, 1>,
-    /// `gan/gen_loss`.
+    /// `gan/gen_loss` and its halves `gan/gen_loss_{chosen,rejected}` (the official trainer's
+    /// `g_loss_mimic` and `g_loss_mimic_rej`), detached.
     pub metrics: Metrics<B>,
 }
 
@@ -266,8 +267,15 @@ impl<B: Backend> Ganpo<B> {
             let m = self.means.current();
             (at(&m, C_REF_CHOSEN), at(&m, R_REF_REJECTED))
         };
-        let loss = (bce(c_pp - m_c_rp, true) + bce(r_pn - m_r_rn, true)) / 2.0;
-        let metrics = Metrics::new(vec![("gan/gen_loss", loss.clone())]);
+        let chosen = bce(c_pp - m_c_rp, true);
+        let rejected = bce(r_pn - m_r_rn, true);
+        let loss = (chosen.clone() + rejected.clone()) / 2.0;
+        // The official trainer logs the two halves as `g_loss_mimic` and `g_loss_mimic_rej`.
+        let metrics = Metrics::new(vec![
+            ("gan/gen_loss", loss.clone()),
+            ("gan/gen_loss_chosen", chosen.detach()),
+            ("gan/gen_loss_rejected", rejected.detach()),
+        ]);
         GeneratorOutput {
             term: loss.clone() * self.adv_weight,
             loss,

@@ -5,7 +5,7 @@ use ganpo_core::{Ganpo, LossError, Pooling, PreferenceLoss};
 use ganpo_models::CausalLm;
 
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{Scoring, base_objective, latent_batch, model_pass};
+use super::objective::{Scoring, base_objective, latent_batch, model_pass, named};
 use super::reference::{RefCache, RefNeeds, reference_outputs};
 use crate::data::{PreferenceDataset, Truncation, collate};
 
@@ -82,12 +82,8 @@ pub fn evaluate<B: Backend, P: CausalLm<B>, R: CausalLm<B>>(
             let d = g.evaluate(&latents);
             let generator = g.generator_loss(&latents);
             loss = loss + generator.term;
-            for m in [&d.metrics, &generator.metrics] {
-                let values = m.values();
-                for (i, &name) in m.names().iter().enumerate() {
-                    metrics.push((name, values.clone().slice(s![i..i + 1])));
-                }
-            }
+            metrics.extend(named(&d.metrics));
+            metrics.extend(named(&generator.metrics));
         }
         let mut values = read_metrics(vec![("loss", loss)]);
         means.add("loss", values[0].1, n as f64);

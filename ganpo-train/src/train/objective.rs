@@ -330,7 +330,7 @@ fn unpaired_objective<B: Backend>(
 }
 
 /// A [`Metrics`](ganpo_core::metrics::Metrics)' entries as named `[1]` tensors.
-fn named<B: Backend>(metrics: &ganpo_core::metrics::Metrics<B>) -> NamedValues<B> {
+pub(super) fn named<B: Backend>(metrics: &ganpo_core::metrics::Metrics<B>) -> NamedValues<B> {
     let values = metrics.values();
     metrics
         .names()

@@ -21,7 +21,7 @@ use super::checkpointing::backward_through_layers;
 use super::chunked_logps::backward_through_head;
 use super::clip::clip_grad_norm;
 use super::metrics::{MetricMeans, read_metrics};
-use super::objective::{ModelPass, base_objective, latent_batch, model_pass, policy_pass};
+use super::objective::{ModelPass, base_objective, latent_batch, model_pass, named, policy_pass};
 use super::precision::{compute_copy, grads_like, to_float};
 use super::reference::{RefNeeds, RefOutputs, reference_outputs};
 use super::trainer::{TrainError, Trainer};
@@ -295,7 +295,7 @@ where
                     Some(o) => o + term,
                     None => term,
                 });
-                entries.push(("gan/gen_loss", generator.loss));
+                entries.extend(named(&generator.metrics));
             }
             entries.insert(0, ("loss", loss));
             let values = read_metrics(entries);
