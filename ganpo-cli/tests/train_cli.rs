@@ -806,7 +806,8 @@ fn kto_trains_on_unpaired_files_and_a_mixed_dataset_is_refused() {
         let text = format!(
             "[model]\npath = {:?}\n\n[data]\ntrain = [{files}]\neval_fraction = 0.25\n\n\
              [loss]\nbeta = 0.3\nlosses = [{{ kind = \"kto\" }}]\nundesirable_weight = 1.4\n\n\
-             [ganpo]\ndiscriminator = {{ kind = \"mlp\", hidden = 32 }}\n\n\
+             [ganpo]\ndiscriminator = {{ kind = \"transformer\", hidden = 16, layers = 1, \
+             heads = 2, ff = 64 }}\n\n\
              [train]\noutput_dir = \"out-{name}\"\nlr = 3e-3\nbatch_size = 4\nmax_steps = 4\n\
              logging_steps = 1\neval_steps = 2\n",
             fixtures().join("policy").display().to_string(),
@@ -835,6 +836,14 @@ fn kto_trains_on_unpaired_files_and_a_mixed_dataset_is_refused() {
         "eval_loss",
     ] {
         assert!(has(key), "no {key} in {metrics:?}");
+    }
+    // The discriminators also in the official trainer's layout.
+    let ckpts = dir.path().join("out-kto/final/disc_ckpts");
+    for name in ["disc_chosen", "disc_rejected"] {
+        assert!(
+            ckpts.join(format!("{name}.safetensors")).is_file(),
+            "{name}"
+        );
     }
     // Pairs and unpaired examples in one dataset: refused by file and line, nothing written.
     let mixed = write("mixed", &data(&["standard.jsonl", "unpaired.jsonl"]));

@@ -199,7 +199,7 @@ fn what_ganpo_lacks_or_trl_does_not_have_is_refused_by_name() {
     let out = dir.path().join("out");
     let yaml = dir.path().join("dpo.yaml");
     let text = recipe(&out).replace("beta: 0.2\n", "")
-        + "padding_free: true\nlerning_rate: 1e-6\nloss_type: [sigmoid, kto]\n\
+        + "padding_free: true\nlerning_rate: 1e-6\nloss_type: [kto, bogus]\n\
            loss_weights: [1.0, 1.0]\nreport_to: [wandb]\neval_strategy: epoch\n\
            label_names: [x]\nbeta: 0.2\n";
     std::fs::write(&yaml, text).unwrap();
@@ -210,7 +210,8 @@ fn what_ganpo_lacks_or_trl_does_not_have_is_refused_by_name() {
         format!("{file}: `padding_free` = true: padding-free batches are not implemented"),
         format!("{file}: `lerning_rate` = "),
         "not a key of `trl dpo` (TRL 1.16.0".to_string(),
-        format!("{file}: `loss_type` = \"kto\": ganpo implements sigmoid"),
+        format!("{file}: `loss_type` = \"kto\": KTO is KTOTrainer's loss, not a DPOConfig"),
+        format!("{file}: `loss_type` = \"bogus\": ganpo implements sigmoid"),
         format!("{file}: `report_to` = \"wandb\""),
         format!("{file}: `eval_strategy` = \"epoch\""),
         format!("{file}: `label_names` = [\"x\"]: ganpo does not implement this DPOConfig key"),

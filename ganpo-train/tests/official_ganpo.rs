@@ -80,6 +80,7 @@ impl Case {
             pooling: Pooling::None,
             mean: MeanMode::Ema,
             momentum: self.meta["momentum"].as_f64().unwrap(),
+            init_from: None,
         }
     }
 
@@ -367,4 +368,135 @@ fn a_state_dict_of_another_width_is_refused_naming_the_file_and_tensor() {
         .expect_err("refused")
         .to_string();
     assert!(err.contains("no tensor named `nothing.*`"), "{err}");
+}
+
+/// The GANPO settings of the official checkpoints in `official_ganpo/disc_ckpts/` (latents of
+/// width 32, the fixture policy's), starting from them.
+fn wide_config(init_from: Option<PathBuf>) -> GanpoConfig {
+    let mut config = Case::load("large_lr").ganpo_config();
+    config.init_from = init_from;
+    config
+}
+
+fn dir() -> PathBuf {
+    fixtures().join("official_ganpo")
+}
+
+#[test]
+fn the_trainer_starts_from_the_official_pt_checkpoints() {
+    let _turn = common::serial();
+    let out = tempfile::tempdir().unwrap();
+    let mut config = ganpo_train::config::RunConfig::default();
+    config.model.path = fixtures().join("policy");
+    config.data.train = vec![fixtures().join("data/standard.jsonl")];
+    config.train.output_dir = out.path().to_path_buf();
+    config.train.batch_size = 2;
+    config.ganpo = Some(wide_config(Some(dir().join("disc_ckpts"))));
+    let device = Default::default();
+    let policy = ganpo_models::load_model::<B>(&config.model.path, &device)
+        .unwrap()
+        .model;
+    let tok = ganpo_models::Tokenizer::from_dir(&config.model.path).unwrap();
+    let mut records = ganpo_train::data::load_records(&config.data.train, false).unwrap();
+    let pt = ganpo_train::data::PairTokenizer::new(&tok).unwrap();
+    let (truncation, pad) = (config.data.truncation(), tok.pad_token_id.unwrap());
+    let train = ganpo_train::data::PreferenceDataset::from_records(
+        &mut records,
+        &pt,
+        &truncation,
+        &config.loss,
+        2,
+        false,
+    )
+    .unwrap();
+    let eval = train.subset(&[0, 1]);
+    let start = |config: ganpo_train::config::RunConfig| {
+        let policy = policy.clone();
+        let (train, eval) = (train.clone(), eval.clone());
+        ganpo_train::train::Trainer::new(config, policy, None, train, eval, pad, device)
+    };
+    let trainer = start(config.clone()).unwrap();
+    // What the trainer read through the PyTorch reader equals the same tensors written as
+    // safetensors by the fixture script.
+    let mut expected = wide_config(None).init::<B>(32, &device);
+    let file = dir().join("disc_ckpts.safetensors");
+    for (side, prefix) in [("chosen", "disc_chosen."), ("rejected", "disc_rejected.")] {
+        let slot = match side {
+            "chosen" => &mut expected.chosen,
+            _ => &mut expected.rejected,
+        };
+        let fresh = std::mem::replace(slot, wide_config(None).init::<B>(32, &device).chosen);
+        let loaded = load_official_discriminator(transformer(fresh), &file, prefix).unwrap();
+        *slot = Discriminator::Transformer(loaded);
+    }
+    let (got, want) = (snapshot(trainer.ganpo().unwrap()), snapshot(&expected));
+    assert_eq!(got.len(), want.len());
+    for ((path, g), (_, w)) in got.into_iter().zip(want) {
+        assert_eq!(g, w, "{path}");
+    }
+    // Discriminators of another width than the checkpoints': refused by file and tensor.
+    let mut wider = config;
+    if let Some(g) = &mut wider.ganpo
+        && let DiscriminatorConfig::Transformer(t) = &mut g.discriminator
+    {
+        t.hidden = 32;
+        t.ff = 128;
+    }
+    let err = start(wider).err().expect("refused").to_string();
+    assert!(
+        err.contains("disc_chosen.pt") && err.contains("project_in"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_that_are_not_discriminator_checkpoints_are_refused_by_name() {
+    let ganpo = wide_config(None).init::<B>(32, &Default::default());
+    for (file, expected) in [
+        ("bad/truncated.pt", "not a readable PyTorch checkpoint"),
+        ("bad/not_a_state_dict.pt", ""),
+        ("missing.pt", "no such file"),
+    ] {
+        let path = dir().join(file);
+        let err = load_official_discriminator(transformer(ganpo.chosen.clone()), &path, "")
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains(path.to_str().unwrap()) && err.contains(expected),
+            "{file}: {err}"
+        );
+    }
+    // A folder without the official file names.
+    let err = ganpo_train::official::load_official_checkpoints(ganpo, &dir().join("bad"))
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("disc_chosen"), "{err}");
+}
+
+#[test]
+fn ganpos_discriminators_written_in_the_official_layout_read_back_the_same() {
+    let device = Default::default();
+    let case = Case::load("large_lr");
+    let ganpo = case.discriminators::<B>("step2");
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("disc_ckpts");
+    ganpo_train::official::save_official_checkpoints(&ganpo, &dir).unwrap();
+    // The official state-dict names, as the fixture's files hold them.
+    let names = |path: &std::path::Path, prefix: &str| -> Vec<String> {
+        let mut n: Vec<String> = read_safetensors(path)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.full_path())
+            .filter_map(|p| p.strip_prefix(prefix).map(str::to_string))
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(
+        names(&dir.join("disc_chosen.safetensors"), ""),
+        names(&case.file, "initial.disc_chosen.")
+    );
+    let fresh = case.ganpo_config().init::<B>(case.d_model(), &device);
+    let back = ganpo_train::official::load_official_checkpoints(fresh, &dir).unwrap();
+    assert_eq!(snapshot(&back), snapshot(&ganpo));
 }

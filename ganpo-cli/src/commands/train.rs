@@ -344,6 +344,15 @@ pub fn train_run<B: AutodiffBackend>(
         }
         None => export_hf(&policy, &model_config, files, &final_dir)?,
     }
+    // Transformer discriminators also as the official GANPO trainer lays them out.
+    if let Some(g) = trainer.ganpo()
+        && matches!(g.chosen, ganpo_core::Discriminator::Transformer(_))
+    {
+        let dir = final_dir.join("disc_ckpts");
+        let discriminators = burn::module::AutodiffModule::valid(g);
+        ganpo_train::official::save_official_checkpoints(&discriminators, &dir)
+            .with_context(|| format!("writing {}", dir.display()))?;
+    }
     tracing::info!(
         "wrote {} (metrics: {})",
         final_dir.display(),

@@ -214,19 +214,24 @@ fn loss(c: &mut Ctx) {
         );
         return;
     }
+    // DPOConfig's loss types: KTO reads unpaired data in a trainer of its own.
     let accepted: Vec<&str> = ganpo_core::loss::LossKind::ALL
         .iter()
+        .filter(|k| !k.is_unpaired())
         .map(|k| k.name())
         .collect();
     let mut losses = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let name = kind.as_str().unwrap_or_default().to_string();
         if !accepted.contains(&name.as_str()) {
-            c.refuse(
-                "loss_type",
-                kind,
-                &format!("ganpo implements {}", accepted.join(", ")),
-            );
+            let why = match name.as_str() {
+                "kto" => "KTO is KTOTrainer's loss, not a DPOConfig loss_type (a `trl kto` \
+                          recipe has no mapping yet: set loss.losses = [{ kind = \"kto\" }] in \
+                          run.toml; docs/trl.md)"
+                    .to_string(),
+                _ => format!("ganpo implements {}", accepted.join(", ")),
+            };
+            c.refuse("loss_type", kind, &why);
             continue;
         }
         let weight = match weights.get(i) {

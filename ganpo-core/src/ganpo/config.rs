@@ -62,6 +62,10 @@ pub struct GanpoConfig {
     pub mean: MeanMode,
     /// EMA momentum, in `[0, 1)`.
     pub momentum: f64,
+    /// Start the discriminators from the official trainer's checkpoints in this folder
+    /// (`disc_chosen.pt` / `disc_rejected.pt`, or `.safetensors`); the trainer reads them
+    /// (`ganpo_train::official`). `None`: freshly initialized.
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl Default for GanpoConfig {
@@ -72,6 +76,7 @@ impl Default for GanpoConfig {
             pooling: Pooling::default(),
             mean: MeanMode::default(),
             momentum: 0.9,
+            init_from: None,
         }
     }
 }

@@ -336,6 +336,9 @@ impl RunConfig {
         self.data.train.iter_mut().for_each(fix);
         self.data.eval.iter_mut().for_each(fix);
         fix(&mut self.train.output_dir);
+        if let Some(dir) = self.ganpo.as_mut().and_then(|g| g.init_from.as_mut()) {
+            fix(dir);
+        }
         Ok(self)
     }
 

@@ -313,7 +313,14 @@ where
         let ganpo = config
             .ganpo
             .as_ref()
-            .map(|g| g.init::<B>(policy.hidden_size(), &device));
+            .map(|g| {
+                let ganpo = g.init::<B>(policy.hidden_size(), &device);
+                match &g.init_from {
+                    Some(dir) => crate::official::load_official_checkpoints(ganpo, dir),
+                    None => Ok(ganpo),
+                }
+            })
+            .transpose()?;
         let data_fingerprint = fingerprint(&train);
         let mut trainer = Self {
             policy_optim: adamw(&config).init(),
