@@ -224,27 +224,38 @@ pub fn latent_batch<B: Backend>(
     if chosen.is_empty() || rejected.is_empty() {
         return None;
     }
-    let device = policy.device();
-    let index = |rows: &[usize]| {
-        let rows: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-        Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device)
-    };
-    let (chosen, rejected) = (index(&chosen), index(&rejected));
-    let rows = |x: &Tensor<B, 3>, at: &Tensor<B, 1, Int>| x.clone().select(0, at.clone());
-    let mask = |at: &Tensor<B, 1, Int>| {
+    let mask = |at: &[usize]| {
         pooling.select(
-            batch.attention.clone().select(0, at.clone()),
-            batch.completion.clone().select(0, at.clone()),
+            take_rows(batch.attention.clone(), at),
+            take_rows(batch.completion.clone(), at),
         )
     };
     Some(LatentBatch {
-        policy_chosen: rows(&policy, &chosen),
-        policy_rejected: rows(&policy, &rejected),
-        reference_chosen: rows(&reference, &chosen),
-        reference_rejected: rows(&reference, &rejected),
+        policy_chosen: take_rows(policy.clone(), &chosen),
+        policy_rejected: take_rows(policy, &rejected),
+        reference_chosen: take_rows(reference.clone(), &chosen),
+        reference_rejected: take_rows(reference, &rejected),
         chosen_mask: mask(&chosen),
         rejected_mask: mask(&rejected),
     })
+}
+
+/// Rows `rows` (ascending) of `x`: a slice when they are contiguous (pairs' halves), else a
+/// gather (an unpaired batch's labels).
+fn take_rows<B: Backend, const D: usize, K: burn::tensor::BasicOps<B>>(
+    x: Tensor<B, D, K>,
+    rows: &[usize],
+) -> Tensor<B, D, K> {
+    let (first, len) = (rows[0], rows.len());
+    if rows[len - 1] == first + len - 1 {
+        return x.narrow(0, first, len);
+    }
+    let device = x.device();
+    let at: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    x.select(
+        0,
+        Tensor::<B, 1, Int>::from_data(TensorData::new(at, [len]), &device),
+    )
 }
 
 /// Named `[1]` metric tensors, read together later.
