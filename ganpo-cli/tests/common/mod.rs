@@ -105,3 +105,12 @@ pub fn tiny_sft(task: &Path, steps: usize, out: &Path) {
     ]);
     assert!(ok, "{err}");
 }
+
+/// The JSON lines of `path` (a run's metrics.jsonl).
+pub fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
