@@ -10,10 +10,10 @@ use ganpo_core::ganpo::GanpoConfig;
 use ganpo_core::{LossKind, PreferenceLoss};
 use ganpo_models::{Lm, load_model};
 use ganpo_train::config::RunConfig;
-use ganpo_train::data::{PairTokenizer, PreferenceDataset, load_records};
+use ganpo_train::data::PreferenceDataset;
 use ganpo_train::train::{LogEntry, TrainError, Trainer};
 
-use common::{B, fingerprint, fixtures, run, serial};
+use common::{B, dataset, fingerprint, fixtures, run, serial};
 
 /// KTO on `data` (a fixture file), 4 examples a batch in file order, 3 steps.
 fn config(out: &Path, data: &str, ganpo: Option<GanpoConfig>) -> RunConfig {
@@ -42,21 +42,6 @@ fn ganpo(adv_weight: f64) -> GanpoConfig {
     .unwrap();
     g.adv_weight = adv_weight;
     g
-}
-
-fn dataset(config: &RunConfig) -> Result<(PreferenceDataset, u32), ganpo_train::data::DataError> {
-    let tok = ganpo_models::Tokenizer::from_dir(&config.model.path).unwrap();
-    let mut records = load_records(&config.data.train, false)?;
-    let pt = PairTokenizer::new(&tok).unwrap();
-    let d = PreferenceDataset::from_records(
-        &mut records,
-        &pt,
-        &config.data.truncation(),
-        &config.loss,
-        config.train.batch_size,
-        false,
-    )?;
-    Ok((d, tok.pad_token_id.unwrap()))
 }
 
 fn trainer(config: RunConfig) -> Trainer<B, Lm<B>> {

@@ -396,19 +396,7 @@ fn the_trainer_starts_from_the_official_pt_checkpoints() {
     let policy = ganpo_models::load_model::<B>(&config.model.path, &device)
         .unwrap()
         .model;
-    let tok = ganpo_models::Tokenizer::from_dir(&config.model.path).unwrap();
-    let mut records = ganpo_train::data::load_records(&config.data.train, false).unwrap();
-    let pt = ganpo_train::data::PairTokenizer::new(&tok).unwrap();
-    let (truncation, pad) = (config.data.truncation(), tok.pad_token_id.unwrap());
-    let train = ganpo_train::data::PreferenceDataset::from_records(
-        &mut records,
-        &pt,
-        &truncation,
-        &config.loss,
-        2,
-        false,
-    )
-    .unwrap();
+    let (train, pad) = common::dataset(&config).unwrap();
     let eval = train.subset(&[0, 1]);
     let start = |config: ganpo_train::config::RunConfig| {
         let policy = policy.clone();

@@ -5,6 +5,8 @@
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_models::{CausalLm, Lm};
+use ganpo_train::config::RunConfig;
+use ganpo_train::data::{DataError, PairTokenizer, PreferenceDataset, load_records};
 use ganpo_train::train::{LogEntry, Trainer};
 
 /// The backend every trainer test runs on.
@@ -38,4 +40,21 @@ pub fn fingerprint(t: &Trainer<B, Lm<B>>) -> Vec<f32> {
     let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
     let logits = t.policy().forward(ids, mask).logits;
     logits.into_data().to_vec().unwrap()
+}
+
+/// `config`'s training files tokenized for its loss (pairs, or unpaired examples with KL
+/// completions cycled in blocks of `train.batch_size`), and the padding id.
+pub fn dataset(config: &RunConfig) -> Result<(PreferenceDataset, u32), DataError> {
+    let tok = ganpo_models::Tokenizer::from_dir(&config.model.path).unwrap();
+    let mut records = load_records(&config.data.train, false)?;
+    let pt = PairTokenizer::new(&tok).unwrap();
+    let d = PreferenceDataset::from_records(
+        &mut records,
+        &pt,
+        &config.data.truncation(),
+        &config.loss,
+        config.train.batch_size,
+        false,
+    )?;
+    Ok((d, tok.pad_token_id.unwrap()))
 }
