@@ -5,7 +5,8 @@
 //! discriminator losses, generator halves, DPO term, total loss, running means, the generator
 //! term's gradient on the policy latents and the discriminators' weights after every step all
 //! match within 1e-5 (f32), but for the attention's key bias, whose gradient is zero in exact
-//! arithmetic (see `check`). Fixtures: tools/fixtures/official_ganpo_fixtures.py.
+//! arithmetic (see `check`). On the backend `GANPO_TEST_BACKEND` names (the CPU by default).
+//! Fixtures: tools/fixtures/official_ganpo_fixtures.py.
 
 mod common;
 
@@ -55,12 +56,12 @@ impl Case {
         }
     }
 
-    fn tensor<A: Backend, const D: usize>(&self, name: &str) -> Tensor<A, D> {
+    fn tensor<A: Backend, const D: usize>(&self, name: &str, device: &A::Device) -> Tensor<A, D> {
         let data = self
             .tensors
             .get(name)
             .unwrap_or_else(|| panic!("no {name}"));
-        Tensor::from_data(data.clone(), &Default::default())
+        Tensor::from_data(data.clone(), device)
     }
 
     /// The official discriminator sizes, as ganpo's configuration.
@@ -89,10 +90,8 @@ impl Case {
     }
 
     /// The official state dicts stored under `prefix` (`initial`, `step1`, ...), as a [`Ganpo`].
-    fn discriminators<A: Backend>(&self, prefix: &str) -> Ganpo<A> {
-        let mut ganpo = self
-            .ganpo_config()
-            .init::<A>(self.d_model(), &Default::default());
+    fn discriminators<A: Backend>(&self, prefix: &str, device: &A::Device) -> Ganpo<A> {
+        let mut ganpo = self.ganpo_config().init::<A>(self.d_model(), device);
         let load = |d: Discriminator<A>, side: &str| {
             let prefix = format!("{prefix}.disc_{side}.");
             let loaded = load_official_discriminator(transformer(d), &self.file, &prefix);
@@ -161,17 +160,16 @@ fn moved(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn check(name: &str) {
+fn check<A: AutodiffBackend>(name: &str, device: A::Device) {
     let case = Case::load(name);
-    let device = Default::default();
-    let mut ganpo = case.discriminators::<B>("initial");
+    let mut ganpo = case.discriminators::<A>("initial", &device);
     let initial = snapshot(&ganpo);
     let weight_decay = case.meta["weight_decay"].as_f64().unwrap();
     // torch.optim.AdamW's defaults, as the official create_optimizer_and_scheduler makes it.
     let mut optim = AdamWConfig::new()
         .with_weight_decay(weight_decay as f32)
         .with_epsilon(1e-8)
-        .init::<B, Ganpo<B>>();
+        .init::<A, Ganpo<A>>();
     let beta = case.meta["beta"].as_f64().unwrap();
     let steps = case.meta["steps"].as_array().unwrap();
     // The learning rates of the steps so far.
@@ -182,14 +180,14 @@ fn check(name: &str) {
         // The policy latents as leaves of their own (`tracked`) or constants.
         let latents = |tracked: bool| {
             let policy = |k: &str| {
-                let x: Tensor<B, 3> = case.tensor(&at(k));
+                let x: Tensor<A, 3> = case.tensor(&at(k), &device);
                 if tracked { x.require_grad() } else { x }
             };
-            LatentBatch::<B> {
+            LatentBatch::<A> {
                 policy_chosen: policy("policy_chosen"),
                 policy_rejected: policy("policy_rejected"),
-                reference_chosen: case.tensor(&at("reference_chosen")),
-                reference_rejected: case.tensor(&at("reference_rejected")),
+                reference_chosen: case.tensor(&at("reference_chosen"), &device),
+                reference_rejected: case.tensor(&at("reference_rejected"), &device),
                 chosen_mask: None,
                 rejected_mask: None,
             }
@@ -245,7 +243,7 @@ fn check(name: &str) {
                 .iter()
                 .map(|x| x.as_f64().unwrap() as f32)
                 .collect();
-            Tensor::<B, 1>::from_floats(v.as_slice(), &device)
+            Tensor::<A, 1>::from_floats(v.as_slice(), &device)
         };
         let n = batch.policy_chosen.dims()[0];
         let dpo = PreferenceLoss {
@@ -280,8 +278,8 @@ fn check(name: &str) {
             let grad = latent
                 .grad(&grads)
                 .expect("the generator term reaches the latents");
-            let want: Tensor<<B as AutodiffBackend>::InnerBackend, 3> =
-                case.tensor(&at(&format!("grad_policy_{side}")));
+            let want: Tensor<A::InnerBackend, 3> =
+                case.tensor(&at(&format!("grad_policy_{side}")), &device);
             let worst = all_close(
                 &format!("{name} step {t} gradient of the policy {side} latents"),
                 values(grad),
@@ -292,9 +290,8 @@ fn check(name: &str) {
 
         // 3. The discriminators' weights (and spectral-norm vectors) after the step.
         let ours = snapshot(&ganpo.valid());
-        let theirs = snapshot(
-            &case.discriminators::<<B as AutodiffBackend>::InnerBackend>(&format!("step{t}")),
-        );
+        let theirs =
+            snapshot(&case.discriminators::<A::InnerBackend>(&format!("step{t}"), &device));
         assert_eq!(ours.len(), theirs.len());
         rates += s("lr");
         for ((path, got), (path_theirs, want)) in ours.into_iter().zip(theirs) {
@@ -334,13 +331,13 @@ fn check(name: &str) {
 #[test]
 fn three_steps_match_the_official_code_at_its_learning_rate() {
     let _turn = common::serial();
-    check("official_lr");
+    on_test_backend!(|A, device| check::<A>("official_lr", device));
 }
 
 #[test]
 fn three_steps_match_the_official_code_where_adamw_moves_the_weights() {
     let _turn = common::serial();
-    check("large_lr");
+    on_test_backend!(|A, device| check::<A>("large_lr", device));
 }
 
 #[test]
@@ -465,7 +462,7 @@ fn files_that_are_not_discriminator_checkpoints_are_refused_by_name() {
 fn ganpos_discriminators_written_in_the_official_layout_read_back_the_same() {
     let device = Default::default();
     let case = Case::load("large_lr");
-    let ganpo = case.discriminators::<B>("step2");
+    let ganpo = case.discriminators::<B>("step2", &device);
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("disc_ckpts");
     ganpo_train::official::save_official_checkpoints(&ganpo, &dir).unwrap();

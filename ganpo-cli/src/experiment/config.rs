@@ -100,7 +100,9 @@ pub struct PairsSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSpec {
-    /// From `dpo`, `dpo+ganpo`, `simpo`, `simpo+ganpo`.
+    /// From [`METHODS`]: a base loss (`dpo`, `simpo`), alone or with GANPO in ganpo's
+    /// configuration ([`Self::ganpo`], `+ganpo`) or the official code's
+    /// ([`Self::official_ganpo`], `dpo+ganpo-official`).
     pub methods: Vec<String>,
     /// DPO's beta values swept (for dpo and dpo+ganpo).
     pub dpo_beta: Vec<f64>,
@@ -108,7 +110,8 @@ pub struct TrainSpec {
     pub simpo_beta: Vec<f64>,
     /// SimPO's target margin.
     pub simpo_gamma: f64,
-    /// GANPO's adversarial weights swept (for the +ganpo methods).
+    /// GANPO's adversarial weights swept (for the `+ganpo` methods; `dpo+ganpo-official` keeps
+    /// its own).
     pub adv_weight: Vec<f64>,
     /// Methods also trained on the noisy pairs (every `pairs.label_noise` after the first);
     /// every method when unset. A smaller set keeps the noise study affordable.
@@ -126,6 +129,32 @@ pub struct TrainSpec {
     /// The GANPO regularizer of the +ganpo methods (`adv_weight` is swept over
     /// [`Self::adv_weight`]).
     pub ganpo: GanpoConfig,
+    /// The regularizer of `dpo+ganpo-official`, as the official trainer builds it: transformer
+    /// discriminators (512 wide, 2 layers, 8 heads, dropout 0.1), every position (`pooling =
+    /// "none"`), adversarial weight 1 (not swept).
+    pub official_ganpo: GanpoConfig,
+    /// `dpo+ganpo-official`'s discriminator learning rate relative to `lr` (the official: half).
+    pub official_disc_lr_ratio: f64,
+}
+
+/// Every method an experiment can train.
+pub const METHODS: [&str; 5] = [
+    "dpo",
+    "dpo+ganpo",
+    "dpo+ganpo-official",
+    "simpo",
+    "simpo+ganpo",
+];
+
+/// The base method of a GANPO method (`dpo` for `dpo+ganpo` and `dpo+ganpo-official`);
+/// `None` for a base method.
+pub fn base_of(method: &str) -> Option<&str> {
+    method.split_once('+').map(|(base, _)| base)
+}
+
+/// Whether `method` is the official GANPO configuration ([`TrainSpec::official_ganpo`]).
+pub fn is_official(method: &str) -> bool {
+    method.ends_with("+ganpo-official")
 }
 
 /// How each trained policy is evaluated.
@@ -231,6 +260,11 @@ impl Default for TrainSpec {
                 pooling: Pooling::Completion,
                 ..GanpoConfig::default()
             },
+            official_ganpo: GanpoConfig {
+                pooling: Pooling::None,
+                ..GanpoConfig::default()
+            },
+            official_disc_lr_ratio: 0.5,
         }
     }
 }
@@ -374,11 +408,33 @@ impl ExperimentConfig {
             return bad("pairs.label_noise", &format!("{n} is outside [0, 0.5]"));
         }
         for m in &self.train.methods {
-            if !["dpo", "dpo+ganpo", "simpo", "simpo+ganpo"].contains(&m.as_str()) {
+            if !METHODS.contains(&m.as_str()) {
                 return bad(
                     "train.methods",
-                    &format!("unknown method `{m}`: expected dpo, dpo+ganpo, simpo or simpo+ganpo"),
+                    &format!(
+                        "unknown method `{m}`: expected one of {}",
+                        METHODS.join(", ")
+                    ),
                 );
+            }
+        }
+        for (key, g) in [
+            ("train.ganpo", &self.train.ganpo),
+            ("train.official_ganpo", &self.train.official_ganpo),
+        ] {
+            if let Err(e) = g.validate() {
+                return bad(&format!("{key}.{}", e.key), &e.to_string());
+            }
+        }
+        for (key, ratio) in [
+            ("train.disc_lr_ratio", self.train.disc_lr_ratio),
+            (
+                "train.official_disc_lr_ratio",
+                self.train.official_disc_lr_ratio,
+            ),
+        ] {
+            if !(ratio.is_finite() && ratio > 0.0) {
+                return bad(key, &format!("{ratio}: expected a number > 0"));
             }
         }
         if let Some(m) = self
@@ -494,5 +550,41 @@ mod tests {
     fn assets_expand_from_the_environment_default() {
         let p = expand_assets("{assets}/x.csv");
         assert!(p.ends_with("x.csv") && !p.to_string_lossy().contains("{assets}"));
+    }
+
+    #[test]
+    fn the_shipped_experiment_loads_in_both_profiles() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/experiments/imdb.toml");
+        let full = ExperimentConfig::load(&path, false).unwrap();
+        assert!(
+            full.train
+                .methods
+                .iter()
+                .all(|m| METHODS.contains(&m.as_str()))
+        );
+        assert!(full.train.on_noisy_pairs("dpo+ganpo-official"));
+        // The file spells out ganpo's GANPO defaults and the official configuration.
+        assert_eq!(full.train.ganpo, TrainSpec::default().ganpo);
+        assert_eq!(
+            full.train.official_ganpo,
+            TrainSpec::default().official_ganpo
+        );
+        assert_eq!(full.train.official_disc_lr_ratio, 0.5);
+        let quick = ExperimentConfig::load(&path, true).unwrap();
+        assert_eq!(quick.train.methods, ["dpo", "dpo+ganpo"]);
+    }
+
+    #[test]
+    fn the_official_method_settings_are_checked_by_key() {
+        let (_d, path) = write("[train]\nofficial_disc_lr_ratio = 0.0\n");
+        let err = ExperimentConfig::load(&path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.official_disc_lr_ratio"), "{err}");
+        let (_d, path) = write("[train.official_ganpo]\nmomentum = 1.5\n");
+        let err = ExperimentConfig::load(&path, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.official_ganpo.momentum"), "{err}");
     }
 }

@@ -124,14 +124,13 @@ fn prepare(out: &Path, config: &ExperimentConfig, quick: bool) -> Result<()> {
         let old = without_quick_table(old);
         let mut differ = Vec::new();
         diff_keys("", &old, &resolved, &mut differ);
-        if differ == ["config.train.seeds"] && adds_seeds(&old, &resolved) {
-            // Every cached run keeps its meaning (runs are named by seed, the sweep uses the
-            // first): train the new seeds and report over all of them.
+        if !differ.is_empty() && extends(&old, &resolved, &differ) {
+            // Every cached run keeps its meaning (runs are named by method and seed, the sweep
+            // uses the first seed): train what is new and report over all of it.
             tracing::info!(
-                "adding seeds to the experiment in {}: {} -> {}",
+                "extending the experiment in {} ({})",
                 out.display(),
-                old["config"]["train"]["seeds"],
-                resolved["config"]["train"]["seeds"]
+                differ.join(", ")
             );
             write_json(&path, &resolved)?;
             return Ok(());
@@ -231,13 +230,24 @@ fn in_parallel<T: Sync, R: Send>(
     Ok(out)
 }
 
-/// Whether `new`'s seeds are `old`'s followed by more.
-fn adds_seeds(old: &Value, new: &Value) -> bool {
-    let seeds = |v: &Value| v["config"]["train"]["seeds"].as_array().cloned();
-    match (seeds(old), seeds(new)) {
-        (Some(a), Some(b)) => b.len() > a.len() && b.starts_with(&a),
-        _ => false,
-    }
+/// Whether `new` only extends `old`, the keys `differ` being all that differs: seeds, methods
+/// or noisy methods appended to the lists, and settings `old` does not hold at all (keys added to
+/// the experiment file since it was written, such as `train.official_ganpo`, whose defaults
+/// change no earlier run).
+fn extends(old: &Value, new: &Value, differ: &[String]) -> bool {
+    let at = |v: &'_ Value, key: &str| key.split('.').fold(v, |v, k| &v[k]).clone();
+    differ.iter().all(|key| {
+        let (a, b) = (at(old, key), at(new, key));
+        match key.as_str() {
+            "config.train.seeds" | "config.train.methods" | "config.train.noisy_methods" => {
+                match (a.as_array(), b.as_array()) {
+                    (Some(a), Some(b)) => b.len() > a.len() && b.starts_with(a),
+                    _ => false,
+                }
+            }
+            _ => a.is_null(),
+        }
+    })
 }
 
 /// Dotted keys whose values differ between `a` and `b`.
@@ -429,5 +439,44 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.to_string(), "item 2 failed");
+    }
+
+    #[test]
+    fn appended_seeds_methods_and_new_settings_extend_an_experiment() {
+        use super::{diff_keys, extends};
+        use serde_json::json;
+        let old = json!({"config": {"train": {
+            "seeds": [0, 1], "methods": ["dpo", "dpo+ganpo"], "noisy_methods": ["dpo"], "lr": 1e-4
+        }}});
+        let check = |new: serde_json::Value| {
+            let mut differ = Vec::new();
+            diff_keys("", &old, &new, &mut differ);
+            (extends(&old, &new, &differ), differ)
+        };
+        let (ok, differ) = check(json!({"config": {"train": {
+            "seeds": [0, 1, 2], "methods": ["dpo", "dpo+ganpo", "dpo+ganpo-official"],
+            "noisy_methods": ["dpo", "dpo+ganpo-official"], "lr": 1e-4,
+            "official_ganpo": {"pooling": "none"}, "official_disc_lr_ratio": 0.5
+        }}}));
+        assert!(ok, "{differ:?}");
+        assert_eq!(differ.len(), 5);
+        // Reordered or removed entries, a changed setting, a setting removed: another experiment.
+        for other in [
+            json!({"config": {"train": {
+                "seeds": [1, 0], "methods": ["dpo", "dpo+ganpo"], "noisy_methods": ["dpo"], "lr": 1e-4
+            }}}),
+            json!({"config": {"train": {
+                "seeds": [0, 1], "methods": ["dpo"], "noisy_methods": ["dpo"], "lr": 1e-4
+            }}}),
+            json!({"config": {"train": {
+                "seeds": [0, 1, 2], "methods": ["dpo", "dpo+ganpo"], "noisy_methods": ["dpo"], "lr": 2e-4
+            }}}),
+            json!({"config": {"train": {
+                "seeds": [0, 1], "methods": ["dpo", "dpo+ganpo"], "noisy_methods": null, "lr": 1e-4
+            }}}),
+        ] {
+            let (ok, differ) = check(other);
+            assert!(!ok, "{differ:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::ExperimentConfig;
+use super::config::base_of;
 use super::stats::Interval;
 use anyhow::Result;
 use serde::Serialize;
@@ -91,7 +92,7 @@ pub(super) fn summarize(
                 reward,
                 kl: Interval::of(&kl),
             });
-            let Some(base) = method.strip_suffix("+ganpo") else {
+            let Some(base) = base_of(method) else {
                 continue;
             };
             let base_group = of(base, noise);

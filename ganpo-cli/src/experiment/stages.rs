@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::config::{base_of, is_official};
 use super::reviews::{Review, Source, prompts};
 use super::{ExperimentConfig, expand_assets, read_reviews};
 use anyhow::{Context, Result, bail};
@@ -291,8 +292,13 @@ pub(super) fn run_config(out: &Path, c: &ExperimentConfig, run: &RunSpec) -> Run
     t.scheduler = Scheduler::Cosine;
     t.warmup_ratio = 0.1;
     t.logging_steps = 4;
-    t.disc_lr_ratio = c.train.disc_lr_ratio;
-    let ganpo = run.method.ends_with("+ganpo");
+    let official = is_official(&run.method);
+    t.disc_lr_ratio = if official {
+        c.train.official_disc_lr_ratio
+    } else {
+        c.train.disc_lr_ratio
+    };
+    let ganpo = base_of(&run.method).is_some();
     r.loss = if run.method.starts_with("simpo") {
         PreferenceLoss {
             beta: run.beta,
@@ -306,7 +312,11 @@ pub(super) fn run_config(out: &Path, c: &ExperimentConfig, run: &RunSpec) -> Run
         }
     };
     r.ganpo = ganpo.then(|| {
-        let mut g = c.train.ganpo.clone();
+        let mut g = if official {
+            c.train.official_ganpo.clone()
+        } else {
+            c.train.ganpo.clone()
+        };
         g.adv_weight = run.adv_weight.unwrap_or(g.adv_weight);
         g
     });
@@ -455,7 +465,9 @@ pub(super) fn sweep_runs(c: &ExperimentConfig) -> Vec<RunSpec> {
         } else {
             &c.train.dpo_beta
         };
-        let advs: Vec<Option<f64>> = if method.ends_with("+ganpo") {
+        let advs: Vec<Option<f64>> = if is_official(method) {
+            vec![Some(c.train.official_ganpo.adv_weight)]
+        } else if base_of(method).is_some() {
             c.train.adv_weight.iter().map(|&a| Some(a)).collect()
         } else {
             vec![None]
@@ -553,5 +565,55 @@ mod tests {
                 .all(|r| r.beta == 0.1 && r.method.starts_with("dpo"))
         );
         assert_eq!(noisy.count(), 6);
+    }
+
+    #[test]
+    fn the_official_method_trains_the_official_regularizer_over_the_dpo_sweep() {
+        use ganpo_core::Pooling;
+        use ganpo_core::discriminator::DiscriminatorConfig;
+        let mut c = ExperimentConfig::default();
+        c.train.methods = vec![
+            "dpo".into(),
+            "dpo+ganpo".into(),
+            "dpo+ganpo-official".into(),
+        ];
+        c.train.dpo_beta = vec![0.1, 0.5];
+        c.train.adv_weight = vec![0.1, 0.5];
+        let sweep = sweep_runs(&c);
+        let official: Vec<_> = sweep
+            .iter()
+            .filter(|r| r.method == "dpo+ganpo-official")
+            .collect();
+        // The betas of DPO's sweep, the official adversarial weight only (not train.adv_weight).
+        assert_eq!(official.len(), 2, "{sweep:?}");
+        assert!(official.iter().all(|r| r.adv_weight == Some(1.0)));
+        assert_eq!(sweep.iter().filter(|r| r.method == "dpo+ganpo").count(), 4);
+
+        let out = Path::new("/tmp/experiment");
+        let run = run_config(out, &c, official[0]);
+        let g = run.ganpo.as_ref().expect("the official method has GANPO");
+        assert!(matches!(
+            g.discriminator,
+            DiscriminatorConfig::Transformer(_)
+        ));
+        assert_eq!((g.pooling, g.adv_weight), (Pooling::None, 1.0));
+        assert_eq!(run.train.disc_lr_ratio, 0.5);
+        assert_eq!(
+            run.loss,
+            PreferenceLoss {
+                beta: 0.1,
+                ..PreferenceLoss::default()
+            }
+        );
+        assert!(!run.train.precompute_ref_logps);
+        // ganpo's own configuration is untouched beside it.
+        let own = sweep.iter().find(|r| r.method == "dpo+ganpo").unwrap();
+        let own = run_config(out, &c, own);
+        let g = own.ganpo.as_ref().unwrap();
+        assert!(matches!(g.discriminator, DiscriminatorConfig::Mlp(_)));
+        assert_eq!(
+            (g.pooling, own.train.disc_lr_ratio),
+            (Pooling::Completion, 5.0)
+        );
     }
 }

@@ -2,6 +2,9 @@
 //! generator, a run to its end, and the policy's logits as a fingerprint.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+#[path = "../../../ganpo-core/tests/common/backend.rs"]
+pub mod backend;
+
 use burn::backend::{Autodiff, NdArray};
 use burn::prelude::*;
 use ganpo_models::{CausalLm, Lm};
@@ -9,7 +12,7 @@ use ganpo_train::config::RunConfig;
 use ganpo_train::data::{DataError, PairTokenizer, PreferenceDataset, load_records};
 use ganpo_train::train::{LogEntry, Trainer};
 
-/// The backend every trainer test runs on.
+/// The backend of the trainer tests (the backend-generic ones run on `backend::test_backend()`).
 pub type B = Autodiff<NdArray>;
 
 /// `ganpo-train/tests/fixtures` (tools/fixtures/train_fixtures.py).
