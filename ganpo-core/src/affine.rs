@@ -32,13 +32,22 @@ pub fn affine<B: Backend, const D: usize>(
     let mut dims = x.dims();
     let [d_in, d_out] = weight.dims();
     let rows = dims[..D - 1].iter().product::<usize>();
-    let y = x.reshape([rows, d_in]).matmul(weight);
-    let y = match bias {
-        Some(b) => y + b.unsqueeze::<2>(),
-        None => y,
-    };
+    let x = x.reshape([rows, d_in]);
     dims[D - 1] = d_out;
-    y.reshape(dims)
+    let Some(bias) = bias else {
+        return x.matmul(weight).reshape(dims);
+    };
+    // burn 0.21's fusion (wgpu, CUDA) computes a one-row product whose operands are fused
+    // element-wise results and whose bias is folded into its writes wrong (docs/benchmarks.md,
+    // "wgpu on lavapipe"): a decoding step, or a discriminator head on one pair. A zero second
+    // row keeps every backend off that pattern; each row of a product is computed alone, so the
+    // first row's values are the one-row product's, bit for bit (`tests::one_row_padding`).
+    if rows == 1 {
+        let padded = Tensor::cat(vec![x.clone(), x.zeros_like()], 0);
+        let y = padded.matmul(weight) + bias.unsqueeze::<2>();
+        return y.narrow(0, 0, 1).reshape(dims);
+    }
+    (x.matmul(weight) + bias.unsqueeze::<2>()).reshape(dims)
 }
 
 /// A burn `Linear` layer applied through [`affine`] (the same result as `layer.forward(x)`).
@@ -53,6 +62,44 @@ mod tests {
     use burn::nn::LinearConfig;
 
     type B = Autodiff<NdArray>;
+
+    /// One row with a bias (the padded path) gives the unpadded product's values bit for bit on
+    /// the CPU, and its gradients.
+    #[test]
+    fn one_row_padding() {
+        let device = Default::default();
+        let layer = LinearConfig::new(37, 11).init::<B>(&device);
+        let (w, b) = (layer.weight.val(), layer.bias.as_ref().unwrap().val());
+        let x = Tensor::<B, 3>::random([1, 1, 37], burn::tensor::Distribution::Default, &device)
+            .require_grad();
+        let ours = linear(&layer, x.clone() * 1.5);
+        let plain =
+            ((x.clone() * 1.5).reshape([1, 37]).matmul(w) + b.unsqueeze::<2>()).reshape([1, 1, 11]);
+        assert_eq!(ours.to_data(), plain.to_data());
+        let g1 = (ours * 1.7).sum().backward();
+        let g2 = (plain * 1.7).sum().backward();
+        let flat = |t: Tensor<NdArray, 2>| t.reshape([-1]);
+        for (name, a, b) in [
+            (
+                "x",
+                flat(x.grad(&g1).unwrap().reshape([1, 37])),
+                flat(x.grad(&g2).unwrap().reshape([1, 37])),
+            ),
+            (
+                "weight",
+                flat(layer.weight.grad(&g1).unwrap()),
+                flat(layer.weight.grad(&g2).unwrap()),
+            ),
+            (
+                "bias",
+                layer.bias.as_ref().unwrap().grad(&g1).unwrap(),
+                layer.bias.as_ref().unwrap().grad(&g2).unwrap(),
+            ),
+        ] {
+            let diff = (a - b).abs().max().into_scalar();
+            assert!(diff < 1e-6, "{name}: gradients differ by {diff}");
+        }
+    }
 
     /// Same values and gradients as burn's broadcasting `Linear::forward`.
     #[test]
