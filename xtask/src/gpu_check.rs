@@ -1,21 +1,26 @@
 //! `cargo xtask gpu-check`: everything that needs a GPU, in one run, against the CPU backend.
 //!
-//! Build here (`cargo xtask gpu-check --build-only`, features `cuda` and `wgpu`), run there
-//! (`cargo xtask gpu-check --no-build`, or the binary the build left in `target/release`).
+//! Build here, run there. `--build-only` builds the `gpu` profile (release, stripped, features
+//! `cuda` and `wgpu`, in `target/gpu/` so the CPU release build stays) and packs all a GPU machine
+//! needs into `target/gpu-check/bundle.tar.xz`, under [`BUNDLE_LIMIT`]: the `ganpo` binary,
+//! the backend-generic test binaries and this program. There, with no Rust toolchain:
+//! `tar -xJf target/gpu-check/bundle.tar.xz -C target/gpu-check && target/gpu-check/bin/xtask
+//! gpu-check --no-build` (or `cargo xtask gpu-check --no-build`, which unpacks the bundle itself).
+//! Without either flag it builds, packs and runs.
+//!
 //! For each backend asked for (`--backends cuda,wgpu`, default both), the checks asked for
 //! (`--checks tests,parity,quickstart,bench`, default all):
-//! 1. `tests`: the backend-generic test binaries of ganpo-core and ganpo-models (TRL's loss and
-//!    log-prob fixtures, the GANPO regularizer, discriminators, spectral norm, HF parity of six
-//!    architectures) with `GANPO_TEST_BACKEND` set to the backend. `--build-only` builds them
-//!    (release, both GPU features) and copies them to `target/gpu-check/tests/CRATE/`, the
-//!    folder to carry to the GPU machine beside `target/release/ganpo`;
+//! 1. `tests`: the backend-generic test binaries (TRL's loss and log-prob fixtures, the GANPO
+//!    regularizer, discriminators, spectral norm, affine maps, attention, HF parity of six
+//!    architectures, parity with the official GANPO code) with `GANPO_TEST_BACKEND` set to the
+//!    backend;
 //! 2. `parity`: log-prob parity with the CPU backend on the tiny Llama fixture (max abs
 //!    difference < 1e-4),
 //! 3. `quickstart`: a shortened quickstart (SFT, pairs, DPO and DPO + GANPO training, evaluation)
 //!    that must finish and raise the oracle reward above the SFT model's,
 //! 4. `bench`: `ganpo bench` rows (`--bench-model gpt2-124m`, `--bench-seq 512`, 8 pairs; dpo and
-//!    ganpo; f32 and bf16; and ganpo in bf16 with LoRA r 16, checkpointing and chunked log-probs), with `bench/torch_reference.py` on CUDA beside them when a Python
-//!    with torch is there.
+//!    ganpo; f32 and bf16; and ganpo in bf16 with LoRA r 16, checkpointing and chunked log-probs),
+//!    with `bench/torch_reference.py` on CUDA beside them when a Python with torch is there.
 //!
 //! Everything lands in `target/gpu-check/` (JSON reports and `report.md`); the exit status says
 //! whether every check passed.
@@ -73,7 +78,7 @@ fn logps(ganpo: &Path, model: &Path, backend: &str) -> Result<Vec<f64>> {
 }
 
 /// The test binaries that run on any backend (`tests/common/backend.rs`), per crate.
-const GENERIC_TESTS: [(&str, &[&str]); 2] = [
+const GENERIC_TESTS: [(&str, &[&str]); 3] = [
     (
         "ganpo-core",
         &[
@@ -87,23 +92,56 @@ const GENERIC_TESTS: [(&str, &[&str]); 2] = [
         ],
     ),
     ("ganpo-models", &["hf_parity"]),
+    ("ganpo-train", &["official_ganpo"]),
 ];
 
-/// Builds [`GENERIC_TESTS`] with both GPU features and copies each binary to
-/// `out/tests/CRATE/NAME`.
-fn build_generic_tests(root: &Path, out: &Path) -> Result<()> {
+/// The most the bundle may weigh: what the GPU machines of this project take along (64 MiB).
+pub const BUNDLE_LIMIT: u64 = 64 << 20;
+
+/// The cargo profile of the GPU build (the workspace's Cargo.toml: release, stripped).
+const PROFILE: &str = "gpu";
+
+/// The features of the GPU build, for `krate`.
+fn gpu_features(krate: &str) -> String {
+    format!("{krate}/cuda,{krate}/wgpu")
+}
+
+/// Builds `ganpo`, this program and [`GENERIC_TESTS`] in the `gpu` profile and copies them to
+/// `bin/` (`bin/tests/CRATE/NAME` for the tests).
+fn build(root: &Path, bin: &Path) -> Result<()> {
+    if bin.exists() {
+        std::fs::remove_dir_all(bin).with_context(|| format!("clearing {}", bin.display()))?;
+    }
+    super::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--profile",
+                PROFILE,
+                "-p",
+                "ganpo-cli",
+                "-p",
+                "xtask",
+            ])
+            .args(["--features", &gpu_features("ganpo-cli")])
+            .current_dir(root),
+    )?;
+    std::fs::create_dir_all(bin)?;
+    for exe in ["ganpo", "xtask"] {
+        let from = root.join("target").join(PROFILE).join(exe);
+        std::fs::copy(&from, bin.join(exe))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
     for (krate, tests) in GENERIC_TESTS {
         let mut cmd = Command::new("cargo");
         cmd.args([
             "test",
-            "--release",
+            "--profile",
+            PROFILE,
             "--no-run",
             "--message-format=json",
-            "-p",
-            krate,
         ])
-        .arg("--features")
-        .arg(format!("{krate}/cuda,{krate}/wgpu"))
+        .args(["-p", krate, "--features", &gpu_features(krate)])
         .current_dir(root);
         for t in tests {
             cmd.args(["--test", t]);
@@ -112,7 +150,7 @@ fn build_generic_tests(root: &Path, out: &Path) -> Result<()> {
         if !o.status.success() {
             bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
         }
-        let dir = out.join("tests").join(krate);
+        let dir = bin.join("tests").join(krate);
         std::fs::create_dir_all(&dir)?;
         for line in String::from_utf8_lossy(&o.stdout).lines() {
             let Ok(msg) = serde_json::from_str::<Value>(line) else {
@@ -136,21 +174,94 @@ fn build_generic_tests(root: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs the backend-generic test binary `out/tests/CRATE/NAME` on `backend`.
+/// Total size of the files under `dir`.
+fn size_of(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            size_of(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Packs `out/bin` into `bundle` with xz: one solid stream whose window spans whole binaries
+/// (up to 192 MiB), so the test binaries' shared code (burn, cubecl, the drivers' bindings) is
+/// stored about once. Refuses a bundle over `limit`, naming the sizes.
+fn pack(out: &Path, bundle: &Path, limit: u64) -> Result<u64> {
+    let raw = size_of(&out.join("bin"))?;
+    let dict_mib = raw.div_ceil(1 << 20).clamp(1, 192);
+    let partial = bundle.with_extension("xz.partial");
+    super::run(
+        Command::new("tar")
+            .env("XZ_OPT", format!("--lzma2=preset=9,dict={dict_mib}MiB"))
+            .arg("-cJf")
+            .arg(&partial)
+            .arg("-C")
+            .arg(out)
+            .arg("bin"),
+    )?;
+    let packed = std::fs::metadata(&partial)?.len();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if packed > limit {
+        std::fs::remove_file(&partial)?;
+        bail!(
+            "the bundle of {} would be {:.1} MiB ({:.1} MiB unpacked), over the {:.0} MiB a GPU \
+             machine takes: pick fewer tests (GENERIC_TESTS in xtask/src/gpu_check.rs)",
+            out.join("bin").display(),
+            mib(packed),
+            mib(raw),
+            mib(limit)
+        );
+    }
+    std::fs::rename(&partial, bundle)?;
+    println!(
+        "{}: {:.1} MiB ({:.1} MiB unpacked)",
+        bundle.display(),
+        mib(packed),
+        mib(raw)
+    );
+    Ok(packed)
+}
+
+/// Unpacks `bundle` into `out/bin` unless that is already there and newer.
+fn unpack(out: &Path, bundle: &Path) -> Result<()> {
+    let bin = out.join("bin");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(bundle), modified(&bin.join("ganpo"))) {
+        (None, None) => bail!(
+            "neither {} nor {}: run `cargo xtask gpu-check --build-only` where the workspace \
+             builds and carry the bundle here",
+            bundle.display(),
+            bin.display()
+        ),
+        (Some(packed), Some(unpacked)) if unpacked >= packed => Ok(()),
+        (Some(_), _) => super::run(
+            Command::new("tar")
+                .arg("-xJf")
+                .arg(bundle)
+                .arg("-C")
+                .arg(out),
+        ),
+        (None, Some(_)) => Ok(()),
+    }
+}
+
+/// Runs the backend-generic test binary `bin/tests/CRATE/NAME` on `backend`.
 fn run_generic_test(
     root: &Path,
-    out: &Path,
+    bin: &Path,
     krate: &str,
     name: &str,
     backend: &str,
 ) -> Result<String> {
-    let exe = out.join("tests").join(krate).join(name);
+    let exe = bin.join("tests").join(krate).join(name);
     if !exe.exists() {
-        bail!(
-            "no {}: run `cargo xtask gpu-check --build-only` where the workspace builds and bring \
-             target/gpu-check/tests along",
-            exe.display()
-        );
+        bail!("no {}: the bundle lacks it", exe.display());
     }
     let (ok, stdout, stderr) = output(
         Command::new(&exe)
@@ -177,16 +288,19 @@ fn run_generic_test(
 /// Runs the checks; `args` are the options after `gpu-check`.
 pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
     let out = root.join("target/gpu-check");
+    let (bin, bundle) = (out.join("bin"), out.join("bundle.tar.xz"));
     std::fs::create_dir_all(&out)?;
-    if !flag(args, "--no-build") {
-        super::run(
-            Command::new("cargo")
-                .args(["build", "--release", "-p", "ganpo-cli", "--features"])
-                .arg("ganpo-cli/cuda,ganpo-cli/wgpu")
-                .current_dir(root),
-        )?;
-        build_generic_tests(root, &out)?;
+    if flag(args, "--no-build") {
+        unpack(&out, &bundle)?;
+    } else {
+        build(root, &bin)?;
+        pack(&out, &bundle, BUNDLE_LIMIT)?;
         if flag(args, "--build-only") {
+            println!(
+                "carry target/gpu-check/bundle.tar.xz to the GPU machine and run there, in the \
+                 repository:\n  tar -xJf target/gpu-check/bundle.tar.xz -C target/gpu-check && \
+                 target/gpu-check/bin/xtask gpu-check --no-build"
+            );
             return Ok(());
         }
     }
@@ -199,7 +313,7 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
     {
         bail!("unknown check `{bad}`: expected tests, parity, quickstart or bench");
     }
-    let ganpo = root.join("target/release/ganpo");
+    let ganpo = bin.join("ganpo");
     let python = std::env::var("GANPO_PYTHON").unwrap_or_else(|_| "python3".into());
     let fixture = root.join("ganpo-models/tests/fixtures/llama");
     let bench_model = value(args, "--bench-model", "gpt2-124m");
@@ -226,7 +340,7 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
         if checks.contains(&"tests") {
             for (krate, tests) in GENERIC_TESTS {
                 for name in tests {
-                    let result = run_generic_test(root, &out, krate, name, backend);
+                    let result = run_generic_test(root, &bin, krate, name, backend);
                     row(backend, &format!("tests {krate}/{name}"), result);
                 }
             }
@@ -385,4 +499,44 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
         bail!("{failed} check(s) failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `--build-only` packs, `--no-build` unpacks byte for byte; a bundle over the limit is
+    /// refused and not left behind.
+    #[test]
+    fn bundles_unpack_as_packed_and_keep_to_the_limit() {
+        let dir = std::env::temp_dir().join(format!("ganpo-gpu-check-{}", std::process::id()));
+        let (here, there) = (dir.join("here"), dir.join("there"));
+        let tests = here.join("bin/tests/ganpo-core");
+        std::fs::create_dir_all(&tests).unwrap();
+        let ganpo: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(here.join("bin/ganpo"), &ganpo).unwrap();
+        std::fs::write(tests.join("losses"), b"a test binary").unwrap();
+        let bundle = here.join("bundle.tar.xz");
+        let packed = pack(&here, &bundle, BUNDLE_LIMIT).unwrap();
+        assert!(packed < 100_000, "{packed} bytes");
+
+        std::fs::create_dir_all(&there).unwrap();
+        let carried = there.join("bundle.tar.xz");
+        std::fs::copy(&bundle, &carried).unwrap();
+        unpack(&there, &carried).unwrap();
+        assert_eq!(std::fs::read(there.join("bin/ganpo")).unwrap(), ganpo);
+        let losses = there.join("bin/tests/ganpo-core/losses");
+        assert_eq!(std::fs::read(&losses).unwrap(), b"a test binary");
+
+        std::fs::remove_file(&bundle).unwrap();
+        let err = pack(&here, &bundle, 100).unwrap_err().to_string();
+        assert!(
+            err.contains("over the") && err.contains("pick fewer"),
+            "{err}"
+        );
+        assert!(!bundle.exists() && !bundle.with_extension("xz.partial").exists());
+        let err = unpack(&dir.join("nowhere"), &dir.join("nowhere/bundle.tar.xz")).unwrap_err();
+        assert!(err.to_string().contains("--build-only"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -37,8 +37,10 @@ const USAGE: &str = "usage: cargo xtask <ci | boundaries | assets | fixtures | c
             --model-config tiny --seq 128 --pairs 8 --modes dpo,ganpo --steps 5 --backend cpu --dtype f32
             --rounds 1 (N: alternate the two N times, report medians); --set KEY=VALUE (repeatable:
             run-configuration overrides such as lora.r=16, mirrored in PyTorch with PEFT)
-  gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: log-prob parity with cpu, a
-            shortened quickstart, bench rows (+ PyTorch on cuda); --build-only / --no-build";
+  gpu-check build with cuda+wgpu, then on each of --backends cuda,wgpu: the backend-generic tests,
+            log-prob parity with cpu, a shortened quickstart, bench rows (+ PyTorch on cuda);
+            --checks tests,parity,quickstart,bench; --build-only: build and pack
+            target/gpu-check/bundle.tar.xz (< 64 MiB) for a GPU machine; --no-build: run from it";
 
 fn main() -> Result<()> {
     let root = workspace_root();
@@ -67,11 +69,21 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace: the current directory or the nearest one above it that holds `xtask/`
+/// (so the copy of this program in the GPU bundle runs in the checkout it lands in), else the one
+/// this program was built in.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    let here = std::env::current_dir().ok();
+    here.iter()
+        .flat_map(|d| d.ancestors())
+        .find(|d| d.join("xtask/Cargo.toml").is_file() && d.join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("xtask lives in the workspace")
+                .to_path_buf()
+        })
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
