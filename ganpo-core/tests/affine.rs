@@ -3,6 +3,7 @@
 //! backend folds into the matmul's reads), transposed weights, a bias (folded into its writes),
 //! one row (a decoding step, a batch of one pair) and several.
 
+#[macro_use]
 mod common;
 
 use burn::prelude::*;

@@ -3,6 +3,7 @@
 //! scale other than the head width (Gemma's `query_pre_attn_scalar`), a soft-cap, and causal,
 //! padding and sliding-window masks in which every query sees itself, as ganpo builds them.
 
+#[macro_use]
 mod common;
 
 use burn::prelude::*;

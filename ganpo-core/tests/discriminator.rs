@@ -1,6 +1,7 @@
 //! Discriminator architectures: masking, train/eval behaviour (on the backend
 //! `GANPO_TEST_BACKEND` names, tests/common), configuration, size.
 
+#[macro_use]
 mod common;
 
 use burn::backend::NdArray;

@@ -2,6 +2,7 @@
 //! toy end-to-end loop; all but the configuration checks run on the backend `GANPO_TEST_BACKEND`
 //! names (tests/common).
 
+#[macro_use]
 mod common;
 
 use burn::backend::NdArray;

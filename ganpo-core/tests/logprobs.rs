@@ -1,6 +1,7 @@
 //! Sequence log-probs against TRL's `selective_log_softmax` in float64, computed in f32 here; the
 //! float64 comparison and the gradient check are in `float64.rs`.
 
+#[macro_use]
 mod common;
 
 use burn::backend::NdArray;

@@ -1,6 +1,7 @@
 //! Preference losses and metrics against TRL (tools/fixtures/core_fixtures.py), in f32; the
 //! float64 comparison is in `float64.rs`.
 
+#[macro_use]
 mod common;
 
 use burn::backend::NdArray;

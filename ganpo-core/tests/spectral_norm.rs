@@ -1,6 +1,7 @@
 //! Spectral normalization against an independent SVD (nalgebra), and its persistent state; on the
 //! backend `GANPO_TEST_BACKEND` names (tests/common).
 
+#[macro_use]
 mod common;
 
 use burn::module::Module;

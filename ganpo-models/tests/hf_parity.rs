@@ -6,6 +6,7 @@
 //! `GANPO_TEST_BACKEND` names (`GANPO_TEST_BACKEND=wgpu cargo test -p ganpo-models --features
 //! wgpu --test hf_parity`).
 
+#[macro_use]
 mod common;
 
 use burn::prelude::*;

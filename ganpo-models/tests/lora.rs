@@ -4,6 +4,7 @@
 //! fresh adapter changes nothing, only adapters take gradients, merging keeps the outputs, and an
 //! exported adapter reads back the same.
 
+#[macro_use]
 mod common;
 
 use burn::backend::{Autodiff, NdArray};

@@ -8,6 +8,7 @@
 //! arithmetic (see `check`). On the backend `GANPO_TEST_BACKEND` names (the CPU by default).
 //! Fixtures: tools/fixtures/official_ganpo_fixtures.py.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -24,8 +25,10 @@ use ganpo_core::discriminator::{
 use ganpo_core::ganpo::LatentBatch;
 use ganpo_core::{Ganpo, GanpoConfig, MeanMode, PairLengths, Pooling, PreferenceInputs};
 use ganpo_core::{PreferenceLoss, metrics::Metrics};
+use ganpo_models::CausalLm;
 use ganpo_models::weights::read_safetensors;
 use ganpo_train::official::load_official_discriminator;
+use ganpo_train::train::LogEntry;
 use serde_json::Value;
 
 use common::{B, fixtures};
@@ -379,16 +382,23 @@ fn dir() -> PathBuf {
     fixtures().join("official_ganpo")
 }
 
+/// A run of the fixture policy (width 32) on the fixture pairs, two a batch, with GANPO starting
+/// from the official checkpoints, writing to `out`.
+fn from_the_official_checkpoints(out: &std::path::Path) -> ganpo_train::config::RunConfig {
+    let mut config = ganpo_train::config::RunConfig::default();
+    config.model.path = fixtures().join("policy");
+    config.data.train = vec![fixtures().join("data/standard.jsonl")];
+    config.train.output_dir = out.to_path_buf();
+    config.train.batch_size = 2;
+    config.ganpo = Some(wide_config(Some(dir().join("disc_ckpts"))));
+    config
+}
+
 #[test]
 fn the_trainer_starts_from_the_official_pt_checkpoints() {
     let _turn = common::serial();
     let out = tempfile::tempdir().unwrap();
-    let mut config = ganpo_train::config::RunConfig::default();
-    config.model.path = fixtures().join("policy");
-    config.data.train = vec![fixtures().join("data/standard.jsonl")];
-    config.train.output_dir = out.path().to_path_buf();
-    config.train.batch_size = 2;
-    config.ganpo = Some(wide_config(Some(dir().join("disc_ckpts"))));
+    let config = from_the_official_checkpoints(out.path());
     let device = Default::default();
     let policy = ganpo_models::load_model::<B>(&config.model.path, &device)
         .unwrap()
@@ -484,4 +494,94 @@ fn ganpos_discriminators_written_in_the_official_layout_read_back_the_same() {
     let fresh = case.ganpo_config().init::<B>(case.d_model(), &device);
     let back = ganpo_train::official::load_official_checkpoints(fresh, &dir).unwrap();
     assert_eq!(snapshot(&back), snapshot(&ganpo));
+}
+
+/// Five DPO + GANPO steps of the trainer on backend `A`, from the official checkpoints so that no
+/// random generator draws a weight (the fixture policy and these discriminators have no
+/// dropout): every log line, and the policy's logits on a fixed input afterwards.
+fn five_trainer_steps<A: AutodiffBackend>(device: A::Device) -> (Vec<LogEntry>, Vec<f64>) {
+    let out = tempfile::tempdir().unwrap();
+    let mut config = from_the_official_checkpoints(out.path());
+    config.train.max_steps = Some(5);
+    config.train.logging_steps = 1;
+    config.train.lr = 1e-3;
+    let policy = ganpo_models::load_model::<A>(&config.model.path, &device)
+        .unwrap()
+        .model;
+    let (train, pad) = common::dataset(&config).unwrap();
+    let eval = train.subset(&[0, 1]);
+    let mut trainer =
+        ganpo_train::train::Trainer::new(config, policy, None, train, eval, pad, device.clone())
+            .unwrap();
+    let mut logs = Vec::new();
+    trainer.fit(|e| logs.push(e.clone())).unwrap();
+    let ids = Tensor::<A, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
+    let mask = Tensor::<A, 2, Bool>::from_data([[true; 6]], &device);
+    (logs, values(trainer.policy().forward(ids, mask).logits))
+}
+
+/// The trainer end to end on the backend under test: five DPO + GANPO steps (policy forward and
+/// backward, the discriminators' step, both AdamWs, the running means, evaluation) log the same
+/// metrics as the same run on the CPU, each within 1e-4 (relative), and leave the same policy.
+/// A difference names the step and metric, which names the operation (`gan/d_chosen_loss` the
+/// chosen discriminator's loss, `gan/gen_loss` the generator term, `logps/chosen` the policy's
+/// log-probs, `grad_norm` its backward pass, ...).
+#[test]
+fn five_trainer_steps_of_dpo_and_ganpo_on_the_test_backend_match_the_cpu() {
+    let _turn = common::serial();
+    on_test_backend!(|A, device| {
+        let (want, want_logits) = five_trainer_steps::<B>(Default::default());
+        let (got, got_logits) = five_trainer_steps::<A>(device);
+        let train_steps = want.iter().filter(|e| e.split == "train").count();
+        assert_eq!(train_steps, 5, "one log line per step");
+        let names: Vec<&str> = want[0].metrics.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"gan/d_chosen_loss") && names.contains(&"gan/gen_loss"),
+            "a GANPO run logs its discriminator losses: {names:?}"
+        );
+        assert_eq!(got.len(), want.len(), "log lines");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.step, g.split), (w.step, w.split));
+            assert_eq!(
+                g.metrics.len(),
+                w.metrics.len(),
+                "metrics of step {}",
+                w.step
+            );
+            for ((name, gv), (wname, wv)) in g.metrics.iter().zip(&w.metrics) {
+                assert_eq!(name, wname);
+                // Accuracies threshold values compared here (rewards, discriminator scores,
+                // logits): one at its threshold, equal within tolerance, may fall either side.
+                if name.ends_with("accuracy") || name.ends_with("accuracies") {
+                    continue;
+                }
+                assert!(
+                    (gv - wv).abs() <= 1e-4 * (1.0 + wv.abs()),
+                    "{} step {}, `{name}`: {gv} on the test backend, {wv} on the CPU",
+                    w.split,
+                    w.step
+                );
+            }
+        }
+        let largest_gap = |a: &[f64], b: &[f64]| {
+            assert_eq!(a.len(), b.len());
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max)
+        };
+        let gap = largest_gap(&got_logits, &want_logits);
+        assert!(
+            gap <= 1e-4,
+            "policy logits after 5 steps: {gap} from the CPU's"
+        );
+        let device = Default::default();
+        let start = ganpo_models::load_model::<B>(&fixtures().join("policy"), &device)
+            .unwrap()
+            .model;
+        let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
+        let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
+        let moved = largest_gap(&values(start.forward(ids, mask).logits), &want_logits);
+        assert!(moved > 1e-3, "five steps moved the policy ({moved})");
+    });
 }

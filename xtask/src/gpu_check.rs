@@ -3,17 +3,18 @@
 //! Build here, run there. `--build-only` builds the `gpu` profile (release, stripped, features
 //! `cuda` and `wgpu`, in `target/gpu/` so the CPU release build stays) and packs all a GPU machine
 //! needs into `target/gpu-check/bundle.tar.xz`, under [`BUNDLE_LIMIT`]: the `ganpo` binary,
-//! the backend-generic test binaries and this program. There, with no Rust toolchain:
+//! the backend-generic tests (one binary, ganpo-train's `backends`) and this program. There, with no Rust toolchain:
 //! `tar -xJf target/gpu-check/bundle.tar.xz -C target/gpu-check && target/gpu-check/bin/xtask
 //! gpu-check --no-build` (or `cargo xtask gpu-check --no-build`, which unpacks the bundle itself).
 //! Without either flag it builds, packs and runs.
 //!
 //! For each backend asked for (`--backends cuda,wgpu`, default both), the checks asked for
 //! (`--checks tests,parity,quickstart,bench`, default all):
-//! 1. `tests`: the backend-generic test binaries (TRL's loss and log-prob fixtures, the GANPO
-//!    regularizer, discriminators, spectral norm, affine maps, attention, HF parity of six
-//!    architectures, parity with the official GANPO code) with `GANPO_TEST_BACKEND` set to the
-//!    backend;
+//! 1. `tests`: the backend-generic tests (TRL's loss and log-prob fixtures, the GANPO
+//!    regularizer, discriminators, spectral norm, affine maps, attention, HF parity of Llama,
+//!    Mistral, Qwen2/3, GPT-2 and Gemma 2/3, parity with the official GANPO code, five trainer
+//!    steps against the CPU)
+//!    with `GANPO_TEST_BACKEND` set to the backend;
 //! 2. `parity`: log-prob parity with the CPU backend on the tiny Llama fixture (max abs
 //!    difference < 1e-4),
 //! 3. `quickstart`: a shortened quickstart (SFT, pairs, DPO and DPO + GANPO training, evaluation)
@@ -77,23 +78,9 @@ fn logps(ganpo: &Path, model: &Path, backend: &str) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// The test binaries that run on any backend (`tests/common/backend.rs`), per crate.
-const GENERIC_TESTS: [(&str, &[&str]); 3] = [
-    (
-        "ganpo-core",
-        &[
-            "losses",
-            "logprobs",
-            "ganpo",
-            "discriminator",
-            "spectral_norm",
-            "affine",
-            "attention",
-        ],
-    ),
-    ("ganpo-models", &["hf_parity"]),
-    ("ganpo-train", &["official_ganpo"]),
-];
+/// The test binary (crate, name) that holds every backend-generic test of the workspace
+/// (`ganpo-train/tests/backends.rs`): one binary links the GPU backends once, not once per file.
+const BACKEND_TESTS: (&str, &str) = ("ganpo-train", "backends");
 
 /// The most the bundle may weigh: what the GPU machines of this project take along (64 MiB).
 pub const BUNDLE_LIMIT: u64 = 64 << 20;
@@ -106,8 +93,8 @@ fn gpu_features(krate: &str) -> String {
     format!("{krate}/cuda,{krate}/wgpu")
 }
 
-/// Builds `ganpo`, this program and [`GENERIC_TESTS`] in the `gpu` profile and copies them to
-/// `bin/` (`bin/tests/CRATE/NAME` for the tests).
+/// Builds `ganpo`, this program and [`BACKEND_TESTS`] in the `gpu` profile and copies them to
+/// `bin/`.
 fn build(root: &Path, bin: &Path) -> Result<()> {
     if bin.exists() {
         std::fs::remove_dir_all(bin).with_context(|| format!("clearing {}", bin.display()))?;
@@ -132,45 +119,35 @@ fn build(root: &Path, bin: &Path) -> Result<()> {
         std::fs::copy(&from, bin.join(exe))
             .with_context(|| format!("copying {}", from.display()))?;
     }
-    for (krate, tests) in GENERIC_TESTS {
-        let mut cmd = Command::new("cargo");
-        cmd.args([
-            "test",
-            "--profile",
-            PROFILE,
-            "--no-run",
-            "--message-format=json",
-        ])
-        .args(["-p", krate, "--features", &gpu_features(krate)])
-        .current_dir(root);
-        for t in tests {
-            cmd.args(["--test", t]);
-        }
-        let o = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
-        if !o.status.success() {
-            bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        let dir = bin.join("tests").join(krate);
-        std::fs::create_dir_all(&dir)?;
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let (Some(name), Some(exe)) =
-                (msg["target"]["name"].as_str(), msg["executable"].as_str())
-            else {
-                continue;
-            };
-            if tests.contains(&name) {
-                std::fs::copy(exe, dir.join(name)).with_context(|| format!("copying {exe}"))?;
-            }
-        }
-        for t in tests {
-            if !dir.join(t).exists() {
-                bail!("cargo built no test binary `{t}` of {krate}");
-            }
-        }
+    let (krate, name) = BACKEND_TESTS;
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        "test",
+        "--profile",
+        PROFILE,
+        "--no-run",
+        "--message-format=json",
+    ])
+    .args([
+        "-p",
+        krate,
+        "--features",
+        &gpu_features(krate),
+        "--test",
+        name,
+    ])
+    .current_dir(root);
+    let o = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !o.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     }
+    let exe = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|msg| msg["target"]["name"] == name && msg["executable"].is_string())
+        .and_then(|msg| msg["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no test binary `{name}` of {krate}"))?;
+    std::fs::copy(&exe, bin.join(name)).with_context(|| format!("copying {}", exe.display()))?;
     Ok(())
 }
 
@@ -211,7 +188,7 @@ fn pack(out: &Path, bundle: &Path, limit: u64) -> Result<u64> {
         std::fs::remove_file(&partial)?;
         bail!(
             "the bundle of {} would be {:.1} MiB ({:.1} MiB unpacked), over the {:.0} MiB a GPU \
-             machine takes: pick fewer tests (GENERIC_TESTS in xtask/src/gpu_check.rs)",
+             machine takes: include fewer tests (ganpo-train/tests/backends.rs)",
             out.join("bin").display(),
             mib(packed),
             mib(raw),
@@ -251,22 +228,17 @@ fn unpack(out: &Path, bundle: &Path) -> Result<()> {
     }
 }
 
-/// Runs the backend-generic test binary `bin/tests/CRATE/NAME` on `backend`.
-fn run_generic_test(
-    root: &Path,
-    bin: &Path,
-    krate: &str,
-    name: &str,
-    backend: &str,
-) -> Result<String> {
-    let exe = bin.join("tests").join(krate).join(name);
+/// Runs the backend-generic tests (`bin/backends`) on `backend`, with the fixtures of the
+/// checkout at `root`; a failure names the failing tests and what they said.
+fn run_backend_tests(root: &Path, bin: &Path, backend: &str) -> Result<String> {
+    let exe = bin.join(BACKEND_TESTS.1);
     if !exe.exists() {
         bail!("no {}: the bundle lacks it", exe.display());
     }
     let (ok, stdout, stderr) = output(
         Command::new(&exe)
             .env("GANPO_TEST_BACKEND", backend)
-            .env("CARGO_MANIFEST_DIR", root.join(krate)),
+            .env("GANPO_CHECKOUT", root),
     )?;
     let summary = stdout
         .lines()
@@ -278,7 +250,7 @@ fn run_generic_test(
             .lines()
             .chain(stderr.lines())
             .filter(|l| l.contains("panicked") || l.ends_with("FAILED"))
-            .take(6)
+            .take(12)
             .collect();
         bail!("{summary}; {}", failures.join("; "));
     }
@@ -338,12 +310,8 @@ pub fn gpu_check(root: &Path, args: &[String]) -> Result<()> {
     };
     for backend in value(args, "--backends", "cuda,wgpu").split(',') {
         if checks.contains(&"tests") {
-            for (krate, tests) in GENERIC_TESTS {
-                for name in tests {
-                    let result = run_generic_test(root, &bin, krate, name, backend);
-                    row(backend, &format!("tests {krate}/{name}"), result);
-                }
-            }
+            let result = run_backend_tests(root, &bin, backend);
+            row(backend, "backend-generic tests", result);
         }
         if checks.contains(&"parity") {
             let parity = logps(&ganpo, &fixture, backend).and_then(|g| {
@@ -511,11 +479,10 @@ mod tests {
     fn bundles_unpack_as_packed_and_keep_to_the_limit() {
         let dir = std::env::temp_dir().join(format!("ganpo-gpu-check-{}", std::process::id()));
         let (here, there) = (dir.join("here"), dir.join("there"));
-        let tests = here.join("bin/tests/ganpo-core");
-        std::fs::create_dir_all(&tests).unwrap();
+        std::fs::create_dir_all(here.join("bin")).unwrap();
         let ganpo: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(here.join("bin/ganpo"), &ganpo).unwrap();
-        std::fs::write(tests.join("losses"), b"a test binary").unwrap();
+        std::fs::write(here.join("bin/backends"), b"a test binary").unwrap();
         let bundle = here.join("bundle.tar.xz");
         let packed = pack(&here, &bundle, BUNDLE_LIMIT).unwrap();
         assert!(packed < 100_000, "{packed} bytes");
@@ -525,13 +492,13 @@ mod tests {
         std::fs::copy(&bundle, &carried).unwrap();
         unpack(&there, &carried).unwrap();
         assert_eq!(std::fs::read(there.join("bin/ganpo")).unwrap(), ganpo);
-        let losses = there.join("bin/tests/ganpo-core/losses");
-        assert_eq!(std::fs::read(&losses).unwrap(), b"a test binary");
+        let tests = there.join("bin/backends");
+        assert_eq!(std::fs::read(&tests).unwrap(), b"a test binary");
 
         std::fs::remove_file(&bundle).unwrap();
         let err = pack(&here, &bundle, 100).unwrap_err().to_string();
         assert!(
-            err.contains("over the") && err.contains("pick fewer"),
+            err.contains("over the") && err.contains("fewer tests"),
             "{err}"
         );
         assert!(!bundle.exists() && !bundle.with_extension("xz.partial").exists());

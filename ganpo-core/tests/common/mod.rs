@@ -2,6 +2,7 @@
 //! choice of the backend that the backend-generic tests run on.
 #![allow(dead_code)]
 
+#[macro_use]
 pub mod backend;
 
 pub mod losses {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 #[path = "../../../ganpo-core/tests/common/backend.rs"]
+#[macro_use]
 pub mod backend;
 
 use std::path::{Path, PathBuf};
@@ -16,13 +17,12 @@ use safetensors::SafeTensors;
 /// The backend of the tests that run on the CPU only.
 pub type B = NdArray;
 
-/// A fixture directory or file under `tests/fixtures`: of the crate directory that
-/// `CARGO_MANIFEST_DIR` names when the test runs (cargo sets it; `cargo xtask gpu-check` sets it
-/// for test binaries built on another machine), else of the one the binary was built in.
+/// A fixture directory or file under ganpo-models' `tests/fixtures` (found as
+/// [`backend::crate_dir`] says, also from ganpo-train's `backends` binary).
 pub fn fixture(name: &str) -> PathBuf {
-    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    crate_dir.join("tests/fixtures").join(name)
+    backend::crate_dir("ganpo-models")
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// An `expected*.safetensors` file: inputs (`input_ids`, `attention_mask`, right padding) and

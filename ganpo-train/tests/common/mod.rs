@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 #[path = "../../../ganpo-core/tests/common/backend.rs"]
+#[macro_use]
 pub mod backend;
 
 use burn::backend::{Autodiff, NdArray};
@@ -17,7 +18,7 @@ pub type B = Autodiff<NdArray>;
 
 /// `ganpo-train/tests/fixtures` (tools/fixtures/train_fixtures.py).
 pub fn fixtures() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    backend::crate_dir("ganpo-train").join("tests/fixtures")
 }
 
 /// The NdArray backend's random generator (dropout, initialization) is process-wide: tests that
