@@ -515,9 +515,14 @@ fn five_trainer_steps<A: AutodiffBackend>(device: A::Device) -> (Vec<LogEntry>, 
             .unwrap();
     let mut logs = Vec::new();
     trainer.fit(|e| logs.push(e.clone())).unwrap();
-    let ids = Tensor::<A, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
-    let mask = Tensor::<A, 2, Bool>::from_data([[true; 6]], &device);
-    (logs, values(trainer.policy().forward(ids, mask).logits))
+    (logs, logits_on_a_fixed_input(trainer.policy(), &device))
+}
+
+/// `policy`'s logits on a fixed six-token input.
+fn logits_on_a_fixed_input<A: Backend>(policy: &impl CausalLm<A>, device: &A::Device) -> Vec<f64> {
+    let ids = Tensor::<A, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], device);
+    let mask = Tensor::<A, 2, Bool>::from_data([[true; 6]], device);
+    values(policy.forward(ids, mask).logits)
 }
 
 /// The trainer end to end on the backend under test: five DPO + GANPO steps (policy forward and
@@ -579,9 +584,7 @@ fn five_trainer_steps_of_dpo_and_ganpo_on_the_test_backend_match_the_cpu() {
         let start = ganpo_models::load_model::<B>(&fixtures().join("policy"), &device)
             .unwrap()
             .model;
-        let ids = Tensor::<B, 2, Int>::from_data([[5, 17, 42, 99, 3, 250]], &device);
-        let mask = Tensor::<B, 2, Bool>::from_data([[true; 6]], &device);
-        let moved = largest_gap(&values(start.forward(ids, mask).logits), &want_logits);
+        let moved = largest_gap(&logits_on_a_fixed_input(&start, &device), &want_logits);
         assert!(moved > 1e-3, "five steps moved the policy ({moved})");
     });
 }

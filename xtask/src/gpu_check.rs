@@ -3,8 +3,8 @@
 //! Build here, run there. `--build-only` builds the `gpu` profile (release, stripped, features
 //! `cuda` and `wgpu`, in `target/gpu/` so the CPU release build stays) and packs all a GPU machine
 //! needs into `target/gpu-check/bundle.tar.xz`, under [`BUNDLE_LIMIT`]: the `ganpo` binary,
-//! the backend-generic tests (one binary, ganpo-train's `backends`) and this program. There, with no Rust toolchain:
-//! `tar -xJf target/gpu-check/bundle.tar.xz -C target/gpu-check && target/gpu-check/bin/xtask
+//! the backend-generic tests (one binary, ganpo-train's `backends`) and this program. There,
+//! with no Rust toolchain: `tar -xJf target/gpu-check/bundle.tar.xz -C target/gpu-check && target/gpu-check/bin/xtask
 //! gpu-check --no-build` (or `cargo xtask gpu-check --no-build`, which unpacks the bundle itself).
 //! Without either flag it builds, packs and runs.
 //!
@@ -13,8 +13,7 @@
 //! 1. `tests`: the backend-generic tests (TRL's loss and log-prob fixtures, the GANPO
 //!    regularizer, discriminators, spectral norm, affine maps, attention, HF parity of Llama,
 //!    Mistral, Qwen2/3, GPT-2 and Gemma 2/3, parity with the official GANPO code, five trainer
-//!    steps against the CPU)
-//!    with `GANPO_TEST_BACKEND` set to the backend;
+//!    steps against the CPU) with `GANPO_TEST_BACKEND` set to the backend;
 //! 2. `parity`: log-prob parity with the CPU backend on the tiny Llama fixture (max abs
 //!    difference < 1e-4),
 //! 3. `quickstart`: a shortened quickstart (SFT, pairs, DPO and DPO + GANPO training, evaluation)
