@@ -778,3 +778,80 @@ fn a_template_that_doubles_a_string_ends_in_an_error_naming_it() {
     );
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn devices_train_data_parallel_as_one_device_and_bad_lists_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // Adam's epsilon above rounding noise: see ganpo-train/tests/data_parallel.rs.
+    let config = write_config(dir.path(), &standard(), "");
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--set",
+            out,
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.logging_steps=1",
+            "--set",
+            "train.adam_epsilon=1e-4",
+            // Dropout draws differ between a batch and its shares.
+            "--set",
+            "ganpo.discriminator.dropout=0.0",
+        ];
+        args.extend_from_slice(extra);
+        let o = ganpo_train(&config, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o
+    };
+    let one_dir = dir.path().join("one");
+    let two_dir = dir.path().join("two");
+    run(
+        &format!("train.output_dir={:?}", one_dir.display().to_string()),
+        &[],
+    );
+    let o = run(
+        &format!("train.output_dir={:?}", two_dir.display().to_string()),
+        &["--devices", "0,1"],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("data-parallel on 2 devices"), "{err}");
+    let (one, two) = (
+        train_losses(&one_dir.join("metrics.jsonl")),
+        train_losses(&two_dir.join("metrics.jsonl")),
+    );
+    assert_eq!(one.len(), two.len());
+    assert!(one.len() >= 4, "{one:?}");
+    for ((step, a), (_, b)) in one.iter().zip(&two) {
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "step {step}: {a} vs {b}"
+        );
+    }
+    assert!(two_dir.join("final").join("model.safetensors").is_file());
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--devices", "0,1,0"],
+            "invalid setting `train.devices` = [0, 1, 0]: expected each device once (device 0 is listed twice)",
+        ),
+        (
+            &["--devices", "0,1", "--set", "train.device=0"],
+            "expected either train.device (one device) or train.devices, not both",
+        ),
+        (&["--device", "1"], "backend `cpu` has no device 1"),
+    ];
+    for (extra, message) in cases {
+        let bad = dir.path().join("bad");
+        let mut args = vec![
+            "--set".to_string(),
+            format!("train.output_dir={:?}", bad.display().to_string()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = ganpo_train(&config, &args);
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{extra:?}: {err}");
+        assert!(!bad.exists(), "{extra:?} wrote {}", bad.display());
+    }
+}

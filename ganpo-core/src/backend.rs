@@ -158,6 +158,76 @@ pub fn run_on_device<J: BackendJob>(
     }
 }
 
+/// Work on several devices of one backend at once (data-parallel training);
+/// [`run_on_devices`] runs it on the one chosen at run time.
+pub trait MultiDeviceJob {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on backend `B` and its `devices` (one or more, in the order given).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// Runs `job` on the devices `indices` of backend `kind` (none = the default device). On the
+/// cpu backend, which has one device, several indices stand for replicas sharing it; on wgpu and
+/// cuda each index is a device, checked to exist.
+pub fn run_on_devices<J: MultiDeviceJob>(
+    kind: BackendKind,
+    indices: &[usize],
+    job: J,
+) -> Result<J::Output, BackendError> {
+    if !kind.is_compiled() {
+        return Err(not_compiled(kind));
+    }
+    match (kind, indices) {
+        (BackendKind::Cpu, [i]) if *i != 0 => Err(BackendError::NoSuchDevice { kind, index: *i }),
+        #[cfg(feature = "ndarray")]
+        (BackendKind::Cpu, _) => {
+            Ok(job.run::<CpuBackend>(vec![Default::default(); indices.len().max(1)]))
+        }
+        #[cfg(feature = "wgpu")]
+        (BackendKind::Wgpu, _) => {
+            let devices = match indices {
+                [] => vec![Default::default()],
+                _ => indices
+                    .iter()
+                    .map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i))
+                    .collect(),
+            };
+            Ok(job.run::<WgpuBackend>(existing::<WgpuBackend>(kind, indices, devices)?))
+        }
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, _) => {
+            let devices = match indices {
+                [] => vec![Default::default()],
+                _ => indices
+                    .iter()
+                    .map(|&index| burn::backend::cuda::CudaDevice { index })
+                    .collect(),
+            };
+            Ok(job.run::<CudaBackend>(existing::<CudaBackend>(kind, indices, devices)?))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(not_compiled(kind)),
+    }
+}
+
+/// `devices` (of `indices`), or an error naming the first index past the backend's count.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn existing<B: AutodiffBackend>(
+    kind: BackendKind,
+    indices: &[usize],
+    devices: Vec<B::Device>,
+) -> Result<Vec<B::Device>, BackendError> {
+    use burn::tensor::backend::DeviceOps;
+    if let (Some(first), Some(&index)) = (devices.first(), indices.iter().max()) {
+        let count = B::device_count(first.id().type_id);
+        if index >= count {
+            return Err(BackendError::NoSuchDevice { kind, index });
+        }
+    }
+    Ok(devices)
+}
+
 fn not_compiled(kind: BackendKind) -> BackendError {
     let compiled = BackendKind::compiled()
         .iter()

@@ -227,6 +227,8 @@ pub struct BenchReport {
     pub framework: &'static str,
     /// The backend and device.
     pub backend: String,
+    /// Devices the step ran on (data-parallel when more than one).
+    pub devices: usize,
     /// What was run.
     pub config: BenchConfig,
     /// The shape as an HF `config.json` (what `bench/torch_reference.py --hf-config` reads).
@@ -294,6 +296,20 @@ pub fn run<B: AutodiffBackend>(
     c: &BenchConfig,
     device: &B::Device,
 ) -> Result<BenchReport, BenchError> {
+    run_on_devices::<B>(c, std::slice::from_ref(device))
+}
+
+/// [`run`] data-parallel on `devices` ([`Trainer::fit_data_parallel`]): `pairs` is the global
+/// batch, split between the devices, and the times are the first device's (each step ends when
+/// every replica has finished it, at the last all-reduce). The phase breakdown is the first
+/// device's too.
+pub fn run_on_devices<B: AutodiffBackend>(
+    c: &BenchConfig,
+    devices: &[B::Device],
+) -> Result<BenchReport, BenchError> {
+    let device = devices
+        .first()
+        .ok_or_else(|| BenchError::Invalid("no device".into()))?;
     let json = shape_json(&c.shape).ok_or_else(|| {
         BenchError::Invalid(format!(
             "unknown model shape `{}`: expected one of {}",
@@ -330,30 +346,33 @@ pub fn run<B: AutodiffBackend>(
     let cpu = B::name(device).contains("ndarray") || B::name(device).contains("cpu");
     let setup_peak = peak_rss_bytes();
     let reset = cpu && reset_peak_rss();
-    for _ in 0..c.warmup {
-        trainer.step()?;
-    }
-    let mut times = Vec::with_capacity(c.steps);
-    for _ in 0..c.steps {
-        let start = Instant::now();
-        trainer.step()?;
-        let _ = B::sync(device);
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    trainer.profile_phases(true);
-    let mut per_step: Vec<Vec<f64>> = Vec::new();
-    for _ in 0..c.steps {
-        let before: Vec<f64> = phase_seconds(&trainer);
-        trainer.step()?;
-        let after = phase_seconds(&trainer);
-        per_step.push(
-            after
-                .iter()
-                .zip(&before)
-                .map(|(a, b)| (a - b) * 1e3)
-                .collect(),
-        );
-    }
+    let (times, per_step) = trainer.data_parallel(devices, |trainer| {
+        for _ in 0..c.warmup {
+            trainer.step()?;
+        }
+        let mut times = Vec::with_capacity(c.steps);
+        for _ in 0..c.steps {
+            let start = Instant::now();
+            trainer.step()?;
+            let _ = B::sync(device);
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        trainer.profile_phases(true);
+        let mut per_step: Vec<Vec<f64>> = Vec::new();
+        for _ in 0..c.steps {
+            let before: Vec<f64> = phase_seconds(trainer);
+            trainer.step()?;
+            let after = phase_seconds(trainer);
+            per_step.push(
+                after
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| (a - b) * 1e3)
+                    .collect(),
+            );
+        }
+        Ok((times, per_step))
+    })?;
     let breakdown_ms = crate::train::profile::PHASES
         .iter()
         .enumerate()
@@ -382,6 +401,7 @@ pub fn run<B: AutodiffBackend>(
     Ok(BenchReport {
         framework: "ganpo",
         backend: B::name(device).to_string(),
+        devices: devices.len(),
         config: c.clone(),
         hf_config: json,
         parameters,

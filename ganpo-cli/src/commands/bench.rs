@@ -3,7 +3,7 @@
 use anyhow::Result;
 use burn::tensor::backend::AutodiffBackend;
 use ganpo_core::Pooling;
-use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
+use ganpo_core::backend::{BackendKind, MultiDeviceJob, run_on_devices};
 use ganpo_train::bench::{self, BenchConfig, BenchReport, SHAPES};
 use ganpo_train::config::ComputeDtype;
 
@@ -42,8 +42,12 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Device index on that backend.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "devices")]
     pub device: Option<usize>,
+    /// Data-parallel on these devices (`--devices 0,1`): `--pairs` is the global batch, split
+    /// between them; on the cpu backend the indices count replicas sharing the CPU.
+    #[arg(long, value_delimiter = ',', value_name = "INDICES")]
+    pub devices: Vec<usize>,
     /// Override a run-configuration key as `ganpo train --set` does, for example
     /// `--set lora.r=16 --set lora.target_modules=all-linear` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -52,10 +56,10 @@ pub struct Args {
 
 struct Job(BenchConfig);
 
-impl BackendJob for Job {
+impl MultiDeviceJob for Job {
     type Output = Result<BenchReport>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        Ok(bench::run::<B>(&self.0, &device)?)
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        Ok(bench::run_on_devices::<B>(&self.0, &devices)?)
     }
 }
 
@@ -104,7 +108,11 @@ pub fn run(args: Args) -> Result<()> {
         sets: args.set,
     };
     bench::run_config(&config)?;
-    let report = run_on_device(kind, args.device, Job(config))??;
+    let indices = match args.device {
+        Some(d) => vec![d],
+        None => args.devices,
+    };
+    let report = run_on_devices(kind, &indices, Job(config))??;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

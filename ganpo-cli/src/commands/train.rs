@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
-use ganpo_core::backend::{BackendJob, BackendKind, run_on_device};
+use ganpo_core::backend::{BackendKind, MultiDeviceJob, run_on_devices};
 use ganpo_models::export::{TokenizerFiles, export_hf};
 use ganpo_models::lora::peft;
 use ganpo_train::config::RunConfig;
@@ -54,8 +54,14 @@ pub struct Args {
     #[arg(long)]
     pub backend: Option<String>,
     /// Device index on that backend (CUDA ordinal, wgpu discrete GPU), overriding `train.device`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "devices")]
     pub device: Option<usize>,
+    /// Data-parallel training on these devices of the backend, e.g. `--devices 0,1,2,3`: one
+    /// replica each, every batch split between them, gradients averaged before each step
+    /// (overrides `train.devices`; docs/distributed.md). On the cpu backend the indices count
+    /// replicas sharing the CPU.
+    #[arg(long, value_delimiter = ',', value_name = "INDICES")]
+    pub devices: Vec<usize>,
 }
 
 const METRICS: &str = "metrics.jsonl";
@@ -126,15 +132,15 @@ struct Job {
     allow_change: Vec<String>,
 }
 
-impl BackendJob for Job {
+impl MultiDeviceJob for Job {
     type Output = Result<()>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<()> {
         train_run::<B>(
             self.config,
             self.resume.as_deref(),
             &self.allow_change,
-            device,
+            &devices,
         )
         .map(|_| ())
     }
@@ -143,13 +149,15 @@ impl BackendJob for Job {
 /// What `ganpo train` does once the configuration is loaded: checks, trains (resuming from
 /// `resume`, accepting changes of the settings `allow_change` names), logs metrics and
 /// checkpoints, and exports the final policy (an HF directory, or a PEFT adapter directory for a
-/// LoRA run), whose directory it returns.
+/// LoRA run), whose directory it returns. With several `devices` the run is data-parallel
+/// (`Trainer::fit_data_parallel`); the models are loaded on the first.
 pub fn train_run<B: AutodiffBackend>(
     config: RunConfig,
     resume: Option<&Path>,
     allow_change: &[String],
-    device: B::Device,
+    devices: &[B::Device],
 ) -> Result<PathBuf> {
+    let device = devices.first().context("no device to train on")?.clone();
     let out = config.train.output_dir.clone();
     // One writer per run directory: refused now if another process holds it, and held from the
     // first file written to the end.
@@ -275,7 +283,10 @@ pub fn train_run<B: AutodiffBackend>(
         bar.set_position(trainer.state().step as u64);
     }
     let mut write_error = None;
-    trainer.fit(|entry: &LogEntry| {
+    if devices.len() > 1 {
+        tracing::info!("data-parallel on {} devices: {devices:?}", devices.len());
+    }
+    trainer.fit_data_parallel(devices, |entry: &LogEntry| {
         let mut line = serde_json::Map::new();
         line.insert("step".into(), entry.step.into());
         line.insert("epoch".into(), serde_json::json!(entry.epoch));
@@ -374,6 +385,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(d) = args.device {
         sets.push(format!("train.device={d}"));
     }
+    if !args.devices.is_empty() {
+        sets.push(format!("train.devices={:?}", args.devices));
+    }
     let config = match (&args.config, &args.trl_config) {
         (Some(path), _) => RunConfig::load(path, &sets)?,
         (None, Some(path)) => {
@@ -419,9 +433,14 @@ pub fn run_config(
     allow_change: Vec<String>,
 ) -> Result<()> {
     let kind: BackendKind = config.train.backend.parse()?;
-    run_on_device(
+    let t = &config.train;
+    let indices = match (&t.devices, t.device) {
+        (Some(devices), _) => devices.clone(),
+        (None, device) => device.into_iter().collect(),
+    };
+    run_on_devices(
         kind,
-        config.train.device,
+        &indices,
         Job {
             config,
             resume,

@@ -346,7 +346,12 @@ pub(super) fn train<B: AutodiffBackend>(
     let toml_path = out.join("runs").join(format!("{}.toml", run.name()));
     write_atomic(&toml_path, toml::to_string_pretty(&config)?.as_bytes())?;
     tracing::info!("training {}", run.name());
-    crate::commands::train::train_run::<B>(config, resume.as_deref(), &[], device.clone())
+    crate::commands::train::train_run::<B>(
+        config,
+        resume.as_deref(),
+        &[],
+        std::slice::from_ref(device),
+    )
 }
 
 /// The evaluation of a policy: rewards on `sets` (name, prompts file) at every temperature, and

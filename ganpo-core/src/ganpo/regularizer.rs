@@ -211,11 +211,25 @@ impl<B: Backend> Ganpo<B> {
     /// means with the batch means first and uses the updated means as constants, as the reference
     /// trainer does; in `batch` mode the batch means are used, with their gradient.
     pub fn discriminator_loss(&self, batch: &LatentBatch<B>) -> DiscriminatorOutput<B> {
+        self.discriminator_loss_synced(batch, &|m| m)
+    }
+
+    /// [`Ganpo::discriminator_loss`] on one data-parallel replica's share of a batch: `sync`
+    /// turns this replica's six batch means (`[6]`, [`RunningMeans`] order) into the means of
+    /// the whole batch (an all-reduce, mean, over equal shares), before the running means are
+    /// updated with them, so every replica keeps the same running means and the losses of the
+    /// shares average to the loss of the whole batch.
+    pub fn discriminator_loss_synced(
+        &self,
+        batch: &LatentBatch<B>,
+        sync: &dyn Fn(Tensor<B, 1>) -> Tensor<B, 1>,
+    ) -> DiscriminatorOutput<B> {
         let scores = self.score(batch, Mode::Train);
+        let m = sync(scores.batch_means());
         let m = if self.batch_means {
-            scores.batch_means()
+            m
         } else {
-            self.means.update(scores.batch_means(), self.momentum)
+            self.means.update(m, self.momentum)
         };
         discriminator_output(&scores, m, batch)
     }
@@ -242,6 +256,18 @@ impl<B: Backend> Ganpo<B> {
     /// `ema` mode uses the running means of the last discriminator pass; `batch` mode scores the
     /// reference latents too.
     pub fn generator_loss(&self, batch: &LatentBatch<B>) -> GeneratorOutput<B> {
+        self.generator_loss_synced(batch, &|m| m)
+    }
+
+    /// [`Ganpo::generator_loss`] on one data-parallel replica's share of a batch: in `batch`
+    /// mode `sync` turns this replica's means of the reference scores (`[2]`: `m_c[R+]`,
+    /// `m_r[R-]`) into the whole batch's (`ema` mode reads the running means, already the same
+    /// on every replica, and never calls it).
+    pub fn generator_loss_synced(
+        &self,
+        batch: &LatentBatch<B>,
+        sync: &dyn Fn(Tensor<B, 1>) -> Tensor<B, 1>,
+    ) -> GeneratorOutput<B> {
         let eval = Mode::Eval;
         let chosen = self.chosen.clone().no_grad();
         let rejected = self.rejected.clone().no_grad();
@@ -262,7 +288,8 @@ impl<B: Backend> Ganpo<B> {
                 batch.rejected_mask.clone(),
                 eval,
             );
-            (c_rp.mean().detach(), r_rn.mean().detach())
+            let m = sync(Tensor::cat(vec![c_rp.mean(), r_rn.mean()], 0).detach());
+            (at(&m, 0), at(&m, 1))
         } else {
             let m = self.means.current();
             (at(&m, C_REF_CHOSEN), at(&m, R_REF_REJECTED))

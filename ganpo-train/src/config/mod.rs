@@ -202,6 +202,15 @@ pub struct TrainSection {
     pub backend: String,
     /// Device index on the backend; `None` = its default device.
     pub device: Option<usize>,
+    /// Data parallelism: train one replica per device of these indices on the backend, each on
+    /// its share of every batch, their gradients averaged before each step
+    /// (`Trainer::fit_data_parallel`; docs/distributed.md). On the cpu backend the indices
+    /// count replicas sharing the CPU. Excludes `device`.
+    pub devices: Option<Vec<usize>>,
+    /// How long a data-parallel replica waits in an all-reduce for the others before the run
+    /// stops, naming the replicas that did not arrive (seconds; it must cover evaluation and
+    /// checkpoint writing, which only the first replica does).
+    pub sync_timeout_s: u64,
 }
 
 impl Default for TrainSection {
@@ -242,6 +251,8 @@ impl Default for TrainSection {
             logprob_chunk_rows: None,
             backend: "cpu".into(),
             device: None,
+            devices: None,
+            sync_timeout_s: 600,
         }
     }
 }
@@ -386,6 +397,9 @@ impl RunConfig {
                 return bad(key, &v, "a positive integer");
             }
         }
+        if let Some(devices) = &t.devices {
+            self.validate_devices(devices)?;
+        }
         if self.loss.is_unpaired() && t.batch_size < 2 {
             return bad(
                 "train.batch_size",
@@ -525,6 +539,41 @@ impl RunConfig {
     }
 
     /// TR-DPO's settings and what they exclude.
+    /// `train.devices`: at least one index, none twice, not beside `train.device`, and no
+    /// unpaired data (KTO) across several.
+    fn validate_devices(&self, devices: &[usize]) -> Result<(), ConfigError> {
+        let bad = |expected: &str| {
+            Err(ConfigError::Value {
+                key: "train.devices".into(),
+                value: format!("{devices:?}"),
+                expected: expected.into(),
+            })
+        };
+        if devices.is_empty() {
+            return bad("at least one device index, e.g. [0, 1]");
+        }
+        if let Some(d) = devices
+            .iter()
+            .find(|d| devices.iter().filter(|e| e == d).count() > 1)
+        {
+            return bad(&format!("each device once (device {d} is listed twice)"));
+        }
+        if self.train.device.is_some() {
+            return bad("either train.device (one device) or train.devices, not both");
+        }
+        if devices.len() > 1 && self.loss.is_unpaired() {
+            return bad("one device with loss kto (data-parallel KTO is not supported)");
+        }
+        if self.train.sync_timeout_s == 0 {
+            return Err(ConfigError::Value {
+                key: "train.sync_timeout_s".into(),
+                value: "0".into(),
+                expected: "a positive number of seconds".into(),
+            });
+        }
+        Ok(())
+    }
+
     fn validate_ref_sync(&self) -> Result<(), ConfigError> {
         let t = &self.train;
         let bad = |key: &str, value: String, expected: &str| {

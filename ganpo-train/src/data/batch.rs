@@ -157,6 +157,14 @@ pub fn collate(
     batch
 }
 
+/// The rows `spans` (each a range of rows) of a row-major `[rows * seq]` buffer.
+fn rows_of<T: Copy>(v: &[T], spans: &[std::ops::Range<usize>], seq: usize) -> Vec<T> {
+    spans
+        .iter()
+        .flat_map(|r| v[r.start * seq..r.end * seq].iter().copied())
+        .collect()
+}
+
 /// A batch of pairs on a device, ready for a forward pass.
 #[derive(Clone, Debug)]
 pub struct PairBatch<B: Backend> {
@@ -179,6 +187,26 @@ impl HostBatch {
     /// The batch with `labels` (`Some` for unpaired data: see [`HostBatch::labels`]).
     pub fn with_labels(self, labels: Option<Vec<bool>>) -> Self {
         Self { labels, ..self }
+    }
+
+    /// The pairs `range` of the batch (their chosen and rejected rows, labels included), padded
+    /// as the whole batch is: a data-parallel replica's share.
+    pub fn pairs_in(&self, range: std::ops::Range<usize>) -> Self {
+        let n = self.pairs;
+        let spans = [range.clone(), n + range.start..n + range.end];
+        let rows = |v: &[bool]| rows_of(v, &spans, self.seq);
+        let attention = rows(&self.attention);
+        Self {
+            pairs: range.len(),
+            seq: self.seq,
+            tokens: attention.iter().filter(|&&a| a).count(),
+            ids: rows_of(&self.ids, &spans, self.seq),
+            attention,
+            completion: rows(&self.completion),
+            chosen_lengths: self.chosen_lengths[range.clone()].to_vec(),
+            rejected_lengths: self.rejected_lengths[range.clone()].to_vec(),
+            labels: self.labels.as_ref().map(|l| l[range].to_vec()),
+        }
     }
 
     /// Moves the batch to `device`. Fails when a completion was truncated away entirely.

@@ -406,7 +406,8 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CheckpointError> {
 /// The settings that differ between the configuration a checkpoint was written with and the
 /// current one (as [`ConfigChange`]s at `step`), ignoring the keys that may change on resume
 /// (`train.max_steps`, `train.epochs`, logging (cadence, TensorBoard), evaluation and checkpoint
-/// cadence, the output directory, backend and device).
+/// cadence, the output directory, backend, device or devices and the all-reduce timeout: a
+/// data-parallel run resumes on any number of devices).
 pub fn config_differences(
     saved: &RunConfig,
     current: &RunConfig,
@@ -459,6 +460,8 @@ fn comparable(c: &RunConfig) -> toml::Value {
     c.train.output_dir = PathBuf::new();
     c.train.backend = String::new();
     c.train.device = None;
+    c.train.devices = None;
+    c.train.sync_timeout_s = 0;
     toml::Value::try_from(c).expect("configs serialize")
 }
 

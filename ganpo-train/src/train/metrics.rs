@@ -98,6 +98,16 @@ impl MetricMeans {
             .collect()
     }
 
+    /// Each metric's `(name, weighted sum, weight)`, in first-seen order.
+    pub(crate) fn entries(&self) -> &[(String, f64, f64)] {
+        &self.entries
+    }
+
+    /// Means made of `(name, weighted sum, weight)` entries.
+    pub(crate) fn from_entries(entries: Vec<(String, f64, f64)>) -> Self {
+        Self { entries }
+    }
+
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -20,6 +20,7 @@ use ganpo_models::CausalLm;
 use super::checkpointing::backward_through_layers;
 use super::chunked_logps::backward_through_head;
 use super::clip::clip_grad_norm;
+use super::collective::ShareWeights;
 use super::metrics::{MetricMeans, read_metrics};
 use super::objective::{ModelPass, base_objective, latent_batch, model_pass, named, policy_pass};
 use super::precision::{compute_copy, grads_like, to_float};
@@ -33,6 +34,9 @@ pub(super) struct MicroBatch<B: Backend> {
     pub indices: Vec<usize>,
     /// The collated pairs (chosen rows first).
     pub batch: PairBatch<B>,
+    /// What this micro-batch's losses and metrics count for: all 1 on one device; a
+    /// data-parallel replica's share ([`super::collective::Replica::share`]).
+    pub weights: ShareWeights,
 }
 
 /// What the policy phase returns: the clipped gradients, their norm before clipping, and
@@ -67,11 +71,14 @@ where
 
         let mut metrics = MetricMeans::default();
         let (first_pass, disc_nonfinite) =
-            self.discriminator_phase(&policy, &micro, &refs, lr, &mut metrics);
+            self.discriminator_phase(&policy, &micro, &refs, lr, &mut metrics)?;
         let policy_grads = self.policy_phase(&policy, &micro, &refs, first_pass, &mut metrics)?;
         let nonfinite = disc_nonfinite || policy_grads.nonfinite;
         self.optimizer_step(policy_grads.grads, nonfinite, lr)?;
         self.sync_reference();
+        if let Some(r) = &self.replica {
+            metrics = r.mean_metrics::<B::InnerBackend>(&metrics, &self.device)?;
+        }
         Ok(self.step_metrics(metrics, policy_grads.norm, lr))
     }
 
@@ -102,8 +109,16 @@ where
                 .sum::<u64>();
             let host =
                 crate::data::collate(&pairs, &truncation, self.pad_id, pad_to).with_labels(labels);
+            let (indices, host, weights) = match &self.replica {
+                Some(r) => r.share(indices, host),
+                None => (indices, host, ShareWeights::ONE),
+            };
             let batch = host.to_device::<B>(&self.device)?;
-            out.push(MicroBatch { indices, batch });
+            out.push(MicroBatch {
+                indices,
+                batch,
+                weights,
+            });
         }
         Ok(out)
     }
@@ -163,9 +178,9 @@ where
         refs: &[RefOutputs<B>],
         lr: f64,
         metrics: &mut MetricMeans,
-    ) -> (Option<ModelPass<B>>, bool) {
+    ) -> Result<(Option<ModelPass<B>>, bool), TrainError> {
         let Some(mut ganpo) = self.ganpo.clone() else {
-            return (None, false);
+            return Ok((None, false));
         };
         let (latents, first_pass) = self.detached_latents(policy, micro, refs);
         self.lap("policy_forward");
@@ -173,36 +188,60 @@ where
         let k = micro.len() as f64;
         let mut nonfinite = false;
         // Unpaired micro-batches with examples of one label only have no latent sets to compare.
-        let latents: Vec<LatentBatch<B>> = latents.into_iter().flatten().collect();
+        let latents: Vec<(LatentBatch<B>, f64)> = latents
+            .into_iter()
+            .zip(micro)
+            .filter_map(|(l, m)| l.map(|l| (l, m.weights.pairs)))
+            .collect();
         let steps = if latents.is_empty() { 0 } else { t.disc_steps };
+        let sync_error = std::cell::RefCell::new(None);
         for _ in 0..steps {
             let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
             let mut d_metrics = Vec::new();
-            for l in &latents {
-                let d = ganpo.discriminator_loss(l);
-                let grads = (d.loss / k).backward();
+            for (l, weight) in &latents {
+                let d = match &self.replica {
+                    Some(r) => {
+                        let sync = r.batch_means(*weight, &sync_error);
+                        ganpo.discriminator_loss_synced(l, &sync)
+                    }
+                    None => ganpo.discriminator_loss(l),
+                };
+                let grads = (d.loss / (k / weight)).backward();
                 acc.accumulate(&ganpo, GradientsParams::from_grads(grads, &ganpo));
-                d_metrics.push(d.metrics);
+                d_metrics.push((d.metrics, *weight));
+            }
+            if let Some(e) = sync_error.take() {
+                return Err(e);
             }
             // Read once all micro-batches are queued (one device sync).
-            let values: Vec<_> = d_metrics.iter().flat_map(|m| m.to_vec()).collect();
+            let values: Vec<_> = d_metrics
+                .iter()
+                .flat_map(|(m, w)| m.to_vec().into_iter().map(move |(n, v)| (n, v, *w)))
+                .collect();
             let mut grads = acc.grads();
+            if let Some(r) = &self.replica {
+                grads = r.mean_grads(&ganpo, grads)?;
+            }
             let norm = clip_grad_norm(&ganpo, &mut grads, t.disc_max_grad_norm);
-            if !norm.is_finite() || values.iter().any(|(_, v)| !v.is_finite()) {
+            let mut stop = !norm.is_finite() || values.iter().any(|(_, v, _)| !v.is_finite());
+            if let Some(r) = &self.replica {
+                stop = r.any::<B::InnerBackend>("non-finite flags", stop, &self.device)?;
+            }
+            if stop {
                 nonfinite = true;
                 break;
             }
             ganpo = self.ganpo_optim.step(lr * t.disc_lr_ratio, ganpo, grads);
             // The metrics of the last discriminator step are the step's.
             metrics.clear();
-            for (name, v) in values {
-                metrics.add(name, v, 1.0);
+            for (name, v, w) in values {
+                metrics.add(name, v, w);
             }
             metrics.add("gan/d_grad_norm", norm, 1.0);
         }
         self.ganpo = Some(ganpo);
         self.lap("discriminator_step");
-        (first_pass, nonfinite)
+        Ok((first_pass, nonfinite))
     }
 
     /// The discriminators' inputs: detached policy latents against the reference's, one
@@ -263,6 +302,8 @@ where
             self.lap("policy_forward");
             let (base, mut entries) =
                 base_objective(&self.config.loss, &pass, refs.logps.clone(), &m.batch)?;
+            // Each loss counts `weight / k` (`/ k` on one device, where the weight is 1).
+            let k = k / m.weights.pairs;
             let mut loss = base.clone().detach();
             // What the (one) backward pass through the model differentiates, `/ k`.
             let mut objective = None;
@@ -288,7 +329,17 @@ where
                 latent_batch(pass.hidden, reference, &m.batch, self.pooling())
             });
             if let (Some(g), Some(latents)) = (&self.ganpo, latents) {
-                let generator = g.generator_loss(&latents);
+                let sync_error = std::cell::RefCell::new(None);
+                let generator = match &self.replica {
+                    Some(r) => {
+                        let sync = r.batch_means(m.weights.pairs, &sync_error);
+                        g.generator_loss_synced(&latents, &sync)
+                    }
+                    None => g.generator_loss(&latents),
+                };
+                if let Some(e) = sync_error.take() {
+                    return Err(e);
+                }
                 loss = loss + generator.term.clone().detach();
                 let term = generator.term / k;
                 objective = Some(match objective {
@@ -300,7 +351,9 @@ where
             entries.insert(0, ("loss", loss));
             let values = read_metrics(entries);
             nonfinite |= values.iter().any(|(_, v)| !v.is_finite());
-            metrics.add_all(&values);
+            for (name, v) in &values {
+                metrics.add(name, *v, m.weights.of_metric(name));
+            }
             let Some(objective) = objective else {
                 continue;
             };
@@ -320,12 +373,19 @@ where
             Some(_) => grads_like(&self.policy, acc.grads()),
             None => acc.grads(),
         };
+        if let Some(r) = &self.replica {
+            grads = r.mean_grads(&self.policy, grads)?;
+        }
         let norm = clip_grad_norm(&self.policy, &mut grads, self.config.train.max_grad_norm);
+        nonfinite |= !norm.is_finite();
+        if let Some(r) = &self.replica {
+            nonfinite = r.any::<B::InnerBackend>("non-finite flags", nonfinite, &self.device)?;
+        }
         self.lap("policy_backward");
         Ok(PolicyGrads {
             grads,
             norm,
-            nonfinite: nonfinite || !norm.is_finite(),
+            nonfinite,
         })
     }
 

@@ -14,6 +14,7 @@ use ganpo_core::{Ganpo, LossError};
 use ganpo_models::CausalLm;
 
 use super::checkpoint::{self, CheckpointError, CheckpointMeta, ConfigChange};
+use super::collective::Replica;
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::MetricMeans;
 use super::objective::Scoring;
@@ -110,6 +111,20 @@ pub enum TrainError {
     /// Adapter weights could not be saved or loaded.
     #[error(transparent)]
     Model(#[from] ganpo_models::ModelError),
+    /// A data-parallel replica could not finish a collective operation (another replica died,
+    /// hung past `train.sync_timeout_s`, or was stopped).
+    #[error("replica {rank}: the all-reduce of {what} failed ({cause})")]
+    Collective {
+        /// The replica that saw the failure.
+        rank: usize,
+        /// What was being averaged.
+        what: String,
+        /// burn-collective's error.
+        cause: String,
+    },
+    /// A data-parallel run that cannot start or that lost a replica; the message names which.
+    #[error("{0}")]
+    DataParallel(String),
     /// `--allow-change` names no setting of the checkpoint's or the current configuration.
     #[error(
         "--allow-change {key}: no such setting in the checkpoint's or the current configuration \
@@ -182,9 +197,12 @@ where
     pub(super) model_fingerprint: String,
     /// Per-phase timing, when enabled ([`Trainer::profile_phases`]).
     pub(super) profile: Option<PhaseTimes>,
+    /// This trainer's place in a data-parallel run ([`Trainer::fit_data_parallel`]); `None` on
+    /// one device.
+    pub(super) replica: Option<Replica>,
 }
 
-fn adamw(config: &RunConfig) -> AdamWConfig {
+pub(super) fn adamw(config: &RunConfig) -> AdamWConfig {
     let t = &config.train;
     AdamWConfig::new()
         .with_beta_1(t.adam_beta1 as f32)
@@ -343,6 +361,7 @@ where
             data_fingerprint,
             model_fingerprint,
             profile: None,
+            replica: None,
         };
         let t = &trainer.config.train;
         let cache_latents = t.cache_ref_latents && trainer.ganpo.is_some();

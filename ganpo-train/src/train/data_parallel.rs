@@ -1,0 +1,299 @@
+//! One run on several devices of one process (data parallelism, as PyTorch's DDP does it): a
+//! replica of the trainer per device, each on its share of every micro-batch, their gradients,
+//! GANPO's batch means and the step's metrics averaged through burn-collective, so that every
+//! replica takes the same step and the run computes what one device would on the whole batch.
+//!
+//! The trainer itself is replica 0 (it logs, evaluates and writes checkpoints); the others are
+//! copies of its state made when training starts (same parameter ids, so their gradients pair
+//! up), each on its own thread, taking steps only. A replica that fails or panics stops the others at once (it
+//! resets the collective, so their pending all-reduce fails); one that does not reach an
+//! all-reduce within `train.sync_timeout_s` while another waits there is reported as hung.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use burn::collective::{CollectiveConfig, PeerId, finish_collective, register, reset_collective};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
+use burn::tensor::backend::AutodiffBackend;
+use ganpo_models::CausalLm;
+
+use super::collective::Replica;
+use super::trainer::{LogEntry, TrainError, Trainer, adamw};
+use super::{metrics::MetricMeans, state::TrainState};
+use crate::data::PreferenceDataset;
+
+/// burn-collective has one session per backend and process: data-parallel runs take turns.
+static SESSION: Mutex<()> = Mutex::new(());
+
+/// The first failure of a run, kept by whoever sees it first (a replica, the watchdog).
+type FirstFailure = Arc<Mutex<Option<String>>>;
+
+impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    /// Trains as [`Trainer::fit`] does, with one replica per device of `devices` (this
+    /// trainer is the first: `devices[0]` must be its device). Each micro-batch of
+    /// `train.batch_size` pairs is split between the replicas as evenly as possible, in order
+    /// (with weights, so that an uneven split still averages to the whole micro-batch's loss);
+    /// before every optimizer step the policy's and the discriminators' gradients are averaged,
+    /// and GANPO's batch means are averaged before they update the running means. On the CPU
+    /// backend every device is the CPU: the replicas share its cores (a check of the
+    /// synchronisation, not a speed-up). With one device this is [`Trainer::fit`].
+    ///
+    /// Unpaired data (KTO) is refused: its micro-batches' shares can hold examples of one label
+    /// only, whose metrics and discriminator sets differ between replicas.
+    pub fn fit_data_parallel(
+        &mut self,
+        devices: &[B::Device],
+        on_log: impl FnMut(&LogEntry),
+    ) -> Result<(), TrainError>
+    where
+        M: Send + 'static,
+        M::InnerModule: Send,
+        B: 'static,
+    {
+        self.data_parallel(devices, |trainer| trainer.fit(on_log))
+    }
+
+    /// Runs `lead` on this trainer as replica 0 of a data-parallel run on `devices` (see
+    /// [`Trainer::fit_data_parallel`]), while the replicas on the other devices take steps until
+    /// [`Trainer::total_steps`]: `lead` must take those steps too (it is [`Trainer::fit`] for a
+    /// run, a timed loop of [`Trainer::step`] for a benchmark). With one device it runs `lead`.
+    pub fn data_parallel<T>(
+        &mut self,
+        devices: &[B::Device],
+        lead: impl FnOnce(&mut Self) -> Result<T, TrainError>,
+    ) -> Result<T, TrainError>
+    where
+        M: Send + 'static,
+        M::InnerModule: Send,
+        B: 'static,
+    {
+        let world = devices.len();
+        if world <= 1 {
+            return lead(self);
+        }
+        if devices[0] != self.device {
+            return Err(TrainError::DataParallel(format!(
+                "the first of train.devices ({:?}) must be the device the trainer was built on \
+                 ({:?})",
+                devices[0], self.device
+            )));
+        }
+        if self.config.loss.is_unpaired() {
+            return Err(TrainError::DataParallel(
+                "train.devices: data-parallel training of unpaired data (loss kto) is not \
+                 supported; train it on one device"
+                    .into(),
+            ));
+        }
+        let _session = SESSION.lock().unwrap_or_else(|p| p.into_inner());
+        reset_collective::<B::InnerBackend>();
+        let ops: Vec<Arc<AtomicU64>> = (0..world).map(|_| Arc::default()).collect();
+        let replica = |rank: usize| Replica {
+            rank,
+            world,
+            ops: ops[rank].clone(),
+        };
+        let failure: FirstFailure = Arc::default();
+        let (done_tx, done_rx) = mpsc::channel();
+        for (rank, device) in devices.iter().enumerate().skip(1) {
+            let mut trainer = self.replica_on(device, replica(rank));
+            let (failure, done) = (failure.clone(), done_tx.clone());
+            std::thread::Builder::new()
+                .name(format!("ganpo-replica-{rank}"))
+                .spawn(move || {
+                    let out = run_replica(&mut trainer, &failure, |t| {
+                        while t.state.step < t.total_steps() {
+                            t.step()?;
+                        }
+                        Ok(())
+                    });
+                    let _ = done.send((rank, out));
+                })
+                .map_err(|e| TrainError::DataParallel(format!("starting replica {rank}: {e}")))?;
+        }
+        drop(done_tx);
+        let finished = Arc::new(AtomicBool::new(false));
+        let watchdog = spawn_watchdog::<B>(
+            ops.clone(),
+            Duration::from_secs(self.config.train.sync_timeout_s),
+            finished.clone(),
+            failure.clone(),
+        );
+        self.replica = Some(replica(0));
+        let lead = run_replica(self, &failure, lead);
+        self.replica = None;
+        // The others are done, or will be within the timeout (their next all-reduce fails).
+        let limit = Duration::from_secs(self.config.train.sync_timeout_s.max(1) + 5);
+        let mut others = Vec::new();
+        for _ in 1..world {
+            match done_rx.recv_timeout(limit) {
+                Ok(result) => others.push(result),
+                Err(_) => break,
+            }
+        }
+        finished.store(true, Ordering::SeqCst);
+        let _ = watchdog.join();
+        if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(TrainError::DataParallel(why));
+        }
+        for (_, out) in others {
+            out?;
+        }
+        lead
+    }
+
+    /// A copy of this trainer's state on `device`, as replica `replica.rank`: the policy and
+    /// the reference forked there (same parameter ids), the discriminators rebuilt and loaded
+    /// from this trainer's record (their running means and spectral-norm vectors are state that
+    /// a clone would share), both optimizers' states, the position in the data. It holds no
+    /// held-out split: only replica 0 evaluates.
+    fn replica_on(&self, device: &B::Device, replica: Replica) -> Self {
+        let config = self.config.clone();
+        let ganpo = self.ganpo.as_ref().map(|g| {
+            let settings = config
+                .ganpo
+                .as_ref()
+                .expect("a run with GANPO configures it");
+            settings
+                .init::<B>(self.policy.hidden_size(), device)
+                .load_record(g.clone().into_record())
+        });
+        Self {
+            policy_optim: adamw(&config)
+                .init()
+                .load_record(self.policy_optim.to_record()),
+            ganpo_optim: adamw(&config)
+                .init()
+                .load_record(self.ganpo_optim.to_record()),
+            device: device.clone(),
+            policy: self.policy.clone().fork(device),
+            reference: self.reference.clone().map(|r| r.fork(device)),
+            lora: self.lora,
+            ganpo,
+            train: self.train.clone(),
+            eval: PreferenceDataset::default(),
+            pad_id: self.pad_id,
+            ref_cache: self.ref_cache.clone(),
+            eval_ref_cache: None,
+            state: TrainState::clone(&self.state),
+            window: MetricMeans::default(),
+            config_changes: self.config_changes.clone(),
+            order: None,
+            data_fingerprint: self.data_fingerprint.clone(),
+            model_fingerprint: self.model_fingerprint.clone(),
+            profile: None,
+            replica: Some(replica),
+            config,
+        }
+    }
+}
+
+/// One replica's part of the run: joins the collective, trains, leaves it. On a failure (or a
+/// panic) it records the first failure of the run and resets the collective, so the other
+/// replicas' pending all-reduce fails instead of waiting for it.
+fn run_replica<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>, T>(
+    trainer: &mut Trainer<B, M>,
+    failure: &FirstFailure,
+    work: impl FnOnce(&mut Trainer<B, M>) -> Result<T, TrainError>,
+) -> Result<T, TrainError>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    let replica = trainer.replica.clone().expect("a replica");
+    let peer = PeerId::from(replica.rank);
+    let config = CollectiveConfig::default().with_num_devices(replica.world);
+    let run = std::panic::AssertUnwindSafe(|| {
+        register::<B::InnerBackend>(peer, trainer.device.clone(), config).map_err(|e| {
+            TrainError::Collective {
+                rank: replica.rank,
+                what: "registration".into(),
+                cause: format!("{e:?}"),
+            }
+        })?;
+        let out = work(trainer)?;
+        let _ = finish_collective::<B::InnerBackend>(peer);
+        Ok(out)
+    });
+    let out = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic".into());
+        Err(TrainError::DataParallel(format!("panicked: {msg}")))
+    });
+    if let Err(e) = &out {
+        let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+        // A failed all-reduce is the echo of another replica's failure, not its cause.
+        if first.is_none() && !matches!(e, TrainError::Collective { .. }) {
+            *first = Some(format!(
+                "replica {} (device {:?}) failed at step {}: {e}; the other replicas were stopped",
+                replica.rank,
+                trainer.device,
+                trainer.state.step + 1
+            ));
+        }
+        drop(first);
+        reset_collective::<B::InnerBackend>();
+    }
+    out
+}
+
+/// Watches the replicas' collective operations: when one replica has waited in an all-reduce
+/// for `timeout` while another has not reached it, records which replicas are behind and
+/// resets the collective (the waiting replicas' all-reduce then fails).
+fn spawn_watchdog<B: AutodiffBackend>(
+    ops: Vec<Arc<AtomicU64>>,
+    timeout: Duration,
+    finished: Arc<AtomicBool>,
+    failure: FirstFailure,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut seen: Vec<(u64, Instant)> = ops
+            .iter()
+            .map(|o| (o.load(Ordering::SeqCst), Instant::now()))
+            .collect();
+        while !finished.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = Instant::now();
+            for (count, (last, since)) in ops.iter().zip(seen.iter_mut()) {
+                let c = count.load(Ordering::SeqCst);
+                if c != *last {
+                    *last = c;
+                    *since = now;
+                }
+            }
+            let most = seen.iter().map(|(c, _)| *c).max().unwrap_or(0);
+            let stuck_waiting = seen
+                .iter()
+                .any(|(c, since)| c % 2 == 1 && now.duration_since(*since) >= timeout);
+            if !stuck_waiting {
+                continue;
+            }
+            let behind: Vec<String> = seen
+                .iter()
+                .enumerate()
+                .filter(|(_, (c, _))| *c < most)
+                .map(|(r, _)| r.to_string())
+                .collect();
+            let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert_with(|| {
+                format!(
+                    "replica {} did not reach the next all-reduce within train.sync_timeout_s = \
+                     {} s while the others waited there; the run was stopped",
+                    behind.join(", "),
+                    timeout.as_secs()
+                )
+            });
+            drop(first);
+            reset_collective::<B::InnerBackend>();
+            return;
+        }
+    })
+}
