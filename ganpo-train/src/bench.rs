@@ -299,7 +299,7 @@ pub fn run<B: AutodiffBackend>(
     run_on_devices::<B>(c, std::slice::from_ref(device))
 }
 
-/// [`run`] data-parallel on `devices` ([`Trainer::fit_data_parallel`]): `pairs` is the global
+/// [`run`] data-parallel on `devices` (`Trainer::fit_data_parallel`, feature `collective`): `pairs` is the global
 /// batch, split between the devices, and the times are the first device's (each step ends when
 /// every replica has finished it, at the last all-reduce). The phase breakdown is the first
 /// device's too.
@@ -346,7 +346,7 @@ pub fn run_on_devices<B: AutodiffBackend>(
     let cpu = B::name(device).contains("ndarray") || B::name(device).contains("cpu");
     let setup_peak = peak_rss_bytes();
     let reset = cpu && reset_peak_rss();
-    let (times, per_step) = trainer.data_parallel(devices, |trainer| {
+    let measure = |trainer: &mut Trainer<B, Lm<B>>| -> Result<_, TrainError> {
         for _ in 0..c.warmup {
             trainer.step()?;
         }
@@ -372,7 +372,18 @@ pub fn run_on_devices<B: AutodiffBackend>(
             );
         }
         Ok((times, per_step))
-    })?;
+    };
+    #[cfg(feature = "collective")]
+    let (times, per_step) = trainer.data_parallel(devices, measure)?;
+    #[cfg(not(feature = "collective"))]
+    let (times, per_step) = match devices.len() {
+        1 => measure(&mut trainer)?,
+        _ => {
+            return Err(BenchError::Invalid(
+                "several devices need ganpo-train's `collective` feature".into(),
+            ));
+        }
+    };
     let breakdown_ms = crate::train::profile::PHASES
         .iter()
         .enumerate()

@@ -190,3 +190,59 @@ fn bad_train_devices_are_refused_naming_the_key_and_what_is_wrong() {
     let err = c.validate().unwrap_err().to_string();
     assert!(err.contains("not both"), "{err}");
 }
+
+#[test]
+fn a_replica_that_panics_stops_the_others_with_an_error_instead_of_a_hang() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer(config(dir.path(), 8, 1));
+    let cpus = vec![Default::default(); 3];
+    // Replica 0 panics after one step while replicas 1 and 2 wait in the next all-reduce.
+    let err = t
+        .data_parallel(&cpus, |t| -> Result<(), _> {
+            t.step()?;
+            panic!("injected failure");
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("replica 0 panicked: injected failure"),
+        "{err}"
+    );
+    // The collective is usable again: a new run trains on two replicas.
+    let mut again = trainer(config(&dir.path().join("again"), 8, 1));
+    again
+        .fit_data_parallel(&[Default::default(), Default::default()], |_| {})
+        .unwrap();
+    assert_eq!(again.state().step, 10);
+}
+
+#[test]
+fn a_replica_that_does_not_reach_an_all_reduce_in_time_is_named() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), 8, 1);
+    c.train.sync_timeout_s = 1;
+    let mut t = trainer(c);
+    let cpus = vec![Default::default(); 2];
+    let start = std::time::Instant::now();
+    let err = t
+        .data_parallel(&cpus, |t| {
+            t.step()?;
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            t.step()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "replica 0 did not reach the next all-reduce within train.sync_timeout_s = 1 s"
+        ),
+        "{err}"
+    );
+    assert!(
+        start.elapsed().as_secs() < 30,
+        "stopped after {:?}",
+        start.elapsed()
+    );
+}

@@ -5,22 +5,33 @@
 //! replicas and watches them.
 
 use std::cell::RefCell;
+#[cfg(feature = "collective")]
 use std::sync::Arc;
+#[cfg(feature = "collective")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "collective")]
 use burn::collective::{CollectiveError, PeerId, ReduceOperation, all_reduce};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::AutodiffModule;
+#[cfg(feature = "collective")]
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
+#[cfg(feature = "collective")]
 use burn::prelude::*;
+#[cfg(feature = "collective")]
 use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
+use ganpo_core::Ganpo;
+use ganpo_core::ganpo::{DiscriminatorOutput, GeneratorOutput, LatentBatch};
+use ganpo_models::CausalLm;
 
 use super::metrics::MetricMeans;
-use super::trainer::TrainError;
+use super::trainer::{TrainError, Trainer};
 use crate::data::HostBatch;
 
 /// One replica of a data-parallel run: its rank among `world` replicas, and what the watchdog
 /// reads of it.
+#[cfg(feature = "collective")]
 #[derive(Clone, Debug)]
 pub(crate) struct Replica {
     /// 0 for the replica that logs, evaluates and writes checkpoints.
@@ -32,6 +43,7 @@ pub(crate) struct Replica {
     pub ops: Arc<AtomicU64>,
 }
 
+#[cfg(feature = "collective")]
 impl Replica {
     fn peer(&self) -> PeerId {
         PeerId::from(self.rank)
@@ -227,6 +239,7 @@ impl ShareWeights {
 }
 
 /// Replaces each gradient by its mean over replicas ([`Replica::mean_grads`]).
+#[cfg(feature = "collective")]
 struct MeanGrads<'a, B: AutodiffBackend> {
     replica: &'a Replica,
     grads: GradientsParams,
@@ -234,6 +247,7 @@ struct MeanGrads<'a, B: AutodiffBackend> {
     _backend: std::marker::PhantomData<B>,
 }
 
+#[cfg(feature = "collective")]
 impl<B: AutodiffBackend> ModuleVisitor<B> for MeanGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let value = param.val();
@@ -248,5 +262,94 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for MeanGrads<'_, B> {
             Ok(mean) => self.grads.register::<B::InnerBackend, D>(param.id, mean),
             Err(e) => self.error = Some(e),
         }
+    }
+}
+
+/// What the training step asks of the other replicas: each an identity on one device (or
+/// without the `collective` feature), the replicas' mean in a data-parallel run.
+impl<B: AutodiffBackend, M: AutodiffModule<B> + CausalLm<B>> Trainer<B, M>
+where
+    M::InnerModule: CausalLm<B::InnerBackend>,
+{
+    /// This replica's share of a micro-batch ([`Replica::share`]); all of it on one device.
+    pub(super) fn share_of(
+        &self,
+        indices: Vec<usize>,
+        host: HostBatch,
+    ) -> (Vec<usize>, HostBatch, ShareWeights) {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return r.share(indices, host);
+        }
+        (indices, host, ShareWeights::ONE)
+    }
+
+    /// `grads` of `module` averaged over the replicas ([`Replica::mean_grads`]).
+    pub(super) fn grads_across_replicas<Mod: AutodiffModule<B>>(
+        &self,
+        module: &Mod,
+        grads: GradientsParams,
+    ) -> Result<GradientsParams, TrainError> {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return r.mean_grads(module, grads);
+        }
+        let _ = module;
+        Ok(grads)
+    }
+
+    /// The step's metrics over the replicas ([`Replica::mean_metrics`]).
+    pub(super) fn metrics_across_replicas(
+        &self,
+        metrics: MetricMeans,
+    ) -> Result<MetricMeans, TrainError> {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return r.mean_metrics::<B::InnerBackend>(&metrics, &self.device);
+        }
+        Ok(metrics)
+    }
+
+    /// Whether any replica raises `flag`.
+    pub(super) fn any_replica(&self, flag: bool) -> Result<bool, TrainError> {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return r.any::<B::InnerBackend>("non-finite flags", flag, &self.device);
+        }
+        Ok(flag)
+    }
+
+    /// `ganpo`'s discriminator loss on this replica's share `latents` (weight `weight`), its
+    /// batch means averaged over the replicas; the first failure lands in `error`.
+    pub(super) fn discriminator_loss_across_replicas(
+        &self,
+        ganpo: &Ganpo<B>,
+        latents: &LatentBatch<B>,
+        weight: f64,
+        error: &RefCell<Option<TrainError>>,
+    ) -> DiscriminatorOutput<B> {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return ganpo.discriminator_loss_synced(latents, &r.batch_means(weight, error));
+        }
+        let _ = (weight, error);
+        ganpo.discriminator_loss(latents)
+    }
+
+    /// `ganpo`'s generator term on this replica's share, as
+    /// [`Trainer::discriminator_loss_across_replicas`] does.
+    pub(super) fn generator_loss_across_replicas(
+        &self,
+        ganpo: &Ganpo<B>,
+        latents: &LatentBatch<B>,
+        weight: f64,
+        error: &RefCell<Option<TrainError>>,
+    ) -> GeneratorOutput<B> {
+        #[cfg(feature = "collective")]
+        if let Some(r) = &self.replica {
+            return ganpo.generator_loss_synced(latents, &r.batch_means(weight, error));
+        }
+        let _ = (weight, error);
+        ganpo.generator_loss(latents)
     }
 }

@@ -106,6 +106,8 @@ where
             let (failure, done) = (failure.clone(), done_tx.clone());
             std::thread::Builder::new()
                 .name(format!("ganpo-replica-{rank}"))
+                // As deep as the main thread's stack may need to be (8 MiB), and more.
+                .stack_size(64 << 20)
                 .spawn(move || {
                     let out = run_replica(&mut trainer, &failure, |t| {
                         while t.state.step < t.total_steps() {
@@ -139,6 +141,13 @@ where
         }
         finished.store(true, Ordering::SeqCst);
         let _ = watchdog.join();
+        // Replica 0's own failure is returned as it is (the same error as on one device); a
+        // failed all-reduce there is the echo of another replica's failure, named instead.
+        if let Err(e) = &lead
+            && !matches!(e, TrainError::Collective { .. })
+        {
+            return lead;
+        }
         if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(TrainError::DataParallel(why));
         }
@@ -226,12 +235,17 @@ where
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "a panic".into());
-        Err(TrainError::DataParallel(format!("panicked: {msg}")))
+        Err(TrainError::DataParallel(format!(
+            "replica {} panicked: {msg}",
+            replica.rank
+        )))
     });
     if let Err(e) = &out {
         let mut first = failure.lock().unwrap_or_else(|p| p.into_inner());
-        // A failed all-reduce is the echo of another replica's failure, not its cause.
-        if first.is_none() && !matches!(e, TrainError::Collective { .. }) {
+        // A failed all-reduce is the echo of another replica's failure, not its cause; replica
+        // 0's own failures are returned as they are.
+        let cause = !matches!(e, TrainError::Collective { .. });
+        if first.is_none() && cause && replica.rank > 0 {
             *first = Some(format!(
                 "replica {} (device {:?}) failed at step {}: {e}; the other replicas were stopped",
                 replica.rank,

@@ -99,11 +99,13 @@ impl MetricMeans {
     }
 
     /// Each metric's `(name, weighted sum, weight)`, in first-seen order.
+    #[cfg(feature = "collective")]
     pub(crate) fn entries(&self) -> &[(String, f64, f64)] {
         &self.entries
     }
 
     /// Means made of `(name, weighted sum, weight)` entries.
+    #[cfg(feature = "collective")]
     pub(crate) fn from_entries(entries: Vec<(String, f64, f64)>) -> Self {
         Self { entries }
     }

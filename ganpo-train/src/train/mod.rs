@@ -14,14 +14,15 @@
 //! - [`sft`]: supervised fine-tuning (next-token cross-entropy), the step before preferences;
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines;
-//! - [`data_parallel`]: one run on several devices (replicas, burn-collective's all-reduce);
-//!   `collective.rs` holds what the replicas synchronise.
+//! - `data_parallel` (feature `collective`): one run on several devices (replicas,
+//!   burn-collective's all-reduce); `collective.rs` holds what the replicas synchronise.
 
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod chunked_logps;
 pub mod clip;
 mod collective;
+#[cfg(feature = "collective")]
 pub mod data_parallel;
 pub mod eval;
 pub mod metrics;

@@ -35,7 +35,7 @@ pub(super) struct MicroBatch<B: Backend> {
     /// The collated pairs (chosen rows first).
     pub batch: PairBatch<B>,
     /// What this micro-batch's losses and metrics count for: all 1 on one device; a
-    /// data-parallel replica's share ([`super::collective::Replica::share`]).
+    /// data-parallel replica's share ([`Trainer::share_of`]).
     pub weights: ShareWeights,
 }
 
@@ -76,9 +76,7 @@ where
         let nonfinite = disc_nonfinite || policy_grads.nonfinite;
         self.optimizer_step(policy_grads.grads, nonfinite, lr)?;
         self.sync_reference();
-        if let Some(r) = &self.replica {
-            metrics = r.mean_metrics::<B::InnerBackend>(&metrics, &self.device)?;
-        }
+        let metrics = self.metrics_across_replicas(metrics)?;
         Ok(self.step_metrics(metrics, policy_grads.norm, lr))
     }
 
@@ -109,10 +107,7 @@ where
                 .sum::<u64>();
             let host =
                 crate::data::collate(&pairs, &truncation, self.pad_id, pad_to).with_labels(labels);
-            let (indices, host, weights) = match &self.replica {
-                Some(r) => r.share(indices, host),
-                None => (indices, host, ShareWeights::ONE),
-            };
+            let (indices, host, weights) = self.share_of(indices, host);
             let batch = host.to_device::<B>(&self.device)?;
             out.push(MicroBatch {
                 indices,
@@ -199,13 +194,7 @@ where
             let mut acc = GradientsAccumulator::<Ganpo<B>>::new();
             let mut d_metrics = Vec::new();
             for (l, weight) in &latents {
-                let d = match &self.replica {
-                    Some(r) => {
-                        let sync = r.batch_means(*weight, &sync_error);
-                        ganpo.discriminator_loss_synced(l, &sync)
-                    }
-                    None => ganpo.discriminator_loss(l),
-                };
+                let d = self.discriminator_loss_across_replicas(&ganpo, l, *weight, &sync_error);
                 let grads = (d.loss / (k / weight)).backward();
                 acc.accumulate(&ganpo, GradientsParams::from_grads(grads, &ganpo));
                 d_metrics.push((d.metrics, *weight));
@@ -218,15 +207,10 @@ where
                 .iter()
                 .flat_map(|(m, w)| m.to_vec().into_iter().map(move |(n, v)| (n, v, *w)))
                 .collect();
-            let mut grads = acc.grads();
-            if let Some(r) = &self.replica {
-                grads = r.mean_grads(&ganpo, grads)?;
-            }
+            let mut grads = self.grads_across_replicas(&ganpo, acc.grads())?;
             let norm = clip_grad_norm(&ganpo, &mut grads, t.disc_max_grad_norm);
-            let mut stop = !norm.is_finite() || values.iter().any(|(_, v, _)| !v.is_finite());
-            if let Some(r) = &self.replica {
-                stop = r.any::<B::InnerBackend>("non-finite flags", stop, &self.device)?;
-            }
+            let stop = !norm.is_finite() || values.iter().any(|(_, v, _)| !v.is_finite());
+            let stop = self.any_replica(stop)?;
             if stop {
                 nonfinite = true;
                 break;
@@ -330,13 +314,8 @@ where
             });
             if let (Some(g), Some(latents)) = (&self.ganpo, latents) {
                 let sync_error = std::cell::RefCell::new(None);
-                let generator = match &self.replica {
-                    Some(r) => {
-                        let sync = r.batch_means(m.weights.pairs, &sync_error);
-                        g.generator_loss_synced(&latents, &sync)
-                    }
-                    None => g.generator_loss(&latents),
-                };
+                let generator =
+                    self.generator_loss_across_replicas(g, &latents, m.weights.pairs, &sync_error);
                 if let Some(e) = sync_error.take() {
                     return Err(e);
                 }
@@ -369,18 +348,14 @@ where
             }
             acc.accumulate(policy, GradientsParams::from_grads(grads, policy));
         }
-        let mut grads = match self.config.train.compute_dtype.cast_to() {
+        let grads = match self.config.train.compute_dtype.cast_to() {
             Some(_) => grads_like(&self.policy, acc.grads()),
             None => acc.grads(),
         };
-        if let Some(r) = &self.replica {
-            grads = r.mean_grads(&self.policy, grads)?;
-        }
+        let mut grads = self.grads_across_replicas(&self.policy, grads)?;
         let norm = clip_grad_norm(&self.policy, &mut grads, self.config.train.max_grad_norm);
         nonfinite |= !norm.is_finite();
-        if let Some(r) = &self.replica {
-            nonfinite = r.any::<B::InnerBackend>("non-finite flags", nonfinite, &self.device)?;
-        }
+        let nonfinite = self.any_replica(nonfinite)?;
         self.lap("policy_backward");
         Ok(PolicyGrads {
             grads,

@@ -14,6 +14,7 @@ use ganpo_core::{Ganpo, LossError};
 use ganpo_models::CausalLm;
 
 use super::checkpoint::{self, CheckpointError, CheckpointMeta, ConfigChange};
+#[cfg(feature = "collective")]
 use super::collective::Replica;
 use super::eval::{EvalSettings, evaluate};
 use super::metrics::MetricMeans;
@@ -197,8 +198,9 @@ where
     pub(super) model_fingerprint: String,
     /// Per-phase timing, when enabled ([`Trainer::profile_phases`]).
     pub(super) profile: Option<PhaseTimes>,
-    /// This trainer's place in a data-parallel run ([`Trainer::fit_data_parallel`]); `None` on
+    /// This trainer's place in a data-parallel run (`Trainer::fit_data_parallel`); `None` on
     /// one device.
+    #[cfg(feature = "collective")]
     pub(super) replica: Option<Replica>,
 }
 
@@ -361,6 +363,7 @@ where
             data_fingerprint,
             model_fingerprint,
             profile: None,
+            #[cfg(feature = "collective")]
             replica: None,
         };
         let t = &trainer.config.train;
