@@ -42,7 +42,7 @@ where
     /// before every optimizer step the policy's and the discriminators' gradients are averaged,
     /// and GANPO's batch means are averaged before they update the running means. On the CPU
     /// backend every device is the CPU: the replicas share its cores (a check of the
-    /// synchronisation, not a speed-up). With one device this is [`Trainer::fit`].
+    /// synchronisation more than a speed-up). With one device this is [`Trainer::fit`].
     ///
     /// Unpaired data (KTO) is refused: its micro-batches' shares can hold examples of one label
     /// only, whose metrics and discriminator sets differ between replicas.
