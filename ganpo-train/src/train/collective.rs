@@ -89,7 +89,7 @@ impl Replica {
     }
 
     /// Runs one collective operation, counted for the watchdog; a failure names `what`.
-    fn op<T>(
+    pub(super) fn op<T>(
         &self,
         what: &str,
         f: impl FnOnce() -> Result<T, CollectiveError>,

@@ -21,8 +21,8 @@ use burn::tensor::backend::AutodiffBackend;
 use ganpo_models::CausalLm;
 
 use super::collective::Replica;
+use super::metrics::MetricMeans;
 use super::trainer::{LogEntry, TrainError, Trainer, adamw};
-use super::{metrics::MetricMeans, state::TrainState};
 use crate::data::PreferenceDataset;
 
 /// burn-collective has one session per backend and process: data-parallel runs take turns.
@@ -190,7 +190,7 @@ where
             pad_id: self.pad_id,
             ref_cache: self.ref_cache.clone(),
             eval_ref_cache: None,
-            state: TrainState::clone(&self.state),
+            state: self.state.clone(),
             window: MetricMeans::default(),
             config_changes: self.config_changes.clone(),
             order: None,
@@ -218,12 +218,9 @@ where
     let peer = PeerId::from(replica.rank);
     let config = CollectiveConfig::default().with_num_devices(replica.world);
     let run = std::panic::AssertUnwindSafe(|| {
-        register::<B::InnerBackend>(peer, trainer.device.clone(), config).map_err(|e| {
-            TrainError::Collective {
-                rank: replica.rank,
-                what: "registration".into(),
-                cause: format!("{e:?}"),
-            }
+        let device = trainer.device.clone();
+        replica.op("registration", || {
+            register::<B::InnerBackend>(peer, device, config)
         })?;
         let out = work(trainer)?;
         let _ = finish_collective::<B::InnerBackend>(peer);
