@@ -1,47 +1,15 @@
 //! `ganpo train` end to end: a tiny model learns, the run directory is complete, interrupted runs
 //! leave only whole checkpoints and resume, bad input stops the run before anything is written.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::process::Output;
 
 mod common;
-use common::{copy_fixture, fixtures, ganpo, lines, spawn_holding};
+use common::{
+    copy_fixture, fixtures, ganpo, ganpo_train, lines, spawn_holding, standard, train_losses,
+    write_config,
+};
 
 use serde_json::Value;
-
-/// A run config in `dir` (GANPO with a small MLP discriminator) plus `extra` TOML lines in `[train]`.
-fn write_config(dir: &Path, data: &[PathBuf], extra: &str) -> PathBuf {
-    let files: Vec<String> = data
-        .iter()
-        .map(|p| format!("{:?}", p.display().to_string()))
-        .collect();
-    let text = format!(
-        "[model]\npath = {:?}\n\n[data]\ntrain = [{}]\neval_fraction = 0.2\n\n[loss]\nbeta = 0.5\n\n\
-         [ganpo]\ndiscriminator = {{ kind = \"mlp\", hidden = 32 }}\n\n\
-         [train]\noutput_dir = \"out\"\nlr = 3e-3\nbatch_size = 4\nepochs = 8\nlogging_steps = 4\n\
-         {extra}\n",
-        fixtures().join("policy").display().to_string(),
-        files.join(", ")
-    );
-    let path = dir.join("run.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// `ganpo train --config CONFIG` plus `extra` arguments.
-fn ganpo_train(config: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--config", config.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    ganpo(&args)
-}
-
-fn standard() -> Vec<PathBuf> {
-    vec![
-        fixtures().join("data/standard.jsonl"),
-        fixtures().join("data/implicit.jsonl"),
-    ]
-}
 
 /// The records of a TFRecord file, each checked against its masked CRC-32C.
 fn tfrecords(mut bytes: &[u8]) -> Vec<Vec<u8>> {
@@ -577,15 +545,6 @@ fn resuming_from_an_incomplete_checkpoint_names_it_and_the_complete_ones() {
     }
 }
 
-/// `metrics.jsonl` as (step, loss) pairs, train lines only.
-fn train_losses(path: &Path) -> Vec<(u64, Option<f64>)> {
-    lines(path)
-        .iter()
-        .filter(|l| l["split"] == "train")
-        .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64()))
-        .collect()
-}
-
 /// A learning rate that diverges at step 4 (warm-up to 1e12): the checkpoints written during the
 /// non-finite streak do not rotate away the last finite one; the error names it; resuming from
 /// it with another learning rate is refused until the change is allowed by name, then recorded.
@@ -777,81 +736,4 @@ fn a_template_that_doubles_a_string_ends_in_an_error_naming_it() {
         "{err}"
     );
     assert!(!dir.path().join("out").exists());
-}
-
-#[test]
-fn devices_train_data_parallel_as_one_device_and_bad_lists_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    // Adam's epsilon above rounding noise: see ganpo-train/tests/data_parallel.rs.
-    let config = write_config(dir.path(), &standard(), "");
-    let run = |out: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--set",
-            out,
-            "--set",
-            "train.epochs=2",
-            "--set",
-            "train.logging_steps=1",
-            "--set",
-            "train.adam_epsilon=1e-4",
-            // Dropout draws differ between a batch and its shares.
-            "--set",
-            "ganpo.discriminator.dropout=0.0",
-        ];
-        args.extend_from_slice(extra);
-        let o = ganpo_train(&config, &args);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        o
-    };
-    let one_dir = dir.path().join("one");
-    let two_dir = dir.path().join("two");
-    run(
-        &format!("train.output_dir={:?}", one_dir.display().to_string()),
-        &[],
-    );
-    let o = run(
-        &format!("train.output_dir={:?}", two_dir.display().to_string()),
-        &["--devices", "0,1"],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("data-parallel on 2 devices"), "{err}");
-    let (one, two) = (
-        train_losses(&one_dir.join("metrics.jsonl")),
-        train_losses(&two_dir.join("metrics.jsonl")),
-    );
-    assert_eq!(one.len(), two.len());
-    assert!(one.len() >= 4, "{one:?}");
-    for ((step, a), (_, b)) in one.iter().zip(&two) {
-        let (a, b) = (a.unwrap(), b.unwrap());
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-            "step {step}: {a} vs {b}"
-        );
-    }
-    assert!(two_dir.join("final").join("model.safetensors").is_file());
-    let cases: [(&[&str], &str); 3] = [
-        (
-            &["--devices", "0,1,0"],
-            "invalid setting `train.devices` = [0, 1, 0]: expected each device once (device 0 is listed twice)",
-        ),
-        (
-            &["--devices", "0,1", "--set", "train.device=0"],
-            "expected either train.device (one device) or train.devices, not both",
-        ),
-        (&["--device", "1"], "backend `cpu` has no device 1"),
-    ];
-    for (extra, message) in cases {
-        let bad = dir.path().join("bad");
-        let mut args = vec![
-            "--set".to_string(),
-            format!("train.output_dir={:?}", bad.display().to_string()),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = ganpo_train(&config, &args);
-        assert!(!out.status.success(), "{extra:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(message), "{extra:?}: {err}");
-        assert!(!bad.exists(), "{extra:?} wrote {}", bad.display());
-    }
 }

@@ -81,6 +81,23 @@ fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= TOL * want.abs().max(1.0)
 }
 
+/// Asserts that every tensor of two trainers' end states and their positions agree.
+fn assert_same_state(name: &str, one: &Trainer<B, Lm<B>>, many: &Trainer<B, Lm<B>>) {
+    for ((path, want), (_, got)) in state(one).iter().zip(&state(many)) {
+        let worst = want
+            .iter()
+            .zip(got)
+            .map(|(w, g)| (w - g).abs() as f64 / (w.abs() as f64).max(1.0))
+            .fold(0.0, f64::max);
+        assert!(worst <= TOL, "{name}: {path} differs by {worst:e}");
+    }
+    assert_eq!(
+        one.state(),
+        many.state(),
+        "{name}: step, epoch, data position"
+    );
+}
+
 /// Trains `config` on one device and on `devices` CPU replicas; every logged metric and every
 /// tensor of the end state must agree.
 fn check(name: &str, devices: usize, batch_size: usize, grad_accum: usize) {
@@ -128,19 +145,7 @@ fn check(name: &str, devices: usize, batch_size: usize, grad_accum: usize) {
             );
         }
     }
-    for ((path, want), (_, got)) in state(&one).iter().zip(&state(&many)) {
-        let worst = want
-            .iter()
-            .zip(got)
-            .map(|(w, g)| (w - g).abs() as f64 / (w.abs() as f64).max(1.0))
-            .fold(0.0, f64::max);
-        assert!(worst <= TOL, "{name}: {path} differs by {worst:e}");
-    }
-    assert_eq!(
-        one.state(),
-        many.state(),
-        "{name}: step, epoch, data position"
-    );
+    assert_same_state(name, &one, &many);
 }
 
 #[test]
@@ -160,6 +165,31 @@ fn uneven_shares_and_a_replica_without_a_pair_still_average_to_the_whole_batch()
     let _turn = serial();
     // 12 pairs in batches of 5: shares 2/2/1 and, for the last batch of 2, 1/1/0.
     check("3 devices, batch 5", 3, 5, 1);
+}
+
+/// A data-parallel run resumed from its checkpoint at step 5, on the same number of replicas, on
+/// more, or on one device, ends where the uninterrupted run ends: a checkpoint holds the global
+/// state, whatever the split.
+#[test]
+fn a_data_parallel_run_resumes_exactly_on_any_number_of_devices() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("whole"), 8, 1);
+    c.train.save_steps = Some(5);
+    let mut whole = trainer(c);
+    whole
+        .fit_data_parallel(&[Default::default(), Default::default()], |_| {})
+        .unwrap();
+    let at_5 = dir.path().join("whole").join("checkpoint-5");
+    for devices in [2, 3, 1] {
+        let mut resumed = trainer(config(&dir.path().join(format!("on{devices}")), 8, 1));
+        resumed.resume(&at_5).unwrap();
+        assert_eq!(resumed.state().step, 5);
+        resumed
+            .fit_data_parallel(&vec![Default::default(); devices], |_| {})
+            .unwrap();
+        assert_same_state(&format!("resumed on {devices} devices"), &whole, &resumed);
+    }
 }
 
 #[test]

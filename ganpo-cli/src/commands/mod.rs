@@ -1,6 +1,7 @@
 //! The `ganpo` subcommands, one file each.
 
 pub mod bench;
+pub mod cluster;
 pub mod data;
 pub mod eval;
 pub mod export;

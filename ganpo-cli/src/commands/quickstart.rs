@@ -323,7 +323,7 @@ fn quickstart<B: AutodiffBackend>(args: &Args, device: B::Device) -> Result<Repo
         let config = RunConfig::load(&path, &[])?;
         let t = Instant::now();
         let dir = config.train.output_dir.clone();
-        super::train::train_run::<B>(config, None, &[], std::slice::from_ref(&device))?;
+        super::train::train_run::<B>(config, None, &[], std::slice::from_ref(&device), None)?;
         trained.push((method.clone(), dir, t.elapsed().as_secs_f64()));
         stages.done(&format!("train {method}"));
     }

@@ -11,7 +11,7 @@ use ganpo_models::lora::peft;
 use ganpo_train::config::RunConfig;
 use ganpo_train::data::split_indices;
 use ganpo_train::train::checkpoint::{self, list_checkpoints, read_meta};
-use ganpo_train::train::{LogEntry, Trainer};
+use ganpo_train::train::{Cluster, LogEntry, Trainer};
 
 /// Options of `ganpo train`.
 #[derive(clap::Args)]
@@ -62,6 +62,8 @@ pub struct Args {
     /// replicas sharing the CPU.
     #[arg(long, value_delimiter = ',', value_name = "INDICES")]
     pub devices: Vec<usize>,
+    #[command(flatten)]
+    pub cluster: super::cluster::ClusterArgs,
 }
 
 const METRICS: &str = "metrics.jsonl";
@@ -130,6 +132,7 @@ struct Job {
     config: RunConfig,
     resume: Option<PathBuf>,
     allow_change: Vec<String>,
+    cluster: Option<Cluster>,
 }
 
 impl MultiDeviceJob for Job {
@@ -141,6 +144,7 @@ impl MultiDeviceJob for Job {
             self.resume.as_deref(),
             &self.allow_change,
             &devices,
+            self.cluster.as_ref(),
         )
         .map(|_| ())
     }
@@ -150,20 +154,25 @@ impl MultiDeviceJob for Job {
 /// `resume`, accepting changes of the settings `allow_change` names), logs metrics and
 /// checkpoints, and exports the final policy (an HF directory, or a PEFT adapter directory for a
 /// LoRA run), whose directory it returns. With several `devices` the run is data-parallel
-/// (`Trainer::fit_data_parallel`); the models are loaded on the first.
+/// (`Trainer::fit_data_parallel`); the models are loaded on the first. As one node of a
+/// `cluster` other than node 0 it trains with the others and writes nothing.
 pub fn train_run<B: AutodiffBackend>(
     config: RunConfig,
     resume: Option<&Path>,
     allow_change: &[String],
     devices: &[B::Device],
+    cluster: Option<&Cluster>,
 ) -> Result<PathBuf> {
     let device = devices.first().context("no device to train on")?.clone();
     let out = config.train.output_dir.clone();
+    let writer = cluster.is_none_or(|c| c.node_rank == 0);
     // One writer per run directory: refused now if another process holds it, and held from the
     // first file written to the end.
-    ganpo_train::io::RunLock::check_free(&out)?;
+    if writer {
+        ganpo_train::io::RunLock::check_free(&out)?;
+    }
     let resume = resume.map(resume_dir).transpose()?;
-    if resume.is_none() && !list_checkpoints(&out).is_empty() {
+    if writer && resume.is_none() && !list_checkpoints(&out).is_empty() {
         bail!(
             "{} already holds checkpoints: pass --resume {} to continue that run, or choose \
              another train.output_dir",
@@ -233,6 +242,22 @@ pub fn train_run<B: AutodiffBackend>(
     if let Some(dir) = &resume {
         trainer.resume_allowing(dir, allow_change)?;
     }
+    if let Some(c) = cluster {
+        trainer.set_cluster(c.clone());
+        tracing::info!(
+            "node {} of {}: data-parallel on {} nodes x {} devices {devices:?}, coordinator {}",
+            c.node_rank,
+            c.nodes,
+            c.nodes,
+            devices.len(),
+            c.coordinator
+        );
+        if !writer {
+            trainer.fit_data_parallel(devices, |_| {})?;
+            tracing::info!("node {}: done; node 0 writes the run", c.node_rank);
+            return Ok(out.join("final"));
+        }
+    }
     let _lock = ganpo_train::io::RunLock::acquire(&out)?;
     let resolved = out.join("config.resolved.toml");
     std::fs::write(&resolved, toml::to_string_pretty(&config)?)
@@ -283,7 +308,7 @@ pub fn train_run<B: AutodiffBackend>(
         bar.set_position(trainer.state().step as u64);
     }
     let mut write_error = None;
-    if devices.len() > 1 {
+    if devices.len() > 1 && cluster.is_none() {
         tracing::info!("data-parallel on {} devices: {devices:?}", devices.len());
     }
     trainer.fit_data_parallel(devices, |entry: &LogEntry| {
@@ -402,7 +427,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    run_config(config, args.resume, args.allow_change)
+    let cluster = args.cluster.resolve()?;
+    if let Some(c) = cluster.as_ref().filter(|c| c.node_rank == 0) {
+        super::cluster::start_coordinator(&c.coordinator)?;
+    }
+    run_config(config, args.resume, args.allow_change, cluster)
 }
 
 /// The run configuration of a TRL recipe (`origin` names it), with `--set` overrides; prints
@@ -426,11 +455,13 @@ pub fn trl_run_config(
     Ok(config)
 }
 
-/// Trains `config` on the backend it names (resuming / allowing changes as asked).
+/// Trains `config` on the backend it names (resuming / allowing changes as asked), as one node
+/// of `cluster` when it is given.
 pub fn run_config(
     config: RunConfig,
     resume: Option<PathBuf>,
     allow_change: Vec<String>,
+    cluster: Option<Cluster>,
 ) -> Result<()> {
     let kind: BackendKind = config.train.backend.parse()?;
     let t = &config.train;
@@ -445,6 +476,7 @@ pub fn run_config(
             config,
             resume,
             allow_change,
+            cluster,
         },
     )?
 }

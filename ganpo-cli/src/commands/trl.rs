@@ -66,5 +66,5 @@ pub fn run(args: Args) -> Result<()> {
     if dry_run {
         return Ok(());
     }
-    super::train::run_config(config, None, vec![])
+    super::train::run_config(config, None, vec![], None)
 }

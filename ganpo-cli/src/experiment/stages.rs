@@ -351,6 +351,7 @@ pub(super) fn train<B: AutodiffBackend>(
         resume.as_deref(),
         &[],
         std::slice::from_ref(device),
+        None,
     )
 }
 

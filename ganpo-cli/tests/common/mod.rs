@@ -114,3 +114,45 @@ pub fn lines(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A run config in `dir` (GANPO with a small MLP discriminator) plus `extra` TOML lines in `[train]`.
+pub fn write_config(dir: &Path, data: &[PathBuf], extra: &str) -> PathBuf {
+    let files: Vec<String> = data
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = format!(
+        "[model]\npath = {:?}\n\n[data]\ntrain = [{}]\neval_fraction = 0.2\n\n[loss]\nbeta = 0.5\n\n\
+         [ganpo]\ndiscriminator = {{ kind = \"mlp\", hidden = 32 }}\n\n\
+         [train]\noutput_dir = \"out\"\nlr = 3e-3\nbatch_size = 4\nepochs = 8\nlogging_steps = 4\n\
+         {extra}\n",
+        fixtures().join("policy").display().to_string(),
+        files.join(", ")
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `ganpo train --config CONFIG` plus `extra` arguments.
+pub fn ganpo_train(config: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ganpo(&args)
+}
+
+pub fn standard() -> Vec<PathBuf> {
+    vec![
+        fixtures().join("data/standard.jsonl"),
+        fixtures().join("data/implicit.jsonl"),
+    ]
+}
+
+/// `metrics.jsonl` as (step, loss) pairs, train lines only.
+pub fn train_losses(path: &Path) -> Vec<(u64, Option<f64>)> {
+    lines(path)
+        .iter()
+        .filter(|l| l["split"] == "train")
+        .map(|l| (l["step"].as_u64().unwrap(), l["loss"].as_f64()))
+        .collect()
+}

@@ -413,6 +413,16 @@ pub fn config_differences(
     current: &RunConfig,
     step: usize,
 ) -> Vec<ConfigChange> {
+    value_differences(&comparable(saved), &comparable(current), step)
+}
+
+/// The leaves (dotted keys) that differ between two configurations as TOML values, as
+/// [`ConfigChange`]s at `step`.
+pub(crate) fn value_differences(
+    saved: &toml::Value,
+    current: &toml::Value,
+    step: usize,
+) -> Vec<ConfigChange> {
     fn walk(
         key: &str,
         a: Option<&toml::Value>,
@@ -442,8 +452,7 @@ pub fn config_differences(
         }
     }
     let mut out = Vec::new();
-    let (saved, current) = (comparable(saved), comparable(current));
-    walk("", Some(&saved), Some(&current), step, &mut out);
+    walk("", Some(saved), Some(current), step, &mut out);
     out
 }
 

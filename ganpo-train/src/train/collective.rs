@@ -34,10 +34,15 @@ use crate::data::HostBatch;
 #[cfg(feature = "collective")]
 #[derive(Clone, Debug)]
 pub(crate) struct Replica {
-    /// 0 for the replica that logs, evaluates and writes checkpoints.
+    /// 0 for the replica that logs, evaluates and writes checkpoints; on several nodes,
+    /// `node_rank * local_world + ` the index among this node's replicas.
     pub rank: usize,
-    /// How many replicas train together.
+    /// How many replicas train together (on every node).
     pub world: usize,
+    /// How many of them train in this process.
+    pub local_world: usize,
+    /// The run's nodes, when it spans several processes.
+    pub cluster: Option<Arc<super::cluster::Cluster>>,
     /// Collective operations this replica has finished (odd while one is in flight: the count
     /// is bumped on entry and on exit), for the watchdog.
     pub ops: Arc<AtomicU64>,
@@ -45,6 +50,11 @@ pub(crate) struct Replica {
 
 #[cfg(feature = "collective")]
 impl Replica {
+    /// Whether this is the replica its process's trainer runs (the first on its node).
+    pub fn is_lead(&self) -> bool {
+        self.rank.is_multiple_of(self.local_world)
+    }
+
     fn peer(&self) -> PeerId {
         PeerId::from(self.rank)
     }
@@ -110,11 +120,19 @@ impl Replica {
         what: &str,
         tensor: Tensor<B, D>,
     ) -> Result<Tensor<B, D>, TrainError> {
+        self.reduce(what, tensor, ReduceOperation::Mean)
+    }
+
+    /// `tensor` all-reduced over replicas with `op`.
+    pub fn reduce<B: Backend, const D: usize>(
+        &self,
+        what: &str,
+        tensor: Tensor<B, D>,
+        op: ReduceOperation,
+    ) -> Result<Tensor<B, D>, TrainError> {
         let peer = self.peer();
         let primitive = tensor.into_primitive().tensor();
-        let out = self.op(what, || {
-            all_reduce::<B>(peer, primitive, ReduceOperation::Mean)
-        })?;
+        let out = self.op(what, || all_reduce::<B>(peer, primitive, op))?;
         Ok(Tensor::from_primitive(TensorPrimitive::Float(out)))
     }
 

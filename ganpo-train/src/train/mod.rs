@@ -15,12 +15,15 @@
 //! - [`checkpoint`], [`state`]: atomic checkpoints and what resuming needs;
 //! - [`metrics`]: averaging metrics between log lines;
 //! - `data_parallel` (feature `collective`): one run on several devices (replicas,
-//!   burn-collective's all-reduce); `collective.rs` holds what the replicas synchronise.
+//!   burn-collective's all-reduce); `collective.rs` holds what the replicas synchronise;
+//!   `cluster` (same feature): a run across several processes or machines.
 
 pub mod checkpoint;
 pub mod checkpointing;
 pub mod chunked_logps;
 pub mod clip;
+#[cfg(feature = "collective")]
+pub mod cluster;
 mod collective;
 #[cfg(feature = "collective")]
 pub mod data_parallel;
@@ -39,6 +42,8 @@ pub mod step;
 pub mod trainer;
 
 pub use clip::clip_grad_norm;
+#[cfg(feature = "collective")]
+pub use cluster::Cluster;
 pub use eval::{EvalSettings, evaluate};
 pub use params::{param_bytes, trainable_params};
 pub use schedule::{lr_multiplier, warmup_steps};

@@ -202,6 +202,9 @@ where
     /// one device.
     #[cfg(feature = "collective")]
     pub(super) replica: Option<Replica>,
+    /// The nodes of a run across several processes ([`Trainer::set_cluster`]).
+    #[cfg(feature = "collective")]
+    pub(super) cluster: Option<super::cluster::Cluster>,
 }
 
 pub(super) fn adamw(config: &RunConfig) -> AdamWConfig {
@@ -365,6 +368,8 @@ where
             profile: None,
             #[cfg(feature = "collective")]
             replica: None,
+            #[cfg(feature = "collective")]
+            cluster: None,
         };
         let t = &trainer.config.train;
         let cache_latents = t.cache_ref_latents && trainer.ganpo.is_some();
