@@ -259,6 +259,49 @@ fn a_lost_node_stops_the_other_naming_it_and_leaves_whole_checkpoints() {
     }
 }
 
+/// Three processes of a three-node run where two claim rank 1 and none rank 2: all three stop
+/// before the first step with the same error naming both ranks.
+#[test]
+fn two_processes_with_the_same_rank_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "");
+    let listeners: Vec<_> = (0..4)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
+    let out = dir.path().join("out");
+    let children: Vec<Child> = [0, 1, 1]
+        .iter()
+        .enumerate()
+        .map(|(i, rank)| {
+            Command::new(env!("CARGO_BIN_EXE_ganpo"))
+                .args(["train", "--config", config.to_str().unwrap()])
+                .args(output_dir(&out))
+                .args(["--nodes", "3", "--node-rank", &rank.to_string()])
+                .args(["--coordinator", &format!("127.0.0.1:{}", ports[0])])
+                .args(["--node-address", &format!("127.0.0.1:{}", ports[1 + i])])
+                .env("RUST_BACKTRACE", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let (ok, err) = finish(child, Duration::from_secs(300));
+        assert!(!ok, "{err}");
+        assert!(
+            err.contains("2 processes are node 1; no process is node 2"),
+            "{err}"
+        );
+    }
+    assert!(lines(&out.join("metrics.jsonl")).is_empty());
+}
+
 /// A coordinator that never answers and a node rank out of range are refused with errors that
 /// name them, and nothing is written.
 #[test]
