@@ -97,13 +97,12 @@ fn devices_train_data_parallel_as_one_device_and_bad_lists_are_refused() {
     }
 }
 
-/// Three TCP ports of 127.0.0.1 that were free a moment ago (chosen by the system).
-fn free_ports() -> [u16; 3] {
-    let listeners: Vec<_> = (0..3)
+/// `N` TCP ports of 127.0.0.1 that were free a moment ago (chosen by the system).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<_> = (0..N)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    let port = |i: usize| listeners[i].local_addr().unwrap().port();
-    [port(0), port(1), port(2)]
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap().port())
 }
 
 /// Starts node `rank` of a two-node `ganpo train` on 127.0.0.1: the coordinator on
@@ -265,14 +264,7 @@ fn a_lost_node_stops_the_other_naming_it_and_leaves_whole_checkpoints() {
 fn two_processes_with_the_same_rank_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &standard(), "");
-    let listeners: Vec<_> = (0..4)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    drop(listeners);
+    let ports = free_ports::<4>();
     let out = dir.path().join("out");
     let children: Vec<Child> = [0, 1, 1]
         .iter()
