@@ -109,14 +109,12 @@ fn default_node_address(coordinator: &str, node_rank: usize) -> Result<String> {
 /// Serves burn-collective's coordinator (its global orchestrator) on `port` of every interface,
 /// in the background of this process, for the nodes of a run to register with. Its server
 /// takes over Ctrl-C and SIGTERM, so they end this process here as they would have.
-pub fn start_coordinator(coordinator: &str) -> Result<()> {
-    let port: u16 = coordinator
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .with_context(|| format!("--coordinator {coordinator:?}: expected HOST:PORT"))?;
-    drop(TcpListener::bind(("0.0.0.0", port)).with_context(|| {
-        format!("node 0 serves the coordinator on port {port} ({coordinator}): it is taken")
-    })?);
+pub fn start_coordinator(port: u16) -> Result<()> {
+    drop(
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| {
+            format!("node 0 serves the coordinator on port {port}: it is taken")
+        })?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -165,7 +165,7 @@ pub fn train_run<B: AutodiffBackend>(
 ) -> Result<PathBuf> {
     let device = devices.first().context("no device to train on")?.clone();
     let out = config.train.output_dir.clone();
-    let writer = cluster.is_none_or(|c| c.node_rank == 0);
+    let writer = cluster.is_none_or(Cluster::writes);
     // One writer per run directory: refused now if another process holds it, and held from the
     // first file written to the end.
     if writer {
@@ -428,8 +428,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let cluster = args.cluster.resolve()?;
-    if let Some(c) = cluster.as_ref().filter(|c| c.node_rank == 0) {
-        super::cluster::start_coordinator(&c.coordinator)?;
+    if let Some(c) = cluster.as_ref().filter(|c| c.writes()) {
+        super::cluster::start_coordinator(c.coordinator_port())?;
     }
     run_config(config, args.resume, args.allow_change, cluster)
 }

@@ -99,6 +99,16 @@ impl Cluster {
         })
     }
 
+    /// Whether this node writes the run (metrics, checkpoints, the final model): node 0 only.
+    pub fn writes(&self) -> bool {
+        self.node_rank == 0
+    }
+
+    /// The coordinator's port, which node 0 serves it on.
+    pub fn coordinator_port(&self) -> u16 {
+        port_of(&self.coordinator).expect("checked by new")
+    }
+
     /// The same, calling `on_lost` instead of exiting when a node is lost.
     pub fn with_on_lost(mut self, on_lost: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.on_lost = Arc::new(on_lost);

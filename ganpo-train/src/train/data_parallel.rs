@@ -74,7 +74,7 @@ where
     /// Whether this trainer logs, evaluates and writes checkpoints: false on the nodes of a
     /// multi-node run other than node 0, which only take the steps.
     pub fn is_writer(&self) -> bool {
-        self.cluster.as_ref().is_none_or(|c| c.node_rank == 0)
+        self.cluster.as_ref().is_none_or(Cluster::writes)
     }
 
     /// Takes the steps until [`Trainer::total_steps`], writing nothing: what a replica does.
