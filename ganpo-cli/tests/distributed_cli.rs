@@ -258,6 +258,54 @@ fn a_lost_node_stops_the_other_naming_it_and_leaves_whole_checkpoints() {
     }
 }
 
+/// Stopping node 1 (SIGSTOP: alive, its port still accepting, but silent) makes node 0's
+/// watchdog end it with status 1 after `train.sync_timeout_s`, saying that every node answers
+/// but one hangs; nothing half-written is left.
+#[test]
+fn a_hung_node_stops_the_other_after_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &standard(), "");
+    let (node0, node1) = (dir.path().join("node0"), dir.path().join("node1"));
+    let ports = free_ports();
+    let long = [
+        "--set",
+        "train.epochs=200",
+        "--set",
+        "train.sync_timeout_s=5",
+    ];
+    let a = spawn_node(&config, &node0, 0, ports, &long);
+    let mut b = spawn_node(&config, &node1, 1, ports, &long);
+    let metrics = node0.join("metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(start.elapsed().as_secs() < 300, "node 0 took no steps");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = Command::new("kill")
+        .args(["-STOP", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stop.success());
+    let stopped = Instant::now();
+    let (ok, err) = finish(a, Duration::from_secs(120));
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("error: node 0: waited 5 s (train.sync_timeout_s) in an all-reduce with the other nodes; all of them still answer"),
+        "{err}"
+    );
+    let waited = stopped.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
+    for e in std::fs::read_dir(&node0).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("partial"), "half-written: {name}");
+    }
+}
+
 /// Three processes of a three-node run where two claim rank 1 and none rank 2: all three stop
 /// before the first step with the same error naming both ranks.
 #[test]
